@@ -1,0 +1,22 @@
+"""skillgym: agent skills and subagents as environments, data, and small models.
+
+    import skillgym
+    env = skillgym.make("codebase-explorer-v0")
+    observation, info = env.reset(seed=0)
+"""
+
+from skillgym.env import SkillEnv
+from skillgym.registry import list_envs, make, register
+from skillgym.spec import EnvSpec
+from skillgym.types import Grade, SkillSpec, Task, Trajectory
+
+__version__ = "0.1.0"
+
+__all__ = ["EnvSpec", "Grade", "SkillEnv", "SkillSpec", "Task", "Trajectory", "list_envs", "make", "register", "__version__"]
+
+# Built-in envs register themselves with Gymnasium on first use of the registry; importing
+# them here keeps `gymnasium.make("skillgym/<id>")` working right after `import skillgym`.
+from skillgym.registry import _load_builtins as _load
+
+_load()
+del _load

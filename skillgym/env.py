@@ -1,0 +1,304 @@
+"""SkillEnv: a skill as a Gymnasium environment (one sandbox, many episodes).
+
+The episode is a chat. ``reset`` puts the skill's instructions and a task in front of the
+model; each ``step`` takes one assistant turn, runs its tool calls in the sandbox, and
+returns the chat so far. A turn without a tool call (or a ``submit`` call) ends the
+episode and the grader scores the answer. Model output can be anything: every defect comes
+back to the model as a tool message, never as an exception.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import gymnasium as gym
+
+from skillgym.sandbox.base import Sandbox, SandboxError
+from skillgym.sandbox.ops import OpError, truncate
+from skillgym.spaces import AssistantAction, ChatObservation
+from skillgym.spec import EnvSpec
+from skillgym.toolcalls import ParsedCall, parse_turn, validate_arguments
+from skillgym.tools import get_tools
+from skillgym.tools.base import Tool
+from skillgym.tools.skill import LoadSkill
+from skillgym.types import Message, StepTiming, Task, ToolError, Trajectory
+
+
+def approx_tokens(messages: list[Message]) -> int:
+    """A tokenizer-free estimate (~4 characters a token) used for the token budget."""
+    return sum(len(json.dumps(m, ensure_ascii=False)) for m in messages) // 4
+
+
+class SkillEnv(gym.Env[list[Message], Any]):
+    metadata = {"render_modes": ["ansi"]}
+
+    def __init__(
+        self,
+        env_spec: EnvSpec,
+        *,
+        split: str = "train",
+        sandbox: Sandbox | None = None,
+        sandbox_factory: Callable[[], Sandbox] | None = None,
+        render_mode: str | None = None,
+        token_counter: Callable[[list[Message]], int] = approx_tokens,
+    ):
+        if render_mode not in (None, "ansi"):
+            raise ValueError(f"render_mode {render_mode!r} is not supported; use None or 'ansi'")
+        self.env_spec = env_spec
+        self.split = split
+        self.render_mode = render_mode
+        self.token_counter = token_counter
+        self.observation_space = ChatObservation()
+        self.action_space = AssistantAction()
+        self._sandbox = sandbox
+        self._owns_sandbox = sandbox is None
+        self._sandbox_factory = sandbox_factory
+        self.tools: dict[str, Tool] = {t.name: t for t in self._build_tools()}
+        self.tool_schemas = [t.schema() for t in self.tools.values()]
+        self._messages: list[Message] = []
+        self._task: Task | None = None
+        self._trajectory: Trajectory | None = None
+        self._turn = 0
+        self._done = True
+
+    # -- setup -------------------------------------------------------------------------------
+    def _build_tools(self) -> list[Tool]:
+        tools = get_tools(self.env_spec.tools)
+        if self.env_spec.instruction_mode == "load_skill":
+            if self.env_spec.skill is None:
+                raise ValueError(f"{self.env_spec.id}: instruction_mode 'load_skill' needs a skill")
+            tools.insert(0, LoadSkill(self.env_spec.skill))
+        return tools
+
+    def system_prompt(self) -> str:
+        spec, parts = self.env_spec, []
+        if spec.skill is not None and spec.instruction_mode == "system":
+            parts.append(spec.skill.instructions.strip())
+        elif spec.skill is not None and spec.instruction_mode == "load_skill":
+            parts.append(
+                f"You have a skill available: {spec.skill.name}: {spec.skill.description}\n"
+                "Call load_skill to read its instructions when the task calls for it."
+            )
+        if spec.system_prompt:
+            parts.append(spec.system_prompt.strip())
+        return "\n\n".join(parts)
+
+    @property
+    def sandbox(self) -> Sandbox:
+        if self._sandbox is None or not self._sandbox.alive:
+            if self._sandbox is not None and self._owns_sandbox:
+                self._sandbox.close()
+            if self._sandbox_factory is not None:
+                self._sandbox = self._sandbox_factory()
+            else:
+                from skillgym.sandbox import make_sandbox
+
+                self._sandbox = make_sandbox(self.env_spec.sandbox)
+            self._sandbox.start()
+            self._owns_sandbox = True
+        return self._sandbox
+
+    # -- gymnasium API ---------------------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        options = options or {}
+        self._task = self._pick_task(options)
+        sandbox = self.sandbox
+        sandbox.reset()
+        sandbox.put_files(self._task.files)
+        self._messages = []
+        system = self.system_prompt()
+        if system:
+            self._messages.append({"role": "system", "content": system})
+        self._messages.append({"role": "user", "content": self._task.prompt})
+        self._turn = 0
+        self._done = False
+        spec = self.env_spec
+        self._trajectory = Trajectory(
+            env_id=spec.id,
+            env_version=spec.version,
+            task_id=self._task.id,
+            skill_hash=spec.skill.content_hash if spec.skill else None,
+            tools=self.tool_schemas,
+            seed=seed,
+            metadata={"split": self._task.split, "instruction_mode": spec.instruction_mode},
+        )
+        info = {
+            "tools": copy.deepcopy(self.tool_schemas),
+            "task_id": self._task.id,
+            "task_metadata": copy.deepcopy(self._task.metadata),
+            "env_id": spec.id,
+            "split": self._task.split,
+        }
+        return copy.deepcopy(self._messages), info
+
+    def _pick_task(self, options: dict[str, Any]) -> Task:
+        if options.get("task") is not None:
+            task = options["task"]
+            return task if isinstance(task, Task) else Task.model_validate(task)
+        source = self.env_spec.tasks
+        if options.get("task_id") is not None:
+            return source.get(str(options["task_id"]))
+        split = options.get("split", self.split)
+        tasks = source.tasks(split)
+        if not tasks:
+            raise ValueError(f"{self.env_spec.id}: the task source has no tasks in split {split!r}")
+        return tasks[int(self.np_random.integers(len(tasks)))]
+
+    def step(self, action: Any):
+        if self._done or self._trajectory is None or self._task is None:
+            raise RuntimeError("the episode is over (or was never started): call reset() first")
+        self._turn += 1
+        started = time.perf_counter()
+        parsed = parse_turn(action, call_id_prefix=f"call_{self._turn}")
+        broken = [c for c in parsed.calls if c.name is None or c.arguments is None]
+        answer: str | None = None
+        tool_messages: list[Message] = []
+        turn_errors: list[str] = []
+
+        if broken:
+            # The turn's markup could not be read: keep the text as written so the model sees
+            # its own mistake, run nothing, and say precisely what was wrong.
+            self._messages.append(_assistant_raw(action))
+            problems = "\n".join(f"- call {i + 1}: {c.error}" for i, c in enumerate(parsed.calls) if c.error)
+            note = "" if len(broken) == len(parsed.calls) else " The other calls in this turn were not run; send them again."
+            text = f"Error: your tool call could not be parsed, so nothing was run.{note}\n{problems}"
+            tool_messages.append({"role": "tool", "tool_call_id": f"call_{self._turn}_error", "content": text})
+            turn_errors.extend(c.error for c in broken if c.error)
+        else:
+            self._messages.append(_assistant_message(parsed.content, parsed.reasoning, parsed.calls))
+            if not parsed.calls:
+                answer = parsed.content
+            for index, call in enumerate(parsed.calls):
+                if answer is not None:
+                    tool_messages.append(_tool_message(call, "Not run: the answer was already submitted in this turn."))
+                    continue
+                text, error, submitted = self._run_call(call)
+                if error:
+                    turn_errors.append(error)
+                if submitted is not None:
+                    answer = submitted
+                tool_messages.append(_tool_message(call, text))
+
+        self._messages.extend(tool_messages)
+        tool_seconds = time.perf_counter() - started
+        traj = self._trajectory
+        traj.timings.append(StepTiming(turn=self._turn, tool_seconds=round(tool_seconds, 6)))
+        traj.tool_errors.extend(ToolError(turn=self._turn, tool=None, error=e) for e in turn_errors)
+
+        reward, terminated, truncated = 0.0, False, False
+        info: dict[str, Any] = {"turn": self._turn, "tool_errors": turn_errors}
+        if answer is not None:
+            terminated = True
+            reward = self._grade(answer, info)
+        elif self._turn >= self.env_spec.max_turns:
+            truncated, info["truncation_reason"] = True, f"turn budget of {self.env_spec.max_turns} exhausted"
+        elif self.token_counter(self._messages) >= self.env_spec.max_tokens:
+            truncated, info["truncation_reason"] = True, f"token budget of {self.env_spec.max_tokens} exhausted"
+        if truncated:
+            info["reward_components"] = {}
+            traj.reward = 0.0
+        self._done = terminated or truncated
+        traj.messages = copy.deepcopy(self._messages)
+        traj.terminated, traj.truncated = terminated, truncated
+        return copy.deepcopy(self._messages), reward, terminated, truncated, info
+
+    def _run_call(self, call: ParsedCall) -> tuple[str, str | None, str | None]:
+        """Run one well-formed call. Returns (text for the model, error or None, submitted answer)."""
+        assert call.name is not None and call.arguments is not None
+        tool = self.tools.get(call.name)
+        if tool is None:
+            error = f"unknown tool {call.name!r}; available tools: {', '.join(self.tools)}"
+            return f"Error: {error}", error, None
+        args, error = validate_arguments(call.name, call.arguments, tool.Args)
+        if error:
+            return f"Error: {error}", error, None
+        if tool.ends_episode:
+            return tool(self.sandbox, args), None, getattr(args, "answer", "")
+        try:
+            text = tool(self.sandbox, args)
+        except OpError as exc:
+            return f"Error: {exc}", str(exc), None
+        except SandboxError:
+            raise  # the sandbox is broken: not the model's doing, the caller must know
+        text, _ = truncate(text, self.env_spec.max_tool_output)
+        return text, None, None
+
+    def _grade(self, answer: str, info: dict[str, Any]) -> float:
+        assert self._task is not None and self._trajectory is not None
+        traj = self._trajectory
+        traj.final_answer = answer
+        try:
+            grade = self.env_spec.grader.grade(self._task, answer, self._messages, self._sandbox)
+        except SandboxError:
+            raise
+        except Exception as exc:  # a grader must not take an evaluation down with it
+            message = f"grader failed on task {self._task.id!r}: {type(exc).__name__}: {exc}"
+            warnings.warn(message, stacklevel=2)
+            info["reward_components"], info["grader_error"] = {}, message
+            traj.reward, traj.grade_details = 0.0, {"grader_error": message}
+            return 0.0
+        info["reward_components"] = dict(grade.components)
+        traj.reward, traj.reward_components, traj.grade_details = grade.score, dict(grade.components), grade.details
+        return grade.score
+
+    def render(self) -> str | None:
+        if self.render_mode != "ansi":
+            return None
+        from skillgym.transcript import transcript_text
+
+        return transcript_text(self._messages)
+
+    def close(self) -> None:
+        if self._sandbox is not None and self._owns_sandbox:
+            self._sandbox.close()
+            self._sandbox = None
+        self._done = True
+        super().close()
+
+    # -- accessors -------------------------------------------------------------------------
+    @property
+    def task(self) -> Task | None:
+        return self._task
+
+    @property
+    def trajectory(self) -> Trajectory:
+        """The episode so far (a copy): messages, timings, errors, reward."""
+        if self._trajectory is None:
+            raise RuntimeError("no episode yet: call reset() first")
+        return self._trajectory.model_copy(deep=True)
+
+
+def _assistant_message(content: str, reasoning: str | None, calls: list[ParsedCall]) -> Message:
+    message: Message = {"role": "assistant", "content": content}
+    if reasoning:
+        message["reasoning_content"] = reasoning
+    if calls:
+        message["tool_calls"] = [
+            {
+                "id": c.id,
+                "type": "function",
+                "function": {"name": c.name, "arguments": json.dumps(c.arguments, ensure_ascii=False)},
+            }
+            for c in calls
+        ]
+    return message
+
+
+def _assistant_raw(action: Any) -> Message:
+    if isinstance(action, dict):
+        message = {k: v for k, v in action.items() if k in ("content", "tool_calls", "reasoning_content")}
+        message = copy.deepcopy(message)
+        message["role"] = "assistant"
+        message.setdefault("content", "")
+        return message
+    return {"role": "assistant", "content": action if isinstance(action, str) else repr(action)}
+
+
+def _tool_message(call: ParsedCall, text: str) -> Message:
+    return {"role": "tool", "tool_call_id": call.id, "name": call.name, "content": text}

@@ -1,0 +1,77 @@
+"""Task sources: where an environment's tasks come from.
+
+A source answers ``tasks(split)`` with a stable, ordered list, so that a seed picks the
+same task on every machine. Procedural generators, task files (JSONL of :class:`Task`) and
+in-memory lists all fit the same small protocol.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from pydantic import ValidationError
+
+from skillgym.types import Task
+
+
+@runtime_checkable
+class TaskSource(Protocol):
+    def tasks(self, split: str) -> Sequence[Task]: ...
+
+    def get(self, task_id: str) -> Task: ...
+
+
+class TaskList:
+    """Tasks held in memory (also the base for file-backed sources)."""
+
+    def __init__(self, tasks: Iterable[Task]):
+        self._tasks = list(tasks)
+        self._by_id: dict[str, Task] = {}
+        for task in self._tasks:
+            if task.id in self._by_id:
+                raise ValueError(f"duplicate task id {task.id!r}: every task in a source needs its own id")
+            self._by_id[task.id] = task
+
+    def tasks(self, split: str) -> list[Task]:
+        return [t for t in self._tasks if t.split == split]
+
+    def get(self, task_id: str) -> Task:
+        try:
+            return self._by_id[task_id]
+        except KeyError:
+            raise KeyError(f"no task with id {task_id!r} (this source has {len(self._tasks)} tasks)") from None
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+
+def load_tasks_jsonl(path: str | Path) -> TaskList:
+    """Read a JSONL task file; a bad line is reported by file, line number and field."""
+    path = Path(path)
+    tasks = []
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                tasks.append(Task.model_validate(json.loads(line)))
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                field = ".".join(str(p) for p in first["loc"])
+                raise ValueError(f"{path}:{lineno}: field {field!r}: {first['msg']}") from None
+    return TaskList(tasks)
+
+
+def save_tasks_jsonl(tasks: Iterable[Task], path: str | Path) -> None:
+    """Write tasks atomically (temp file, then rename)."""
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        for task in tasks:
+            fh.write(task.model_dump_json() + "\n")
+    tmp.replace(path)
