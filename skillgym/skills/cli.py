@@ -1,0 +1,153 @@
+"""``skillgym skills ...``: index, search, show and validate skills and subagents."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from skillgym.skills.library import AmbiguousSkillName, SkillLibrary
+from skillgym.skills.loader import SkillLoadError
+from skillgym.skills.search import SearchError
+from skillgym.skills.validate import has_errors, validate_path
+
+app = typer.Typer(help="Find, inspect and validate agent skills and subagents.", no_args_is_help=True)
+console = Console()
+err = Console(stderr=True)
+
+PathsOption = Annotated[
+    list[Path],
+    typer.Option("--path", "-p", help="Folder, skill, agent file, manifest or saved index; repeatable."),
+]
+EmbeddingOption = Annotated[
+    Optional[Path],
+    typer.Option("--embedding-model", help="Local sentence-transformers model folder (embedding/hybrid modes)."),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+def _open(paths: list[Path], embedding_model: Path | None = None) -> SkillLibrary:
+    try:
+        lib = SkillLibrary.open(paths, embedding_model=embedding_model)
+    except (SkillLoadError, SearchError) as exc:
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
+        raise typer.Exit(2) from exc
+    if lib.problems:
+        err.print(f"[yellow]{len(lib.problems)} file(s) skipped[/yellow]; first: {escape(str(lib.problems[0]))}")
+    return lib
+
+
+@app.command()
+def index(
+    path: PathsOption,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the index to (replaced).")],
+    embedding_model: EmbeddingOption = None,
+) -> None:
+    """Load every skill and agent under the paths and save a searchable index."""
+    with console.status("loading and indexing skills"):
+        lib = _open(path, embedding_model)
+        try:
+            target = lib.save(out)
+        except SearchError as exc:
+            err.print(f"[red]error:[/red] {escape(str(exc))}")
+            raise typer.Exit(2) from exc
+    kinds = {k: sum(s.kind == k for s in lib) for k in ("skill", "agent")}
+    console.print(f"indexed {kinds['skill']} skills and {kinds['agent']} agents -> {escape(str(target))}")
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="What you want done, in your own words.")],
+    path: PathsOption,
+    k: Annotated[int, typer.Option("-k", help="Number of results.")] = 5,
+    mode: Annotated[str, typer.Option("--mode", help="bm25, embedding or hybrid.")] = "bm25",
+    embedding_model: EmbeddingOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Rank skills and agents for a request; each hit says why it matched."""
+    if mode not in ("bm25", "embedding", "hybrid"):
+        err.print(f"[red]error:[/red] --mode must be bm25, embedding or hybrid, not {mode!r}")
+        raise typer.Exit(2)
+    lib = _open(path, embedding_model)
+    try:
+        hits = lib.search(query, k=k, mode=mode)  # type: ignore[arg-type]
+    except SearchError as exc:
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
+        raise typer.Exit(2) from exc
+    if as_json:
+        rows = [{"rank": i, "name": h.skill.name, "kind": h.skill.kind, "score": h.score, "why": h.why,
+                 "matched": h.matched, "description": h.skill.description, "source_path": h.skill.source_path,
+                 "content_hash": h.skill.content_hash} for i, h in enumerate(hits, start=1)]
+        print(json.dumps({"query": query, "mode": mode, "hits": rows}, indent=2))
+        return
+    if not hits:
+        console.print("no match")
+        return
+    table = Table(title=f"{escape(query)}  [dim]({mode}, {len(lib)} skills)[/dim]")
+    for column in ("#", "score", "kind", "name", "why"):
+        table.add_column(column, overflow="fold")
+    for i, h in enumerate(hits, start=1):
+        table.add_row(str(i), f"{h.score:.3f}", h.skill.kind, escape(h.skill.name), escape(h.why))
+    console.print(table)
+
+
+@app.command()
+def show(
+    name: Annotated[str, typer.Argument(help="Skill name, or '<path-fragment>/<name>' when names clash.")],
+    path: PathsOption,
+    as_json: JsonOption = False,
+) -> None:
+    """Print one skill or agent: its fields and its instructions."""
+    lib = _open(path)
+    try:
+        skill = lib.get(name)
+    except (KeyError, AmbiguousSkillName) as exc:
+        err.print(f"[red]error:[/red] {escape(str(exc.args[0]) if exc.args else str(exc))}")
+        raise typer.Exit(1) from exc
+    if as_json:
+        print(skill.model_dump_json(indent=2))
+        return
+    console.rule(f"{skill.kind}: {escape(skill.name)}")
+    fields = {
+        "description": skill.description,
+        "source": skill.source_path,
+        "hash": skill.content_hash,
+        "tools": ", ".join(skill.allowed_tools) if skill.allowed_tools else "(no restriction)",
+        "model": skill.model,
+        "license": skill.license,
+        "files": ", ".join(skill.files) if skill.files else None,
+        "metadata": json.dumps(skill.metadata) if skill.metadata else None,
+    }
+    for key, value in fields.items():
+        if value:
+            console.print(f"[bold]{key}[/bold]: {escape(str(value))}")
+    console.rule()
+    console.print(escape(skill.instructions), highlight=False)
+
+
+@app.command()
+def validate(
+    path: Annotated[Path, typer.Argument(help="Skill folder, SKILL.md, agent file, manifest or any folder.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Check skills against the Agent Skills rules (and agents against subagent conventions).
+
+    Prints file:line: field: message per finding; exits 1 when any is an error.
+    """
+    issues = validate_path(path)
+    if as_json:
+        print(json.dumps([i.model_dump() for i in issues], indent=2))
+    else:
+        for issue in issues:
+            colour = "red" if issue.severity == "error" else "yellow"
+            console.print(f"[{colour}]{issue.severity}[/{colour}] {escape(str(issue))}", highlight=False, soft_wrap=True)
+        errors = sum(i.severity == "error" for i in issues)
+        summary = f"{errors} error(s), {len(issues) - errors} warning(s)"
+        console.print(f"[bold]{summary}[/bold]" if issues else "[green]valid[/green]: no issues")
+    if has_errors(issues):
+        raise typer.Exit(1)
