@@ -328,9 +328,12 @@ def put_archive(root: str, data_b64: str, path: str = ".") -> dict:
     raw = base64.b64decode(data_b64)
     with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
         members = tar.getmembers()
+        real_root = os.path.realpath(root)
         for member in members:
             target = os.path.realpath(os.path.join(dest, member.name))
-            if not target.startswith(os.path.realpath(root)) or member.issym() or member.islnk():
+            # Compare with a trailing separator: "/ws2" starts with "/ws" but is outside it.
+            inside = target == real_root or target.startswith(real_root + os.sep)
+            if not inside or member.issym() or member.islnk() or member.isdev():
                 raise OpError(f"archive member {member.name!r} would land outside the workspace")
         tar.extractall(dest)
     return {"extracted": len(members)}

@@ -1,0 +1,262 @@
+"""LocalSandbox: the executor as a local subprocess, under bubblewrap when it works.
+
+With bubblewrap the executor sees a read-only view of the host (``/`` bound read-only), a
+private writable workspace at ``/workspace``, a fresh ``/tmp``, no network, its own PID
+namespace, and it dies with its parent. Limits: RLIMIT_AS (per process) and RLIMIT_NPROC. The
+kernel ignores RLIMIT_NPROC for root, so when the host user is root the executor drops to a
+per-sandbox unprivileged uid before it serves anything.
+
+Without bubblewrap the executor is a plain subprocess in a temp dir: nothing is isolated, and
+a warning says so. Mounts are then copied into the workspace, because a symlink to a host
+folder would let paths resolve outside the workspace.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import selectors
+import shutil
+import subprocess
+import sys
+import tempfile
+import warnings
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from .base import SandboxConfig, SandboxError
+from .channel import ExecutorSandbox, TransportClosed, check_mount_source
+
+log = logging.getLogger(__name__)
+
+PACKAGE_DIR = Path(__file__).resolve().parent  # holds executor.py and ops.py
+# Top level, because everything below the host's folders is read-only in the sandbox.
+EXECUTOR_DIR_IN_SANDBOX = "/.skillgym"
+# Unprivileged uids for root hosts: far above real accounts, one per sandbox so that their
+# RLIMIT_NPROC budgets (counted per uid) do not add up.
+UID_BASE = 3_000_000
+_uid_counter = itertools.count()
+
+Isolation = Literal["auto", "bwrap", "none"]
+
+NO_ISOLATION_WARNING = (
+    "skillgym LocalSandbox is running WITHOUT isolation (bubblewrap is not available or does not "
+    "work here): tool commands run as your user, with your network and your files. Install Docker "
+    "(scripts/setup_docker.sh) or bubblewrap (apt-get install bubblewrap) for a real sandbox."
+)
+
+
+@lru_cache(maxsize=1)
+def bwrap_works() -> bool:
+    """Whether ``bwrap`` exists and can create the namespaces we use (cached)."""
+    exe = shutil.which("bwrap")
+    if not exe:
+        return False
+    probe = [exe, "--unshare-net", "--unshare-pid", "--die-with-parent", "--ro-bind", "/", "/",
+             "--dev", "/dev", "--proc", "/proc", "true"]
+    try:
+        return subprocess.run(probe, capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+class LocalSandbox(ExecutorSandbox):
+    """Executor as a local subprocess; see the module docstring for what isolates it."""
+
+    def __init__(self, config: SandboxConfig | None = None, isolation: Isolation = "auto") -> None:
+        super().__init__()
+        self.config = config or SandboxConfig(backend="local")
+        if isolation == "auto":
+            isolation = "bwrap" if bwrap_works() else "none"
+        elif isolation == "bwrap" and not bwrap_works():
+            raise SandboxError("bubblewrap was requested but `bwrap` is missing or cannot create namespaces here")
+        self.isolation: Literal["bwrap", "none"] = isolation
+        self._proc: subprocess.Popen | None = None
+        self._tmp: Path | None = None
+        self._selector: selectors.BaseSelector | None = None
+        self._stderr_file = None
+
+    @property
+    def workspace(self) -> Path:
+        """The host folder behind ``/workspace`` (valid after start)."""
+        if self._tmp is None:
+            raise SandboxError("sandbox not started")
+        return self._tmp / "workspace"
+
+    def reset(self) -> None:
+        if self.isolation == "none" and self.config.mounts:
+            # Mounts are copies here, which the last episode may have changed: copy afresh.
+            self.call("reset", keep=[])
+            for mount in self.config.mounts:
+                _copy_mount(Path(mount.source), self.workspace / mount.target)
+        else:
+            super().reset()
+
+    # Transport -----------------------------------------------------------------------------
+    def _launch(self) -> None:
+        self._tmp = Path(tempfile.mkdtemp(prefix="skillgym-local-"))
+        workspace = self._tmp / "workspace"
+        workspace.mkdir()
+        self._stderr_file = open(self._tmp / "executor.stderr", "w+b")
+        if self.isolation == "bwrap":
+            argv = self._bwrap_argv(workspace)
+        else:
+            warnings.warn(NO_ISOLATION_WARNING, RuntimeWarning, stacklevel=3)
+            log.warning(NO_ISOLATION_WARNING)
+            for mount in self.config.mounts:
+                _copy_mount(Path(mount.source), workspace / mount.target)
+            argv = [sys.executable, "-E", "-s", "-B", str(PACKAGE_DIR / "executor.py"), "--root", str(workspace),
+                    "--memory-mb", str(self.config.memory_mb)]
+        self._proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr_file,
+            cwd=workspace,
+            env=self._env(workspace),
+            start_new_session=True,  # a Ctrl-C in the host terminal must not hit the sandbox
+        )
+        os.set_blocking(self._proc.stdout.fileno(), False)
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._proc.stdout, selectors.EVENT_READ)
+
+    def _bwrap_argv(self, workspace: Path) -> list[str]:
+        cfg = self.config
+        argv = [
+            "bwrap", "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
+            "--unshare-cgroup-try", "--die-with-parent", "--new-session",
+        ]
+        # bwrap's new root is a tmpfs: bind the host's top-level folders into it read-only
+        # (binding "/" itself would leave no writable place for the mount points below).
+        for name in sorted(os.listdir("/")):
+            if name in ("proc", "dev", "tmp", "workspace", EXECUTOR_DIR_IN_SANDBOX.strip("/")):
+                continue
+            host = Path("/") / name
+            if host.is_symlink():
+                argv += ["--symlink", os.readlink(host), str(host)]
+            elif host.is_dir():
+                argv += ["--ro-bind", str(host), str(host)]
+        argv += [
+            "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
+            "--ro-bind", str(PACKAGE_DIR), EXECUTOR_DIR_IN_SANDBOX,
+            "--bind", str(workspace), "/workspace",
+        ]
+        for mount in cfg.mounts:
+            src = str(check_mount_source(Path(mount.source)))
+            argv += ["--ro-bind" if mount.read_only else "--bind", src, f"/workspace/{mount.target.strip('/')}"]
+        argv += ["--remount-ro", "/", "--chdir", "/workspace", "--", _sandbox_python(), "-E", "-s", "-B", f"{EXECUTOR_DIR_IN_SANDBOX}/executor.py",
+                 "--root", "/workspace", "--memory-mb", str(cfg.memory_mb), "--nproc", str(cfg.pids_limit)]
+        if os.geteuid() == 0:
+            uid = UID_BASE + (os.getpid() % 10_000) * 100 + next(_uid_counter) % 100
+            os.chown(workspace, uid, uid)
+            os.chmod(self._tmp, 0o755)
+            argv += ["--uid", str(uid), "--gid", str(uid)]
+        return argv
+
+    @staticmethod
+    def _env(workspace: Path) -> dict[str, str]:
+        # A minimal environment: host secrets in env vars must not leak into tool commands.
+        env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "TERM")}
+        env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+        env.update(HOME="/tmp", PYTHONDONTWRITEBYTECODE="1")
+        return env
+
+    def _send(self, data: bytes) -> None:
+        assert self._proc is not None and self._proc.stdin is not None
+        try:
+            self._proc.stdin.write(data)
+            self._proc.stdin.flush()
+        except (BrokenPipeError, OSError, ValueError) as exc:
+            raise TransportClosed(str(exc)) from None
+
+    def _recv(self, timeout: float) -> bytes:
+        assert self._proc is not None and self._selector is not None
+        if not self._selector.select(timeout):
+            return b""
+        try:
+            chunk = os.read(self._proc.stdout.fileno(), 1 << 20)
+        except BlockingIOError:
+            return b""
+        except OSError as exc:
+            raise TransportClosed(str(exc)) from None
+        if not chunk:
+            raise TransportClosed("end of stream")
+        return chunk
+
+    def _diagnose(self) -> str:
+        parts = []
+        if self._proc is not None:
+            try:
+                code = self._proc.wait(timeout=2)
+                parts.append(f"The executor exited with code {code}.")
+            except subprocess.TimeoutExpired:
+                parts.append("The executor process is still running.")
+        if self._stderr_file is not None:
+            try:
+                self._stderr_file.seek(0)
+                tail = self._stderr_file.read().decode("utf-8", "replace").strip()[-800:]
+                if tail:
+                    parts.append(f"Its stderr ends with: {tail}")
+            except (OSError, ValueError):
+                pass
+        return " ".join(parts)
+
+    def _shutdown(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            try:
+                proc.stdin.close()  # EOF: the executor's loop ends by itself
+            except OSError:
+                pass
+            try:
+                proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                _kill_session(proc)
+            if proc.stdout:
+                proc.stdout.close()
+            # Tool commands started with their own session may still run in plain mode.
+            _kill_session(proc)
+        if self._selector is not None:
+            self._selector.close()
+            self._selector = None
+        if self._stderr_file is not None:
+            self._stderr_file.close()
+            self._stderr_file = None
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
+
+def _sandbox_python() -> str:
+    """An interpreter the unprivileged sandbox uid can run.
+
+    The executor needs only the standard library; the system python3 is world-readable,
+    while the host's interpreter may live under a private home (e.g. /root/.pyenv).
+    """
+    for candidate in ("/usr/bin/python3", "/usr/local/bin/python3"):
+        if os.access(candidate, os.X_OK):
+            return candidate
+    return sys.executable
+
+
+def _kill_session(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, 9)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def _copy_mount(source: Path, dest: Path) -> None:
+    if not source.exists():
+        raise SandboxError(f"mount source {source} does not exist")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if source.is_dir():
+        shutil.copytree(source, dest, symlinks=False, dirs_exist_ok=True)
+    else:
+        shutil.copy2(source, dest)
