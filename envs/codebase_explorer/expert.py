@@ -1,0 +1,247 @@
+"""The scripted expert: answers codebase questions through the env's tools only.
+
+It reads the question's structure from ``info["task_metadata"]`` (never the gold answer),
+searches with ``grep``, reads with ``read_file``, parses what the tools print, and submits a
+bare answer. Its turns are Qwen3 text (one short sentence, then one ``<tool_call>``) because
+they become SFT data for small models: every question type follows one fixed recipe of 2-4
+turns, with the same search patterns each time.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import textwrap
+from collections.abc import Callable
+from typing import Any
+
+from skillgym.policies.base import Action, Policy
+from skillgym.toolcalls import render_tool_call_text
+from skillgym.types import Message
+
+from .tasks import REPO_DIR
+
+REPO = f"/workspace/{REPO_DIR}"
+OUTLINE_PATTERN = r"^(class|def|async def|    def|    async def) "
+SIGNATURE_LINES = 12  # lines read from a def line; longer signatures are read on in pages
+_GREP_LINE = re.compile(r"^(?P<path>.+?\.py)(?P<sep>[:-])(?P<line>\d+)(?P=sep)(?P<text>.*)$")
+_READ_LINE = re.compile(r"^\s*(\d+)\t(.*)$")
+_TOP_LEVEL = re.compile(r"^(?:class|def|async def) (\w+)")
+_METHOD = re.compile(r"^    (?:async )?def (\w+)")
+
+
+def grep_hits(text: str) -> list[tuple[str, int, str]]:
+    """(path relative to the repo, line number, line text) for each match line of a grep result."""
+    hits = []
+    for raw in text.splitlines():
+        m = _GREP_LINE.match(raw)
+        if m and m.group("sep") == ":":
+            path = m.group("path").removeprefix(REPO + "/")
+            hits.append((path, int(m.group("line")), m.group("text")))
+    return hits
+
+
+def read_lines(text: str) -> list[tuple[int, str]]:
+    """(line number, text) from a numbered ``read_file`` result."""
+    return [(int(m.group(1)), m.group(2)) for m in map(_READ_LINE.match, text.splitlines()) if m]
+
+
+def module_of(rel: str) -> str:
+    parts = rel.removesuffix(".py").split("/")
+    return ".".join(parts[:-1] if parts[-1] == "__init__" and len(parts) > 1 else parts)
+
+
+def parse_header(lines: list[str]) -> ast.FunctionDef | ast.AsyncFunctionDef | None:
+    """The function whose ``def`` starts ``lines``, once enough lines are there to parse it."""
+    text = textwrap.dedent("\n".join(lines))
+    for candidate in (text, text + "\n    pass"):
+        try:
+            tree = ast.parse(candidate)
+        except SyntaxError:
+            continue
+        if tree.body and isinstance(tree.body[0], (ast.FunctionDef, ast.AsyncFunctionDef)):
+            return tree.body[0]
+    return None
+
+
+def default_text(lines: list[str], param: str) -> str | None:
+    """Source text of ``param``'s default in the signature at the top of ``lines``."""
+    for n in range(1, len(lines) + 1):
+        fn = parse_header(lines[:n])
+        if fn is None:
+            continue
+        args = fn.args
+        positional = args.posonlyargs + args.args
+        pairs = list(zip(positional[len(positional) - len(args.defaults) :], args.defaults))
+        pairs += list(zip(args.kwonlyargs, args.kw_defaults))
+        source = textwrap.dedent("\n".join(lines[:n]))
+        for arg, default in pairs:
+            if arg.arg == param and default is not None:
+                return ast.get_source_segment(source, default)
+        return None
+    return None
+
+
+class ExpertPolicy(Policy):
+    """One recipe per question type; each step is a method that returns the next turn."""
+
+    policy_id = "expert"
+
+    def __init__(self) -> None:
+        self._meta: dict[str, Any] = {}
+        self._next: Callable[[str], Action] | None = None
+        self._state: dict[str, Any] = {}
+
+    def reset(self, observation: list[Message], info: dict[str, Any]) -> None:
+        self._meta = dict(info.get("task_metadata") or {})
+        self._state = {}
+        self._next = None
+
+    def act(self, observation: list[Message], info: dict[str, Any]) -> Action:
+        if self._next is None:
+            if not self._meta and info.get("task_metadata"):
+                self._meta = dict(info["task_metadata"])
+            start = getattr(self, f"_start_{self._meta.get('qtype')}", None)
+            if start is None:
+                return self._submit("I cannot tell what this question asks.", "unknown")
+            return start()
+        step, self._next = self._next, None
+        return step(_last_tool_output(observation))
+
+    # -- turn helpers ----------------------------------------------------------------------
+    def _call(self, say: str, name: str, args: dict[str, Any], then: Callable[[str], Action] | None) -> str:
+        self._next = then
+        return f"{say}\n{render_tool_call_text(name, args)}"
+
+    def _submit(self, say: str, answer: str) -> str:
+        return self._call(say, "submit", {"answer": answer}, None)
+
+    def _find_definition(self, name: str, then: Callable[[str, int], Action]) -> str:
+        """The search that opens every recipe starting from a symbol; ``then(path, line)``."""
+
+        def found(output: str) -> Action:
+            hits = grep_hits(output)
+            if not hits:
+                return self._submit("The search found no definition.", "not found")
+            return then(hits[0][0], hits[0][1])
+
+        args = {"pattern": rf"(def|class) {name}\b", "path": REPO, "glob": "*.py"}
+        return self._call(f"Find where `{name}` is defined.", "grep", args, found)
+
+    # -- where is X defined ------------------------------------------------------------------
+    def _start_where(self) -> str:
+        return self._find_definition(self._meta["symbol"], self._where_found)
+
+    def _where_found(self, path: str, line: int) -> str:
+        return self._submit("The search shows the file.", path)
+
+    # -- default of a parameter ---------------------------------------------------------------
+    def _start_default(self) -> str:
+        owner = self._meta.get("class") or self._meta["function"]
+        return self._find_definition(owner, self._default_owner_found)
+
+    def _default_owner_found(self, path: str, line: int) -> str:
+        self._state.update(path=path, line=line)
+        if self._meta.get("class"):
+            method = self._meta["function"]
+            args = {"pattern": rf"def {method}\b", "path": f"{REPO}/{path}"}
+            return self._call(f"Find method `{method}` in that file.", "grep", args, self._default_method_found)
+        return self._read_signature(line)
+
+    def _default_method_found(self, output: str) -> str:
+        below = [line for _, line, _ in grep_hits(output) if line > self._state["line"]]
+        if not below:
+            return self._submit("The class has no such method.", "not found")
+        return self._read_signature(below[0])
+
+    def _read_signature(self, line: int) -> str:
+        self._state.setdefault("signature", [])
+        self._state["offset"] = line
+        args = {"path": f"{REPO}/{self._state['path']}", "offset": line, "limit": SIGNATURE_LINES}
+        return self._call("Read the signature.", "read_file", args, self._default_read)
+
+    def _default_read(self, output: str) -> str:
+        lines = read_lines(output)
+        self._state["signature"].extend(text for _, text in lines)
+        signature = self._state["signature"]
+        value = default_text(signature, self._meta["param"])
+        if value is None and lines and parse_header(signature) is None and len(signature) < 5 * SIGNATURE_LINES:
+            return self._read_signature(lines[-1][0] + 1)  # the signature goes on past this page
+        if value is None:
+            return self._submit("The signature has no such default.", "not found")
+        return self._submit("The signature shows the default.", value)
+
+    # -- which functions call F ------------------------------------------------------------------
+    def _start_callers(self) -> str:
+        callee = self._meta["callee"]
+        # One search shows the module's outline and every call line, in file order.
+        args = {"pattern": rf"{OUTLINE_PATTERN}|\b{callee}\(", "path": f"{REPO}/{self._meta['path']}"}
+        return self._call(f"List the functions and the `{callee}(` calls in the module.", "grep", args, self._callers_found)
+
+    def _callers_found(self, output: str) -> str:
+        callers: list[str] = []
+        cls: str | None = None
+        unit: tuple[str, int] | None = None  # (name, indent of its def line)
+        for _, _, text in grep_hits(output):
+            indent = len(text) - len(text.lstrip(" "))
+            top, method = _TOP_LEVEL.match(text), _METHOD.match(text)
+            if top:
+                is_class = text.startswith("class ")
+                cls = top.group(1) if is_class else None
+                unit = None if is_class else (top.group(1), 0)
+            elif method:
+                if cls is not None:  # a def one level into a function is nested: not a unit
+                    unit = (f"{cls}.{method.group(1)}", 4)
+            elif unit is not None and indent > unit[1] and unit[0] not in callers:
+                callers.append(unit[0])
+        if not callers:
+            return self._submit("No function in the module calls it.", "none")
+        return self._submit("Each call sits under the function listed above it.", ", ".join(callers))
+
+    # -- how many methods does C define -------------------------------------------------------------
+    def _start_methods(self) -> str:
+        return self._find_definition(self._meta["symbol"], self._methods_class_found)
+
+    def _methods_class_found(self, path: str, line: int) -> str:
+        self._state.update(path=path, line=line)
+        args = {"pattern": OUTLINE_PATTERN, "path": f"{REPO}/{path}"}
+        return self._call("List the classes and methods in that file.", "grep", args, self._methods_outline)
+
+    def _methods_outline(self, output: str) -> str:
+        count, inside = 0, False
+        for _, line, text in grep_hits(output):
+            if _TOP_LEVEL.match(text):
+                if inside:
+                    break  # the next top-level def or class ends the class
+                inside = line == self._state["line"]
+            elif inside and _METHOD.match(text):
+                count += 1
+        return self._submit("Counted the methods under the class line.", str(count))
+
+    # -- which module defines constant K ------------------------------------------------------------
+    def _start_constant(self) -> str:
+        name = self._meta["symbol"]
+        args = {"pattern": rf"^{name}\s*=", "path": REPO, "glob": "*.py"}
+        return self._call(f"Find the assignment of `{name}`.", "grep", args, self._constant_found)
+
+    def _constant_found(self, output: str) -> str:
+        hits = grep_hits(output)
+        if not hits:
+            return self._submit("The search found no assignment.", "not found")
+        path, _, text = hits[0]
+        try:
+            node = ast.parse(text).body[0]
+            value = ast.get_source_segment(text, node.value)  # type: ignore[attr-defined]
+        except (SyntaxError, IndexError, AttributeError):
+            value = text.split("=", 1)[1].strip()
+        return self._submit("The assignment shows module and value.", f"{module_of(path)}: {value}")
+
+
+def _last_tool_output(observation: list[Message]) -> str:
+    """Text of the tool results that follow the last assistant turn."""
+    outputs = []
+    for message in reversed(observation):
+        if message.get("role") != "tool":
+            break
+        outputs.append(message.get("content") or "")
+    return "\n".join(reversed(outputs))
