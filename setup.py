@@ -23,6 +23,8 @@ DATA = ["*.md", "*.yaml", "*.yml", "*.json", "*.jsonl", "*.jinja", "*.txt", "*.s
 packages = find_packages(include=["skillgym", "skillgym.*"])
 package_dir = {"skillgym": "skillgym"}
 for folder, name in MAPPED.items():
+    if not Path(folder).is_dir():
+        continue  # a stage not written yet (git keeps no empty folders)
     package_dir[name] = folder
     packages.append(name)
     packages += [f"{name}.{sub}" for sub in find_packages(where=folder)]
