@@ -203,3 +203,13 @@ def test_fork_bomb_is_contained(secure: Callable[..., Sandbox]) -> None:
     assert sb.run("echo alive")["stdout"] == "alive\n"
     count = int(sb.run("ls /proc | grep -c '^[0-9]'")["stdout"])
     assert count < 64
+
+
+def test_reset_leaves_nothing_running_or_lying_in_tmp(secure: Callable[..., Sandbox]) -> None:
+    with secure() as sandbox:
+        # setsid escapes the per-command process-group kill; only the reset's scrub catches it.
+        sandbox.run("setsid sleep 300 > /dev/null 2>&1 < /dev/null & sleep 0.5; echo x > /tmp/left.txt")
+        assert "sleep 300" in sandbox.run("ps -eo args")["stdout"]
+        sandbox.reset()
+        after = sandbox.run("ps -eo args; ls -A /tmp")["stdout"]
+        assert "sleep 300" not in after and "left.txt" not in after

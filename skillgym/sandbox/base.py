@@ -46,6 +46,8 @@ class Sandbox(abc.ABC):
     """One isolated workspace with a persistent executor. Use as a context manager."""
 
     config: SandboxConfig
+    # True where tool processes run in their own uid/pid namespace, so a reset may kill them all.
+    isolated_processes: bool = False
 
     @abc.abstractmethod
     def start(self) -> None:
@@ -87,7 +89,7 @@ class Sandbox(abc.ABC):
 
     def reset(self) -> None:
         """Empty the workspace (mounts stay) so the sandbox can serve a new episode."""
-        self.call("reset", keep=[m.target.split("/")[0] for m in self.config.mounts])
+        self.call("reset", keep=[m.target.split("/")[0] for m in self.config.mounts], scrub=self.isolated_processes)
 
     def __enter__(self) -> Sandbox:
         self.start()

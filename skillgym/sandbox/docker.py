@@ -99,6 +99,8 @@ def container_kwargs(config: SandboxConfig, client: docker.DockerClient) -> dict
 class DockerSandbox(ExecutorSandbox):
     """A container whose main process is the executor; see the module docstring."""
 
+    isolated_processes = True  # tool commands share the executor's uid only inside the container
+
     def __init__(self, config: SandboxConfig | None = None, client: docker.DockerClient | None = None) -> None:
         super().__init__()
         self.config = config or SandboxConfig(backend="docker")

@@ -79,6 +79,11 @@ class LocalSandbox(ExecutorSandbox):
         self._stderr_file = None
 
     @property
+    def isolated_processes(self) -> bool:  # type: ignore[override]
+        # Under bubblewrap the executor has its own pid namespace (and, on root hosts, its own uid).
+        return self.isolation == "bwrap"
+
+    @property
     def workspace(self) -> Path:
         """The host folder behind ``/workspace`` (valid after start)."""
         if self._tmp is None:

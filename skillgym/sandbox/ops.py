@@ -339,8 +339,20 @@ def put_archive(root: str, data_b64: str, path: str = ".") -> dict:
     return {"extracted": len(members)}
 
 
-def reset(root: str, keep: list | None = None) -> dict:
-    """Empty the workspace, except mount points listed in ``keep`` (relative paths)."""
+def reset(root: str, keep: list | None = None, scrub: bool = False) -> dict:
+    """Empty the workspace, except mount points listed in ``keep`` (relative paths).
+
+    ``scrub`` also kills every process this executor may signal (``kill(-1)`` spares the
+    caller) and empties ``/tmp``, so nothing an episode left running or lying around
+    reaches the next one. Only sandboxes whose processes live in their own uid or pid
+    namespace may ask for it: on an unisolated host it would signal the user's processes.
+    """
+    if scrub:
+        try:
+            os.kill(-1, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        _empty_folder("/tmp")
     keep_set = {k.strip("/") for k in (keep or [])}
     removed = 0
     real_root = os.path.realpath(root)
@@ -357,6 +369,22 @@ def reset(root: str, keep: list | None = None) -> dict:
                 pass
         removed += 1
     return {"removed": removed}
+
+
+def _empty_folder(folder: str) -> None:
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for name in names:
+        full = os.path.join(folder, name)
+        if os.path.isdir(full) and not os.path.islink(full):
+            shutil.rmtree(full, ignore_errors=True)
+        else:
+            try:
+                os.unlink(full)
+            except OSError:
+                pass
 
 
 def ping(root: str) -> dict:
