@@ -5,6 +5,7 @@
     observation, info = env.reset(seed=0)
 """
 
+from skillgym.compiler import from_skill
 from skillgym.env import SkillEnv
 from skillgym.registry import list_envs, make, register
 from skillgym.spec import EnvSpec
@@ -12,7 +13,10 @@ from skillgym.types import Grade, SkillSpec, Task, Trajectory
 
 __version__ = "0.1.0"
 
-__all__ = ["EnvSpec", "Grade", "SkillEnv", "SkillSpec", "Task", "Trajectory", "list_envs", "make", "register", "__version__"]
+__all__ = [
+    "EnvSpec", "Grade", "SkillEnv", "SkillSpec", "Task", "Trajectory",
+    "from_skill", "list_envs", "make", "register", "__version__",
+]
 
 # Built-in envs register themselves with Gymnasium on first use of the registry; importing
 # them here keeps `gymnasium.make("skillgym/<id>")` working right after `import skillgym`.

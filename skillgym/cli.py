@@ -148,6 +148,7 @@ def _doctor_report() -> dict[str, dict[str, Any]]:
 
 _mount("skillgym.sandbox.cli", "sandbox", "Manage sandboxes: gc, build.")
 _mount("skillgym.skills.cli", "skills", "Index, search, show and validate skills.")
+_mount("skillgym.taskgen.cli", "tasks", "Generate task files for skills with a teacher model.")
 
 
 if __name__ == "__main__":  # pragma: no cover
