@@ -1,0 +1,132 @@
+"""An in-process Hugging Face causal LM as a policy (CPU tests, the tiny student, evaluation).
+
+The prompt is the tokenizer's chat template applied to the conversation with the env's tool
+schemas (the project's Qwen3 template when the tokenizer has none), generation stops at
+``<|im_end|>``, and the completion is decoded *with* special tokens and then cut at the
+end-of-turn token: decoding with ``skip_special_tokens=True`` would delete ``<tool_call>``
+markup from tokenizers that mark it special, and the env would never see the call.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from skillgym.chat_template import IM_END, qwen3_template
+from skillgym.policies.base import Action, Policy
+from skillgym.types import Message
+
+
+class HFPolicy(Policy):
+    """Generate each assistant turn with ``model.generate``; greedy unless ``temperature > 0``.
+
+    ``path_or_model`` is a local folder / hub id or an already-loaded model (then pass its
+    ``tokenizer``). ``seed`` makes sampling reproducible (re-seeded at every turn from the
+    seed and the turn index). ``generate_kwargs`` go to ``model.generate`` unchanged.
+    """
+
+    def __init__(
+        self,
+        path_or_model: Any,
+        tokenizer: Any = None,
+        *,
+        max_new_tokens: int = 512,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        device: str = "cpu",
+        seed: int | None = None,
+        enable_thinking: bool | None = None,
+        generate_kwargs: dict[str, Any] | None = None,
+    ):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if isinstance(path_or_model, (str, Path)):
+            self.model = AutoModelForCausalLM.from_pretrained(str(path_or_model))
+            self.policy_id = f"hf:{path_or_model}"
+            tokenizer = tokenizer or AutoTokenizer.from_pretrained(str(path_or_model))
+        else:
+            self.model = path_or_model
+            self.policy_id = f"hf:{getattr(getattr(path_or_model, 'config', None), 'name_or_path', '') or 'model'}"
+        if tokenizer is None:
+            raise ValueError("HFPolicy got a model object but no tokenizer: pass tokenizer=")
+        self.tokenizer = tokenizer
+        self.model.to(device)
+        self.model.eval()
+        self.device = device
+        self.max_new_tokens = max_new_tokens
+        self.temperature = temperature
+        self.top_p = top_p
+        self.seed = seed
+        self.enable_thinking = enable_thinking
+        self.generate_kwargs = dict(generate_kwargs or {})
+        self.chat_template = getattr(tokenizer, "chat_template", None) or qwen3_template(training=False)
+        end_id = tokenizer.convert_tokens_to_ids(IM_END)
+        if end_id is None or end_id == tokenizer.unk_token_id:
+            raise ValueError(f"the tokenizer has no {IM_END!r} token; it must hold the Qwen3 special tokens")
+        self.end_ids = sorted({end_id, *([tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else [])})
+        self._turn = 0
+        self._torch = torch
+        self._lock = threading.Lock()  # one generate at a time: the model is shared
+
+    def reset(self, observation: list[Message], info: dict[str, Any]) -> None:
+        self._turn = 0
+
+    def prompt_ids(self, observation: list[Message], info: dict[str, Any]) -> list[int]:
+        kwargs: dict[str, Any] = {}
+        if self.enable_thinking is not None:
+            kwargs["enable_thinking"] = self.enable_thinking
+        encoded = self.tokenizer.apply_chat_template(
+            observation,
+            tools=info.get("tools") or None,
+            chat_template=self.chat_template,
+            add_generation_prompt=True,
+            tokenize=True,
+            return_dict=True,
+            **kwargs,
+        )
+        return list(encoded["input_ids"])
+
+    def act(self, observation: list[Message], info: dict[str, Any]) -> Action:
+        torch = self._torch
+        prompt = self.prompt_ids(observation, info)
+        self._turn += 1
+        sample = self.temperature > 0
+        options: dict[str, Any] = {
+            "max_new_tokens": self.max_new_tokens,
+            "do_sample": sample,
+            "eos_token_id": self.end_ids,
+            "pad_token_id": self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.end_ids[0],
+        }
+        if sample:
+            options.update(temperature=self.temperature, top_p=self.top_p)
+        else:  # silence the "temperature is set but do_sample is False" warnings of model configs
+            options.update(temperature=None, top_p=None, top_k=None)
+        options.update(self.generate_kwargs)
+        with self._lock, torch.inference_mode():
+            if self.seed is not None:
+                torch.manual_seed(self.seed * 100_003 + self._turn)
+            input_ids = torch.tensor([prompt], device=self.device)
+            output = self.model.generate(
+                input_ids=input_ids, attention_mask=torch.ones_like(input_ids), **options
+            )
+        completion = output[0, len(prompt) :].tolist()
+        return {
+            "role": "assistant",
+            "content": self.decode(completion),
+            "token_ids": completion,
+            "usage": {"prompt_tokens": len(prompt), "completion_tokens": len(completion)},
+        }
+
+    def decode(self, token_ids: list[int]) -> str:
+        """Completion text up to the end-of-turn token, keeping every markup token."""
+        ids = list(token_ids)
+        for index, token in enumerate(ids):
+            if token in self.end_ids:
+                ids = ids[:index]
+                break
+        return self.tokenizer.decode(ids, skip_special_tokens=False)
+
+    def close(self) -> None:
+        self.model = None  # type: ignore[assignment]

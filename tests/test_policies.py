@@ -1,0 +1,400 @@
+"""Policies against real things: a real loopback HTTP server, a real tiny Qwen3 model.
+
+The acceptance check of issue 3 lives here: episodes through ``openai:MODEL@<server>``
+against a server that replays the env's scripted expert give the same trajectories as the
+in-process expert.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import pickle
+import re
+import shutil
+import socket
+import sysconfig
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from skillgym.episode import run_episode
+from skillgym.policies.base import Policy
+from skillgym.policies.openai_policy import OpenAIPolicy, OpenAIPolicyError, to_openai_messages
+from skillgym.policies.spec import PolicySpec, make_policy, parse_policy_spec
+from skillgym.testing import (
+    ErrorReply,
+    ReplayResponder,
+    ScriptedOpenAIServer,
+    assistant_message,
+    chat_completion,
+    tool_call,
+)
+from skillgym.toolcalls import render_tool_call_text as call
+from tests.test_chat_template import tiny_tokenizer
+from tests.test_env import make_env
+
+FAST = {"backoff_base": 0.01, "backoff_max": 0.05}
+
+
+class NumberExpert(Policy):
+    """The tiny env's scripted expert: read the file named in the prompt, submit its number."""
+
+    policy_id = "expert"
+
+    def act(self, observation, info):
+        last = observation[-1]
+        found = re.search(r"the number is (\d+)", str(last.get("content", ""))) if last["role"] == "tool" else None
+        if found:
+            return call("submit", {"answer": found.group(1)})
+        path = re.search(r"notes/n\d+\.txt", observation[1]["content"]).group(0)
+        return "<think>The prompt names the file.</think>Reading it.\n" + call("read_file", {"path": path})
+
+
+@pytest.fixture
+def env():
+    env = make_env("local", expert=NumberExpert)
+    yield env
+    env.close()
+
+
+def reply_with(message: dict) -> Any:
+    return lambda request: message
+
+
+# -- the HTTP policy -------------------------------------------------------------------------------
+
+def test_sends_tools_and_accepts_structured_calls(env):
+    message = assistant_message("", [tool_call("read_file", {"path": "notes/n3.txt"}, "srv_1")])
+    with ScriptedOpenAIServer(reply_with(message)) as server:
+        policy = OpenAIPolicy("m", base_url=server.base_url, sampling={"temperature": 0.2, "max_tokens": 64})
+        obs, info = env.reset(options={"task_id": "t3"})
+        action = policy.act(obs, info)
+        sent = server.requests[-1]
+        assert sent["tools"] == info["tools"] and sent["model"] == "m"
+        assert sent["temperature"] == 0.2 and sent["max_tokens"] == 64 and sent["messages"] == obs
+        assert action["tool_calls"][0]["id"] == "srv_1" and action["usage"]["prompt_tokens"] > 0
+        obs, *_ = env.step(action)
+        assert obs[-1]["tool_call_id"] == "srv_1" and "the number is 21" in obs[-1]["content"]
+        policy.close()
+
+
+def test_accepts_tool_call_markup_in_content(env):
+    with ScriptedOpenAIServer(reply_with(assistant_message(call("read_file", {"path": "notes/n3.txt"})))) as server:
+        policy = OpenAIPolicy("m", base_url=server.base_url, send_tools=False)
+        obs, info = env.reset(options={"task_id": "t3"})
+        action = policy.act(obs, info)
+        assert "tools" not in server.requests[-1]
+        obs, *_ = env.step(action)
+        assert obs[-2]["tool_calls"][0]["function"]["name"] == "read_file"
+        assert "the number is 21" in obs[-1]["content"]
+
+
+@pytest.mark.parametrize("status", [429, 500])
+def test_retries_then_succeeds(env, status):
+    with ScriptedOpenAIServer(reply_with(assistant_message("21")), fail_first=2, fail_status=status) as server:
+        policy = OpenAIPolicy("m", base_url=server.base_url, max_retries=3, **FAST)
+        obs, info = env.reset(options={"task_id": "t3"})
+        assert policy.act(obs, info)["content"] == "21"
+        assert server.request_count == 3 and server.failures_injected == 2
+        # The async path retries the same way.
+        server.failures_injected = 0
+        assert asyncio.run(policy.aact(obs, info))["content"] == "21"
+        assert server.request_count == 6
+
+
+def test_precise_error_after_exhausting_retries(env):
+    obs, info = env.reset(options={"task_id": "t3"})
+    with ScriptedOpenAIServer(reply_with(assistant_message("21")), fail_first=100, fail_status=503) as server:
+        policy = OpenAIPolicy("m", base_url=server.base_url, max_retries=2, **FAST)
+        with pytest.raises(OpenAIPolicyError, match=r"failed after 3 attempt\(s\); last error: HTTP 503") as caught:
+            policy.act(obs, info)
+        assert caught.value.status == 503 and caught.value.attempts == 3 and server.request_count == 3
+        assert server.base_url in str(caught.value)
+    # A client error is not retried: the request itself is wrong.
+    with ScriptedOpenAIServer(lambda r: ErrorReply(400, "bad 'messages'")) as server:
+        policy = OpenAIPolicy("m", base_url=server.base_url, max_retries=5, **FAST)
+        with pytest.raises(OpenAIPolicyError, match=r"HTTP 400: .*bad 'messages'"):
+            policy.act(obs, info)
+        assert server.request_count == 1
+    # Nothing listening: connection errors are retried, then reported.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    policy = OpenAIPolicy("m", base_url=f"http://127.0.0.1:{port}/v1", max_retries=1, **FAST)
+    with pytest.raises(OpenAIPolicyError, match=r"2 attempt\(s\); last error: ConnectError"):
+        policy.act(obs, info)
+
+
+def test_timeouts_are_retried(env):
+    seen = []
+
+    async def slow_first(request):
+        seen.append(1)
+        if len(seen) == 1:
+            await asyncio.sleep(1.0)
+        return assistant_message("21")
+
+    obs, info = env.reset(options={"task_id": "t3"})
+    with ScriptedOpenAIServer(slow_first) as server:
+        policy = OpenAIPolicy("m", base_url=server.base_url, timeout=0.25, max_retries=2, **FAST)
+        assert policy.act(obs, info)["content"] == "21" and len(seen) == 2
+
+
+def test_concurrency_limit_is_respected(env):
+    obs, info = env.reset(options={"task_id": "t3"})
+    with ScriptedOpenAIServer(reply_with(assistant_message("21")), delay_s=0.05, record=False) as server:
+        policy = OpenAIPolicy("m", base_url=server.base_url, max_concurrency=3)
+
+        async def many():
+            results = await asyncio.gather(*(policy.aact(obs, info) for _ in range(12)))
+            await policy.aclose()
+            return results
+
+        assert len(asyncio.run(many())) == 12 and server.max_in_flight == 3
+        server.max_in_flight = 0
+        with ThreadPoolExecutor(8) as pool:
+            assert len(list(pool.map(lambda _: policy.act(obs, info), range(8)))) == 8
+        assert server.max_in_flight == 3
+
+
+@pytest.mark.parametrize("process", [False, True])
+def test_async_requests_overlap(process):
+    # 32 requests with a 0.2 s delay finish in well under 32 * 0.2 s: aact never blocks the loop.
+    obs = [{"role": "user", "content": "hi"}]
+    with ScriptedOpenAIServer(reply_with(assistant_message("ok")), delay_s=0.2, process=process) as server:
+        policy = OpenAIPolicy("m", base_url=server.base_url, max_concurrency=64)
+
+        async def many():
+            started = time.perf_counter()
+            await asyncio.gather(*(policy.aact(obs, {}) for _ in range(32)))
+            await policy.aclose()
+            return time.perf_counter() - started
+
+        assert asyncio.run(many()) < 1.5 and server.max_in_flight == 32
+        assert server.request_count == 32  # counted across the process boundary too
+
+
+def test_usage_token_ids_and_logprobs_are_recorded(env):
+    def respond(request):
+        assert request["logprobs"] is True and request["return_token_ids"] is True
+        message = assistant_message(call("submit", {"answer": "21"}))
+        logprobs = {"content": [{"token": "a", "logprob": -0.25, "bytes": [97], "top_logprobs": []}] * 3}
+        return chat_completion(message, usage={"prompt_tokens": 100, "completion_tokens": 3, "total_tokens": 103},
+                               choice_extra={"token_ids": [5, 6, 7], "logprobs": logprobs}, prompt_token_ids=[1, 2])
+
+    with ScriptedOpenAIServer(respond) as server:
+        policy = OpenAIPolicy("m", base_url=server.base_url, logprobs=True, return_token_ids=True)
+        traj = run_episode(env, policy, task_id="t3")
+    assert traj.reward == 1.0 and traj.policy_id == "openai:m"
+    assert (traj.usage.prompt_tokens, traj.usage.completion_tokens) == (100, 3)
+    assert traj.token_ids == [[5, 6, 7]] and traj.logprobs == [[-0.25, -0.25, -0.25]]
+
+
+def test_unparsable_turn_is_sent_in_strict_shape(env):
+    # The first reply's arguments are broken JSON: the env answers with a note that answers no
+    # call; the strict server would answer 400 if the policy sent that note as a tool message.
+    with ScriptedOpenAIServer(ReplayResponder(NumberExpert, mode="structured"), malformed_arguments=1) as server:
+        policy = OpenAIPolicy("m", base_url=server.base_url, max_retries=0)
+        traj = run_episode(env, policy, task_id="t3")
+        assert traj.reward == 1.0 and traj.tool_errors and "not valid JSON" in traj.tool_errors[0].error
+        second = server.requests[1]["messages"]
+        assert second[-1]["role"] == "user" and second[-1]["content"].startswith("Error: your tool call")
+        assert "tool_calls" not in second[-2] and '"oops' in second[-2]["content"]
+
+
+def test_to_openai_messages_rules():
+    messages = [
+        {"role": "user", "content": "q"},
+        {"role": "assistant", "content": "x", "reasoning_content": "r",
+         "tool_calls": [{"id": "a", "type": "function", "function": {"name": "f", "arguments": {"k": 1}}}]},
+        {"role": "tool", "tool_call_id": "a", "name": "f", "content": "ok"},
+        {"role": "assistant", "content": "<tool_call>{bad</tool_call>"},
+        {"role": "tool", "tool_call_id": "call_2_error", "content": "Error: could not be parsed"},
+        {"role": "assistant", "content": None,
+         "tool_calls": [{"id": "b", "type": "function", "function": {"name": "g", "arguments": "{}"}}]},
+        {"role": "user", "content": "next"},
+    ]
+    out = to_openai_messages(messages)
+    assert out[1]["tool_calls"][0]["function"]["arguments"] == '{"k": 1}' and out[1]["reasoning_content"] == "r"
+    assert out[2] == {"role": "tool", "tool_call_id": "a", "content": "ok"}
+    assert out[4] == {"role": "user", "content": "Error: could not be parsed"}
+    assert "tool_calls" not in out[5] and out[5]["content"] == '<tool_call>\n{"name": "g", "arguments": {}}\n</tool_call>'
+    assert "reasoning_content" not in to_openai_messages(messages, send_reasoning=False)[1]
+
+
+def test_models_endpoint():
+    import httpx
+
+    with ScriptedOpenAIServer(reply_with(assistant_message("")), models=["a", "b"]) as server:
+        data = httpx.get(server.base_url + "/models").json()
+    assert [m["id"] for m in data["data"]] == ["a", "b"]
+
+
+# -- specs -------------------------------------------------------------------------------------------
+
+def test_policy_spec_syntax(env, tmp_path):
+    assert parse_policy_spec("expert") == PolicySpec(kind="expert", spec="expert")
+    assert parse_policy_spec("random:7").seed == 7
+    spec = parse_policy_spec("openai:Qwen/Qwen3-4B@http://127.0.0.1:8000/v1/?temperature=0.2&max_tokens=512"
+                             "&max_concurrency=8&stop=</s>")
+    assert (spec.model, spec.base_url) == ("Qwen/Qwen3-4B", "http://127.0.0.1:8000/v1")
+    assert spec.sampling == {"temperature": 0.2, "max_tokens": 512, "stop": "</s>"}
+    assert spec.options == {"max_concurrency": 8}
+    assert parse_policy_spec(str(spec)) == spec  # the canonical string parses to the same spec
+    assert PolicySpec.model_validate_json(spec.model_dump_json()) == spec
+    assert parse_policy_spec("openai:gpt-4o-mini").base_url is None
+    assert parse_policy_spec("hf:runs/student?max_new_tokens=8").options == {"max_new_tokens": 8}
+    for bad, message in [("gpt", "unknown policy spec"), ("random:x", "integer"), ("hf:p?bogus=1", "unknown hf option"),
+                         ("openai:@http://h/v1", "empty")]:
+        with pytest.raises(ValueError, match=message):
+            parse_policy_spec(bad)
+    assert isinstance(make_policy("expert", env), NumberExpert)
+    policy = make_policy("openai:m@http://127.0.0.1:1/v1?temperature=0&max_retries=0", env)
+    assert isinstance(policy, OpenAIPolicy) and policy.url == "http://127.0.0.1:1/v1/chat/completions"
+    assert policy.sampling == {"temperature": 0} and policy.max_retries == 0
+    clone = pickle.loads(pickle.dumps(policy))  # what sending it to a Ray actor does
+    assert (clone.url, clone.sampling, clone.max_retries) == (policy.url, policy.sampling, 0)
+
+
+# -- acceptance: the HTTP policy replays the in-process expert exactly ---------------------------------
+
+COMPARED = {"task_id", "messages", "tools", "reward", "reward_components", "final_answer", "terminated",
+            "truncated", "tool_errors", "grade_details"}
+
+
+def _same(a, b) -> None:
+    assert a.model_dump(include=COMPARED) == b.model_dump(include=COMPARED)
+
+
+async def _arun(env, policy, task_id):
+    """A minimal async episode loop (what the rollout engine does): aact, then step."""
+    obs, info = env.reset(options={"task_id": task_id})
+    policy.reset(obs, info)
+    for _ in range(env.env_spec.max_turns):
+        action = await policy.aact(obs, info)
+        obs, _, terminated, truncated, _ = env.step(action)
+        if terminated or truncated:
+            break
+    return env.trajectory
+
+
+@pytest.fixture(scope="module")
+def explorer_env(tmp_path_factory):
+    """codebase-explorer-v0 over a small copy of a few stdlib modules (fast to index)."""
+    try:
+        import skillgym
+        from skillgym.envs.codebase_explorer import ExpertPolicy  # noqa: F401
+    except ImportError:
+        pytest.skip("codebase-explorer-v0 is not available")
+    root = tmp_path_factory.mktemp("codebase") / "mini"
+    root.mkdir()
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    for name in ["textwrap.py", "shlex.py", "fnmatch.py", "colorsys.py", "string.py", "glob.py", "bisect.py", "heapq.py"]:
+        shutil.copy(stdlib / name, root / name)
+    env = skillgym.make("codebase-explorer-v0", backend="local", codebase=root)
+    yield env
+    env.close()
+
+
+@pytest.mark.parametrize("mode", ["structured", "text"])
+def test_http_expert_equals_in_process_expert(explorer_env, mode):
+    env = explorer_env
+    tasks = [t.id for t in env.env_spec.tasks.tasks("train")[:6]] + [t.id for t in env.env_spec.tasks.tasks("test")[:4]]
+    expected = {task_id: run_episode(env, make_policy("expert", env), task_id=task_id) for task_id in tasks}
+    assert len(expected) == 10 and all(t.reward == 1.0 for t in expected.values())
+    with ScriptedOpenAIServer(ReplayResponder.for_env(env, mode=mode)) as server:
+        policy = make_policy(f"openai:expert@{server.base_url}?temperature=0", env)
+        for task_id in tasks:
+            traj = run_episode(env, policy, task_id=task_id)
+            _same(traj, expected[task_id])
+            assert traj.policy_id == "openai:expert" and traj.usage.prompt_tokens > 0
+        for task_id in tasks[:3]:  # the async path gives the same episodes
+            _same(asyncio.run(_arun(env, policy, task_id)), expected[task_id])
+        policy.close()
+
+
+def test_http_expert_equals_in_process_expert_tiny_env(env):
+    expected = [run_episode(env, NumberExpert(), task_id=f"t{i}") for i in range(10)]
+    with ScriptedOpenAIServer(ReplayResponder.for_env(env, mode="structured")) as server:
+        policy = make_policy(f"openai:expert@{server.base_url}", env)
+        for i, want in enumerate(expected):
+            _same(run_episode(env, policy, task_id=f"t{i}"), want)
+
+
+# -- the in-process transformers policy ------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    import torch
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    tokenizer = tiny_tokenizer()
+    config = Qwen3Config(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=16, max_position_embeddings=8192,
+        tie_word_embeddings=True, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    return Qwen3ForCausalLM(config), tokenizer
+
+
+@pytest.fixture
+def small_env():
+    """The tiny env with two tools: a short prompt keeps CPU generation fast."""
+    env = make_env("local", tools=["read_file", "submit"], expert=NumberExpert)
+    yield env
+    env.close()
+
+
+def test_hf_policy_random_model_action_is_accepted(small_env, tiny_model):
+    from skillgym.policies.hf_policy import HFPolicy
+
+    model, tokenizer = tiny_model
+    policy = HFPolicy(model, tokenizer, max_new_tokens=8)
+    obs, info = small_env.reset(options={"task_id": "t3"})
+    action = policy.act(obs, info)
+    assert isinstance(action["content"], str) and 0 < len(action["token_ids"]) <= 8
+    assert action["usage"]["prompt_tokens"] == len(policy.prompt_ids(obs, info))
+    small_env.step(action)  # whatever a random model writes, the env takes it
+    # Greedy is deterministic; sampling is reproducible with a seed.
+    assert HFPolicy(model, tokenizer, max_new_tokens=8).act(obs, info)["token_ids"] == action["token_ids"]
+    sampled = [HFPolicy(model, tokenizer, max_new_tokens=8, temperature=1.0, seed=3).act(obs, info) for _ in range(2)]
+    assert sampled[0]["token_ids"] == sampled[1]["token_ids"]
+
+
+def test_hf_policy_keeps_tool_call_markup(small_env, tiny_model):
+    from skillgym.policies.hf_policy import HFPolicy
+
+    model, tokenizer = tiny_model
+    obs, info = small_env.reset(options={"task_id": "t3"})
+    target = tokenizer.encode(call("read_file", {"path": "notes/n3.txt"}), add_special_tokens=False)
+    target.append(tokenizer.convert_tokens_to_ids("<|im_end|>"))
+    start = len(HFPolicy(model, tokenizer).prompt_ids(obs, info))
+
+    def force(batch_id, input_ids):  # steer generation through the real generate/decode path
+        step = input_ids.shape[-1] - start
+        return [target[min(step, len(target) - 1)]]
+
+    policy = HFPolicy(model, tokenizer, max_new_tokens=len(target) + 5,
+                      generate_kwargs={"prefix_allowed_tokens_fn": force})
+    action = policy.act(obs, info)
+    assert action["token_ids"] == target  # stopped at <|im_end|>
+    assert action["content"].startswith("<tool_call>") and action["content"].endswith("</tool_call>")
+    obs, *_ = small_env.step(action)
+    assert obs[-2]["tool_calls"][0]["function"]["name"] == "read_file"
+    assert "the number is 21" in obs[-1]["content"]
+
+
+def test_hf_spec_loads_a_saved_model(small_env, tiny_model, tmp_path):
+    model, tokenizer = tiny_model
+    model.save_pretrained(tmp_path / "student")
+    tokenizer.save_pretrained(tmp_path / "student")
+    policy = make_policy(f"hf:{tmp_path / 'student'}?max_new_tokens=4", small_env)
+    obs, info = small_env.reset(options={"task_id": "t1"})
+    action = policy.act(obs, info)
+    assert len(action["token_ids"]) <= 4 and policy.policy_id.startswith("hf:")
+    json.dumps(action)
