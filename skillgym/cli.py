@@ -7,6 +7,7 @@ import importlib.util
 import json
 import shutil
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -146,6 +147,78 @@ def _doctor_report() -> dict[str, dict[str, Any]]:
     return report
 
 
+@app.command("eval")
+def eval_command(
+    env_id: str = typer.Argument(..., help="Env id, skill:<name>, or module:function."),
+    policy: list[str] = typer.Option(..., "--policy", help="Policy spec (repeat to compare several)."),
+    split: str = typer.Option("test", help="Held-out split."),
+    tasks: int | None = typer.Option(200, "--tasks", min=1, help="The first N tasks of the split."),
+    samples: int = typer.Option(1, "--samples", min=1, help="Episodes per task (k > 1 gives pass^k)."),
+    concurrency: int = typer.Option(8, "--concurrency", min=1),
+    backend: str = typer.Option("local", "--backend", help="Rollout backend: local or ray."),
+    out: Path = typer.Option(..., "--out", help="Output folder (resumable)."),
+    seed: int = typer.Option(0, "--seed"),
+    env_arg: list[str] = typer.Option([], "--env-arg", help="key=value for the env (repeatable)."),
+    variant: list[str] = typer.Option(
+        [], "--variant", help="NAME:key=value[,key=value] env variant, e.g. no-skill:instruction_mode=none (repeatable)."
+    ),
+    threshold: float = typer.Option(0.5, "--threshold", help="Reward at or above which an episode counts as a success."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Evaluate policies side by side on the same held-out tasks: success (95% CI), pass^k,
+    reward, turns, tokens, answer vs trace length, latency; writes eval.json and eval.png."""
+    from skillgym.evaluate import EvalConfig, run_eval
+    from skillgym.rollouts.cli import _env_args
+
+    variants = {"default": {}}
+    if variant:
+        variants = {}
+        for item in variant:
+            name, sep, pairs = item.partition(":")
+            if not name:
+                raise typer.BadParameter(f"{item!r}: expected NAME:key=value[,key=value]", param_hint="--variant")
+            variants[name] = _env_args([p for p in pairs.split(",") if p]) if sep else {}
+    config = EvalConfig(
+        env=env_id, env_kwargs=_env_args(env_arg), policies=policy, variants=variants, split=split, n_tasks=tasks,
+        samples=samples, concurrency=concurrency, backend=backend, out=out, seed=seed, success_threshold=threshold,
+    )
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        console=Console(stderr=True), disable=as_json)
+    bars: dict[str, Any] = {}
+
+    def on_cell(label: str, p: Any) -> None:
+        if label not in bars:
+            bars[label] = progress.add_task(label, total=p.total)
+        progress.update(bars[label], completed=p.already_done + p.finished)
+
+    with progress:
+        report = run_eval(config, on_cell)
+    if as_json:
+        print(report.model_dump_json(indent=2))
+        return
+    table = Table("policy", "success (95% CI)", "pass^k", "reward", "turns", "tokens/ep", "answer/trace", "latency p50",
+                  title=f"{report.env} · {report.split} · {report.cells[0].metrics.tasks} tasks × {report.samples}")
+    for cell in report.cells:
+        m = cell.metrics
+        passk = " ".join(f"{k}:{v:.2f}" for k, v in m.pass_k.items())
+        table.add_row(cell.label, f"{m.success_rate:.3f} [{m.success_ci95[0]:.2f}, {m.success_ci95[1]:.2f}]", passk,
+                      f"{m.mean_reward:.3f}", f"{m.mean_turns:.2f}", f"{m.tokens_per_episode:.0f}",
+                      f"{m.answer_chars:.0f}/{m.trace_chars:.0f}", f"{m.latency_p50_s:.2f}s")
+    console.print(table)
+    console.print(f"report: {out / 'eval.json'} · chart: {out / 'eval.png'}")
+
+
+def _mount_command(module: str, name: str) -> None:
+    try:
+        app.command(name)(getattr(importlib.import_module(module), name))
+    except ImportError:  # pragma: no cover - depends on optional extras
+        pass
+
+
+_mount_command("skillgym.rollouts.cli", "rollout")
+_mount_command("skillgym.rollouts.cli", "export")
 _mount("skillgym.sandbox.cli", "sandbox", "Manage sandboxes: gc, build.")
 _mount("skillgym.skills.cli", "skills", "Index, search, show and validate skills.")
 _mount("skillgym.taskgen.cli", "tasks", "Generate task files for skills with a teacher model.")

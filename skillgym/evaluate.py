@@ -1,0 +1,113 @@
+"""Side-by-side evaluation: several policies (and env variants) on the same held-out tasks.
+
+Each (variant, policy) cell is an ordinary rollout run under ``OUT/runs/``, so an
+evaluation is resumable and its trajectories can be inspected or exported like any other.
+A *variant* is a set of env keyword arguments (for example ``instruction_mode=none``, the
+skill ablation); every cell draws the same first N tasks of the split.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from skillgym.metrics import PolicyMetrics, policy_metrics
+
+
+class EvalConfig(BaseModel):
+    env: str
+    env_kwargs: dict[str, Any] = Field(default_factory=dict)
+    policies: list[str] = Field(min_length=1)
+    variants: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"default": {}})
+    split: str = "test"
+    n_tasks: int | None = 200
+    samples: int = Field(default=1, ge=1)
+    concurrency: int = Field(default=8, ge=1)
+    backend: str = "local"
+    out: Path
+    seed: int = 0
+    success_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+
+
+class EvalCell(BaseModel):
+    variant: str
+    label: str
+    run_dir: str
+    metrics: PolicyMetrics
+
+
+class EvalReport(BaseModel):
+    env: str
+    split: str
+    n_tasks: int | None
+    samples: int
+    cells: list[EvalCell]
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[:80] or "policy"
+
+
+def cell_label(policy: str, variant: str, n_variants: int) -> str:
+    return policy if n_variants == 1 else f"{policy} [{variant}]"
+
+
+def run_eval(config: EvalConfig, on_cell: Callable[[str, Any], None] | None = None) -> EvalReport:
+    """Run (or resume) every cell, then write ``eval.json`` and ``eval.png`` under ``out``.
+
+    ``on_cell(label, progress)`` receives each cell's rollout progress (for a progress bar).
+    """
+    from skillgym.rollouts import RolloutConfig, iter_trajectories, run_rollouts
+
+    cells = []
+    for variant, overrides in config.variants.items():
+        for policy in config.policies:
+            label = cell_label(policy, variant, len(config.variants))
+            run_dir = config.out / "runs" / slug(f"{variant}-{policy}" if len(config.variants) > 1 else policy)
+            rollout = RolloutConfig(
+                env=config.env, env_kwargs={**config.env_kwargs, **overrides}, policy=policy, split=config.split,
+                n_tasks=config.n_tasks, samples=config.samples, concurrency=config.concurrency,
+                backend=config.backend, out=run_dir, seed=config.seed,
+            )
+            callback = (lambda p, _label=label: on_cell(_label, p)) if on_cell else None
+            run_rollouts(rollout, callback)
+            trajectories = list(iter_trajectories(run_dir))
+            metrics = policy_metrics(label, trajectories, config.success_threshold)
+            cells.append(EvalCell(variant=variant, label=label, run_dir=str(run_dir), metrics=metrics))
+    report = EvalReport(env=config.env, split=config.split, n_tasks=config.n_tasks, samples=config.samples, cells=cells)
+    config.out.mkdir(parents=True, exist_ok=True)
+    from skillgym.rollouts.store import atomic_write_text
+
+    atomic_write_text(config.out / "eval.json", report.model_dump_json(indent=2) + "\n")
+    plot_report(report, config.out / "eval.png")
+    return report
+
+
+def plot_report(report: EvalReport, path: Path) -> Path:
+    """Success rate (with its 95% interval) and mean reward per cell, as a bar chart."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [c.label for c in report.cells]
+    success = [c.metrics.success_rate for c in report.cells]
+    low = [s - c.metrics.success_ci95[0] for s, c in zip(success, report.cells)]
+    high = [c.metrics.success_ci95[1] - s for s, c in zip(success, report.cells)]
+    reward = [c.metrics.mean_reward for c in report.cells]
+    xs = range(len(labels))
+    fig, ax = plt.subplots(figsize=(max(5, 1.8 * len(labels)), 4))
+    ax.bar([x - 0.2 for x in xs], success, 0.4, yerr=[low, high], capsize=4, label="success (95% CI)")
+    ax.bar([x + 0.2 for x in xs], reward, 0.4, label="mean reward")
+    ax.set_xticks(list(xs), labels, rotation=20, ha="right", fontsize=8)
+    ax.set_ylim(0, 1.05)
+    ax.set_title(f"{report.env} · {report.split} · {report.cells[0].metrics.tasks if report.cells else 0} tasks")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
