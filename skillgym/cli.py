@@ -210,6 +210,37 @@ def eval_command(
     console.print(f"report: {out / 'eval.json'} · chart: {out / 'eval.png'}")
 
 
+@app.command()
+def serve(
+    model: str = typer.Argument(..., help="Model folder (full weights or a LoRA adapter) or hub id."),
+    backend: str = typer.Option("auto", help="vllm (GPU), transformers, or auto (vllm when installed with a GPU)."),
+    host: str = typer.Option("127.0.0.1", help="Listen address."),
+    port: int | None = typer.Option(None, help="Port (default: a free one)."),
+    timeout: float = typer.Option(600.0, help="Seconds to wait until the server answers."),
+) -> None:
+    """Serve a model behind an OpenAI-compatible endpoint and print the policy spec to use."""
+    import time
+
+    from skillgym.serving import ServerError, start_server
+
+    try:
+        handle = start_server(model, backend=backend, host=host, port=port, timeout=timeout)  # type: ignore[arg-type]
+    except ServerError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    console.print(f"[green]serving[/green] {model} with {handle.backend} at {handle.base_url} (log: {handle.log_path})")
+    console.print(f"policy spec: [bold]{handle.policy_spec}[/bold]")
+    try:
+        while handle.process.poll() is None:
+            time.sleep(1.0)
+        console.print(f"[red]server exited with code {handle.process.returncode}[/red]\n{handle.log_tail()}")
+        raise typer.Exit(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        handle.stop()
+
+
 def _mount_command(module: str, name: str) -> None:
     try:
         app.command(name)(getattr(importlib.import_module(module), name))
