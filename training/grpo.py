@@ -1,0 +1,110 @@
+"""GRPO on TRL with a skillgym env as the environment and its grader as the reward.
+
+The env's tools become the environment class's methods (:func:`trl_environment`), its
+tasks the dataset rows (:func:`grpo_dataset`), and ``get_reward`` is the grader's score,
+so the reward a policy is optimized for is exactly the one it is evaluated with.
+``grpo`` in the recipe passes straight to ``trl.GRPOConfig`` (vLLM options included, for GPU
+runs: ``use_vllm: true``, ``vllm_mode: colocate``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .environment import grpo_dataset, trl_environment
+from .recipes import LoraSpec, RecipeError, parse_overrides
+
+DEFAULT_GRPO = {
+    "num_generations": 4,
+    "per_device_train_batch_size": 4,
+    "max_completion_length": 256,
+    "max_tool_calling_iterations": 6,
+    "learning_rate": 1e-5,
+    "beta": 0.0,
+    "logging_steps": 1,
+    "save_strategy": "no",
+    "report_to": [],
+}
+
+
+class GRPORecipe(BaseModel):
+    """What `skillgym train grpo` reads; unknown keys are errors (a typo must not be ignored)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(description="An SFT output folder (e.g. runs/sft-tiny) or a Hugging Face id.")
+    env: str = Field(default="codebase-explorer-v0", description="The skillgym env that gives tools, tasks and reward.")
+    env_kwargs: dict[str, Any] = Field(default_factory=dict)
+    split: str = "train"
+    n_tasks: int | None = Field(default=None, ge=1, description="Dataset rows (tasks) to draw prompts from.")
+    output_dir: Path = Path("runs/grpo")
+    lora: LoraSpec | None = None
+    grpo: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for trl.GRPOConfig.")
+
+
+class GRPOResult(BaseModel):
+    output_dir: str
+    steps: int
+    rewards: list[float] = Field(description="Mean env reward of each logged step.")
+    wall_seconds: float
+
+
+def load_grpo_recipe(path: str | Path | None, overrides: list[str] | None = None) -> GRPORecipe:
+    data: dict[str, Any] = yaml.safe_load(Path(path).read_text()) if path else {}
+    for key, value in parse_overrides(overrides or []):
+        node = data
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    try:
+        return GRPORecipe.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise RecipeError(f"{path or '<recipe>'}: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+
+
+def train_grpo(recipe: GRPORecipe, log: Callable[[str], None] | None = None) -> GRPOResult:
+    """Run GRPO and save the policy (and tokenizer) to ``recipe.output_dir``."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import GRPOConfig, GRPOTrainer
+
+    say = log or (lambda message: None)
+    started = time.perf_counter()
+    out = Path(recipe.output_dir)
+    tokenizer = AutoTokenizer.from_pretrained(recipe.model)
+    tokenizer.padding_side = "left"  # GRPO generates from left-padded prompt batches
+    model = AutoModelForCausalLM.from_pretrained(recipe.model)
+    peft_config = None
+    if recipe.lora is not None:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=recipe.lora.r, lora_alpha=recipe.lora.alpha, lora_dropout=recipe.lora.dropout,
+                                 target_modules=recipe.lora.target_modules, task_type="CAUSAL_LM")
+    env_kwargs = {"split": recipe.split, **recipe.env_kwargs}
+    dataset = grpo_dataset(recipe.env, n=recipe.n_tasks, **env_kwargs)
+    environment = trl_environment(recipe.env, **env_kwargs)
+    import torch
+
+    # TRL defaults to bf16 on an accelerator; a CPU-only machine must say so explicitly.
+    device_defaults = {} if torch.cuda.is_available() else {"bf16": False, "use_cpu": True}
+    args = GRPOConfig(output_dir=str(out), **{**DEFAULT_GRPO, **device_defaults, **recipe.grpo})
+    say(f"GRPO on {recipe.env}: {len(dataset)} prompts, {args.num_generations} generations each")
+    trainer = GRPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                          environment_factory=environment, peft_config=peft_config)
+    trainer.train()
+    trainer.save_model(str(out))
+    tokenizer.padding_side = "right"
+    tokenizer.save_pretrained(str(out))
+    rewards = [float(entry["reward"]) for entry in trainer.state.log_history if "reward" in entry]
+    result = GRPOResult(output_dir=str(out), steps=trainer.state.global_step, rewards=rewards,
+                        wall_seconds=round(time.perf_counter() - started, 1))
+    (out / "grpo_metrics.json").write_text(json.dumps({**result.model_dump(), "log_history": trainer.state.log_history}, indent=2, default=str))
+    return result
