@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Set everything up, then run the main job on the embedded default.
+# Set everything up, then run the main job on the embedded default: distill the
+# codebase-explorer subagent into the tiny CPU student (teacher rollouts → export → SFT →
+# evaluation of teacher, untrained and trained student → runs/distill/report.md).
+# Re-running resumes: finished stages are cached. Extra arguments go to `skillgym distill`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec skillgym play codebase-explorer-v0 --policy expert --split test --episodes 3 "$@"
+exec skillgym distill codebase-explorer-v0 --teacher expert --student tiny --out runs/distill "$@"
