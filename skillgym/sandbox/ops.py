@@ -353,30 +353,19 @@ def reset(root: str, keep: list | None = None, scrub: bool = False) -> dict:
         except (ProcessLookupError, PermissionError):
             pass
         _empty_folder("/tmp")
-    keep_set = {k.strip("/") for k in (keep or [])}
-    removed = 0
-    real_root = os.path.realpath(root)
-    for name in os.listdir(real_root):
-        if name in keep_set:
-            continue
-        full = os.path.join(real_root, name)
-        if os.path.isdir(full) and not os.path.islink(full):
-            shutil.rmtree(full, ignore_errors=True)
-        else:
-            try:
-                os.unlink(full)
-            except OSError:
-                pass
-        removed += 1
-    return {"removed": removed}
+    return {"removed": _empty_folder(os.path.realpath(root), keep={k.strip("/") for k in (keep or [])})}
 
 
-def _empty_folder(folder: str) -> None:
+def _empty_folder(folder: str, keep: set | None = None) -> int:
+    """Delete everything in ``folder`` but the names in ``keep``; returns how many entries went."""
     try:
         names = os.listdir(folder)
     except OSError:
-        return
+        return 0
+    removed = 0
     for name in names:
+        if keep and name in keep:
+            continue
         full = os.path.join(folder, name)
         if os.path.isdir(full) and not os.path.islink(full):
             shutil.rmtree(full, ignore_errors=True)
@@ -385,6 +374,8 @@ def _empty_folder(folder: str) -> None:
                 os.unlink(full)
             except OSError:
                 pass
+        removed += 1
+    return removed
 
 
 def ping(root: str) -> dict:
