@@ -302,6 +302,7 @@ _mount_command("skillgym.rollouts.cli", "rollout")
 _mount_command("skillgym.rollouts.cli", "export")
 _mount("skillgym.sandbox.cli", "sandbox", "Manage sandboxes: gc, build.")
 _mount("skillgym.skills.cli", "skills", "Index, search, show and validate skills.")
+_mount("skillgym.training.cli", "train", "Train students: SFT and GRPO on TRL.")
 _mount("skillgym.taskgen.cli", "tasks", "Generate task files for skills with a teacher model.")
 
 

@@ -5,6 +5,14 @@ searches with ``grep``, reads with ``read_file``, parses what the tools print, a
 bare answer. Its turns are Qwen3 text (one short sentence, then one ``<tool_call>``) because
 they become SFT data for small models: every question type follows one fixed recipe of 2-4
 turns, with the same search patterns each time.
+
+Two trace styles. ``"oneliner"`` (the default, the SFT teacher) answers every question with
+one ``bash`` command that prints exactly the fact (GNU ``grep -l``, an ``awk`` pass over the
+outline, a ``sed`` rewrite, or a short ``ast`` script), then submits what it printed. A tiny
+student then has two skills to learn: fill a fixed command with identifiers copied from the
+question, and copy the tool output into ``submit`` (measured in training/EXPERIMENTS.md:
+reading an outline or a signature and reasoning over it is what small models fail at).
+``"search"`` is the step-by-step recipe (grep, read_file, parse) that mirrors SKILL.md.
 """
 
 from __future__ import annotations
@@ -28,6 +36,48 @@ _GREP_LINE = re.compile(r"^(?P<path>.+?\.py)(?P<sep>[:-])(?P<line>\d+)(?P=sep)(?
 _READ_LINE = re.compile(r"^\s*(\d+)\t(.*)$")
 _TOP_LEVEL = re.compile(r"^(?:class|def|async def) (\w+)")
 _METHOD = re.compile(r"^    (?:async )?def (\w+)")
+
+# -- one-liners: each prints exactly the answer (cwd is /workspace; the repo is ./repo) ----------
+WHERE_COMMAND = "cd repo && grep -rlE --include='*.py' '(def|class) {symbol}\\b' *"
+CONSTANT_COMMAND = (
+    "cd repo && grep -rE --include='*.py' '^{symbol}\\s*=' * | "
+    "sed -E 's#(/__init__)?\\.py:[^=]*=\\s*#: #; :a; s#^([^:]*)/#\\1.#; ta'"
+)
+# Counts the 4-space def lines between the class line and the next top-level statement line.
+METHODS_COMMAND = (
+    "cd repo && awk 'FNR==1{{f=0}} /^class {symbol}[ (:]/{{f=1;next}} f&&/^(class|def|async def) /{{f=0}} "
+    "f&&/^    (async )?def /{{n++}} END{{print n}}' $(find . -name '*.py')"
+)
+# Tracks the enclosing top-level function or Class.method over the outline lines, and prints
+# each unit with a call line indented below its def (mawk: no \b, so an explicit boundary).
+CALLERS_COMMAND = (
+    "cd repo && awk 'function nm(s){{sub(/^ *(async )?(def|class) /,\"\",s);sub(/[^A-Za-z0-9_].*/,\"\",s);return s}} "
+    "/^class /{{c=nm($0);u=\"\";next}} /^(async )?def /{{c=\"\";u=nm($0);d=0;next}} "
+    "/^    (async )?def /{{if(c!=\"\"){{u=c\".\"nm($0);d=4}};next}} "
+    "/(^|[^A-Za-z0-9_]){callee}\\(/{{match($0,/^ */);if(u!=\"\"&&RLENGTH>d&&!(u in s)){{s[u]=1;o=o p u;p=\", \"}}}} "
+    "END{{print o}}' {path}"
+)
+# The default's source text, from the syntax tree of the file that defines the owner.
+DEFAULT_COMMAND = (
+    "cd repo && python3 -c \"import ast,sys,glob\n"
+    "*c,f=sys.argv[1].split('.')\n"
+    "for p in glob.glob('**/*.py',recursive=True):\n"
+    " s=open(p,encoding='utf8').read()\n"
+    " if ('class '+c[0] if c else 'def '+f) not in s:continue\n"
+    " for n in ast.parse(s).body:\n"
+    "  if getattr(n,'name',0)!=(c or [f])[0]:continue\n"
+    "  for g in [m for m in n.body if getattr(m,'name',0)==f] if c else [n]:\n"
+    "   a=g.args;x=a.posonlyargs+a.args\n"
+    "   for k,v in [*zip(x[len(x)-len(a.defaults):],a.defaults),*zip(a.kwonlyargs,a.kw_defaults)]:\n"
+    "    if k.arg==sys.argv[2] and v:print(ast.get_source_segment(s,v))\" {symbol} {param}"
+)
+ONELINERS: dict[str, tuple[str, str]] = {
+    "where": ("Print the file that defines it.", WHERE_COMMAND),
+    "default": ("Print the default from the signature.", DEFAULT_COMMAND),
+    "callers": ("List the functions that call it.", CALLERS_COMMAND),
+    "methods": ("Count the methods in the class body.", METHODS_COMMAND),
+    "constant": ("Print the module and value of the assignment.", CONSTANT_COMMAND),
+}
 
 
 def grep_hits(text: str) -> list[tuple[str, int, str]]:
@@ -87,7 +137,10 @@ class ExpertPolicy(Policy):
 
     policy_id = "expert"
 
-    def __init__(self) -> None:
+    def __init__(self, style: str = "oneliner") -> None:
+        if style not in ("oneliner", "search"):
+            raise ValueError(f"unknown expert style {style!r}; use 'oneliner' or 'search'")
+        self.style = style
         self._meta: dict[str, Any] = {}
         self._next: Callable[[str], Action] | None = None
         self._state: dict[str, Any] = {}
@@ -101,7 +154,10 @@ class ExpertPolicy(Policy):
         if self._next is None:
             if not self._meta and info.get("task_metadata"):
                 self._meta = dict(info["task_metadata"])
-            start = getattr(self, f"_start_{self._meta.get('qtype')}", None)
+            qtype = self._meta.get("qtype")
+            start = getattr(self, f"_start_{qtype}", None)
+            if self.style == "oneliner" and qtype in ONELINERS:
+                return self._oneliner(qtype)
             if start is None:
                 return self._submit("I cannot tell what this question asks.", "unknown")
             return start()
@@ -127,6 +183,18 @@ class ExpertPolicy(Policy):
 
         args = {"pattern": rf"(def|class) {name}\b", "path": REPO, "glob": "*.py"}
         return self._call(f"Find where `{name}` is defined.", "grep", args, found)
+
+    # -- one command that prints the answer ----------------------------------------------------
+    def _oneliner(self, qtype: str) -> str:
+        say, template = ONELINERS[qtype]
+        fields = {k: self._meta.get(k, "") for k in ("symbol", "param", "callee", "path")}
+        return self._call(say, "bash", {"command": template.format(**fields)}, self._submit_printed)
+
+    def _submit_printed(self, output: str) -> str:
+        printed = "\n".join(line for line in output.splitlines() if not line.startswith("[exit code")).strip()
+        if not printed:
+            return self._submit("The command printed nothing.", "not found")
+        return self._submit("The command printed the answer.", printed)
 
     # -- where is X defined ------------------------------------------------------------------
     def _start_where(self) -> str:

@@ -1,0 +1,154 @@
+"""skillgym.training: tokenizer, recipes, assistant-only masks, a real (tiny) TRL SFT run, resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from skillgym.chat_template import CONTROL_TOKENS, MARKUP_TOKENS, qwen3_template, render
+from skillgym.training import RecipeError, load_recipe, train_sft, train_tokenizer
+from skillgym.training.recipes import bundled_recipe_path
+from skillgym.training.sft import conversation_text, latest_checkpoint
+
+TOOLS = [{"type": "function", "function": {"name": "bash", "description": "Run a command.",
+          "parameters": {"type": "object", "properties": {"command": {"type": "string"}}, "required": ["command"]}}}]
+SYSTEM = "You answer questions about code.\nUse the tools, then submit the answer alone."
+
+
+def _conversation(i: int) -> list[dict]:
+    name = f"func_{i}_value"
+    call = {"id": f"c{i}", "type": "function",
+            "function": {"name": "bash", "arguments": json.dumps({"command": f"grep -rl 'def {name}' ."})}}
+    answer = {"id": f"d{i}", "type": "function",
+              "function": {"name": "submit", "arguments": json.dumps({"answer": f"pkg/mod_{i}.py"})}}
+    return [
+        {"role": "system", "content": SYSTEM},
+        {"role": "user", "content": f"In which file is `{name}` defined?"},
+        {"role": "assistant", "content": "Search for it.", "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": f"c{i}", "name": "bash", "content": f"pkg/mod_{i}.py\n[exit code 0]"},
+        {"role": "assistant", "content": "Found it.", "tool_calls": [answer]},
+    ]
+
+
+@pytest.fixture(scope="module")
+def dataset_dir(tmp_path_factory) -> Path:
+    from datasets import Dataset, DatasetDict
+
+    rows = [{"messages": _conversation(i), "tools": json.dumps(TOOLS), "skill_hash": "sha256:test"} for i in range(40)]
+    path = tmp_path_factory.mktemp("data") / "sft"
+    DatasetDict({"train": Dataset.from_list(rows[:36]), "validation": Dataset.from_list(rows[36:])}).save_to_disk(str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    texts = [render(_conversation(i), tools=TOOLS, training=True) for i in range(40)]
+    return train_tokenizer(texts, vocab_size=400, boilerplate_min_fraction=0.5)
+
+
+# -- tokenizer ------------------------------------------------------------------------------------
+def test_format_tokens_are_single_tokens_and_markup_survives_skipping_specials(tokenizer):
+    for token in CONTROL_TOKENS + MARKUP_TOKENS:
+        ids = tokenizer(token, add_special_tokens=False)["input_ids"]
+        assert len(ids) == 1, token
+    # Mirror Qwen3: control tokens are special, tool-call markup is not.
+    special = set(tokenizer.all_special_tokens)
+    assert set(CONTROL_TOKENS) <= special and not (set(MARKUP_TOKENS) & special)
+    text = '<tool_call>\n{"name": "bash", "arguments": {"command": "ls"}}\n</tool_call><|im_end|>'
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert tokenizer.decode(ids) == text
+    assert tokenizer.decode(ids, skip_special_tokens=True) == text.replace("<|im_end|>", "")
+
+
+def test_tokenizer_round_trips_conversations_and_copies_identifiers_consistently(tokenizer):
+    text = render(_conversation(7), tools=TOOLS, training=True)
+    assert tokenizer.decode(tokenizer(text)["input_ids"]) == text
+    # The symbol is the same token sequence in the question and inside the command.
+    piece = lambda s: tokenizer(s, add_special_tokens=False)["input_ids"]  # noqa: E731
+    name = piece("func_99_value")
+    assert _contains(piece("`func_99_value`"), name) and _contains(piece("'def func_99_value'"), name)
+    # Boilerplate lines (here the system prompt) are single tokens.
+    assert len(piece(SYSTEM.split("\n")[0] + "\n")) == 1
+    assert tokenizer.chat_template == qwen3_template(training=False)
+
+
+def _contains(seq: list[int], sub: list[int]) -> bool:
+    return any(seq[i : i + len(sub)] == sub for i in range(len(seq) - len(sub) + 1))
+
+
+def test_assistant_mask_covers_exactly_the_assistant_turns(tokenizer):
+    messages = _conversation(3)
+    out = tokenizer.apply_chat_template(
+        messages, tools=TOOLS, chat_template=qwen3_template(training=True), tokenize=True,
+        return_dict=True, return_assistant_tokens_mask=True,
+    )
+    ids, mask = out["input_ids"], out["assistant_masks"]
+    masked = tokenizer.decode([t for t, m in zip(ids, mask) if m])
+    unmasked = tokenizer.decode([t for t, m in zip(ids, mask) if not m])
+    for turn in (m for m in messages if m["role"] == "assistant"):
+        assert turn["content"] in masked and turn["tool_calls"][0]["function"]["arguments"] in masked
+    assert masked.count("<|im_end|>") == 2  # the model learns to end each of its turns
+    for other in (SYSTEM.split("\n")[0], "In which file", "[exit code 0]", "<tool_response>"):
+        assert other in unmasked and other not in masked
+
+
+# -- recipes --------------------------------------------------------------------------------------
+def test_recipe_errors_name_the_field_and_the_fix(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: tiny\ntraining:\n  learning_rat: 0.1\n")
+    with pytest.raises(RecipeError) as err:
+        load_recipe(bad)
+    message = str(err.value)
+    assert str(bad) in message and "training.learning_rat" in message and "did you mean 'learning_rate'" in message
+    with pytest.raises(RecipeError, match=r"training\.per_device_train_batch_size: .*greater than or equal to 1"):
+        load_recipe(bundled_recipe_path("tiny-cpu"), ["training.per_device_train_batch_size=0"])
+    with pytest.raises(RecipeError, match="expected KEY=VALUE"):
+        load_recipe(bundled_recipe_path("tiny-cpu"), ["nonsense"])
+    with pytest.raises(RecipeError, match="lora is for pretrained models"):
+        load_recipe(bundled_recipe_path("tiny-cpu"), ["lora.r=8"])
+
+
+def test_bundled_recipes_validate():
+    tiny = load_recipe(bundled_recipe_path("tiny-cpu"))
+    assert tiny.model == "tiny" and tiny.tokenizer.train and tiny.lora is None
+    big = load_recipe(bundled_recipe_path("qwen3-4b-lora"))
+    assert big.model == "Qwen/Qwen3-4B" and big.lora.target_modules == "all-linear" and big.training.bf16 is True
+
+
+# -- a real SFT run --------------------------------------------------------------------------------
+def _tiny_overrides(dataset_dir: Path, out: Path, steps: int) -> list[str]:
+    return [
+        f"dataset={dataset_dir}", f"output_dir={out}", "tokenizer.vocab_size=400",
+        "tiny.hidden_size=32", "tiny.num_hidden_layers=2", "tiny.num_attention_heads=2", "tiny.num_key_value_heads=2",
+        "tiny.intermediate_size=64", "tiny.max_position_embeddings=512", f"training.max_steps={steps}",
+        "training.per_device_train_batch_size=4", "training.logging_steps=1", "training.eval_steps=1",
+        "training.save_steps=2", "training.bf16=false", "training.max_length=512",
+    ]
+
+
+def test_sft_writes_model_tokenizer_card_curve_and_resumes(dataset_dir, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = tmp_path / "run"
+    result = train_sft(load_recipe(bundled_recipe_path("tiny-cpu"), _tiny_overrides(dataset_dir, out, 2)))
+    assert result.steps == 2 and result.eval_loss is not None and result.train_tokens > 0
+    for name in ("model.safetensors", "config.json", "tokenizer.json", "README.md", "training_curve.png", "metrics.json"):
+        assert (out / name).is_file(), name
+    card = (out / "README.md").read_text()
+    assert "sha256:test" in card and "tokens / s" in card
+    model = AutoModelForCausalLM.from_pretrained(str(out))
+    tok = AutoTokenizer.from_pretrained(str(out))
+    assert model.config.model_type == "qwen3" and tok.chat_template == qwen3_template(training=False)
+    assert latest_checkpoint(out) is not None and latest_checkpoint(out).name == "checkpoint-2"
+
+    resumed = train_sft(load_recipe(bundled_recipe_path("tiny-cpu"), _tiny_overrides(dataset_dir, out, 3)))
+    assert resumed.resumed_from and resumed.resumed_from.endswith("checkpoint-2") and resumed.steps == 3
+
+
+def test_conversation_text_reads_export_rows(dataset_dir):
+    from datasets import load_from_disk
+
+    row = load_from_disk(str(dataset_dir))["train"][0]
+    assert conversation_text(row).startswith("<|im_start|>system\n" + SYSTEM)

@@ -1,0 +1,78 @@
+"""``skillgym train sft``: the Typer sub-app the main CLI mounts as ``skillgym train``.
+
+All printing happens here; the library reports through return values and a log callback.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .recipes import RecipeError, bundled_recipe_path, load_recipe
+
+app = typer.Typer(help="Train students: SFT on TRL (LoRA or full fine-tuning).", no_args_is_help=True)
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _recipe_path(config: str) -> Path:
+    """A path, or the name of a bundled recipe (``tiny-cpu``, ``qwen3-4b-lora.yaml``)."""
+    path = Path(config)
+    return path if path.exists() or "/" in config else bundled_recipe_path(config)
+
+
+@app.command()
+def sft(
+    config: str = typer.Option(..., "--config", "-c", help="Recipe YAML, or a bundled name: tiny-cpu, qwen3-4b-lora."),
+    overrides: list[str] = typer.Option([], "--set", help="Override a recipe key, e.g. --set training.learning_rate=1e-3."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Supervised fine-tuning of a student on an exported dataset."""
+    from .sft import train_sft
+
+    try:
+        recipe = load_recipe(_recipe_path(config), overrides)
+    except RecipeError as exc:
+        err_console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    log = (lambda message: None) if as_json else (lambda message: console.print(f"[dim]{message}[/dim]"))
+    try:
+        result = train_sft(recipe, log=log)
+    except (ValueError, FileNotFoundError) as exc:
+        err_console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    if as_json:
+        print(json.dumps(result.model_dump(), indent=2))
+        return
+    table = Table("metric", "value", title=f"SFT -> {result.output_dir}")
+    for key in ("train_examples", "steps", "epochs", "train_loss", "eval_loss", "wall_seconds", "train_tokens",
+                "tokens_per_second", "peak_rss_mb", "parameters"):
+        table.add_row(key, str(getattr(result, key)))
+    console.print(table)
+
+
+@app.command()
+def grpo(
+    config: str = typer.Option(..., "--config", "-c", help="GRPO recipe YAML, or a bundled name: grpo-tiny-cpu, grpo-qwen3-4b-vllm."),
+    overrides: list[str] = typer.Option([], "--set", help="Override a recipe key, e.g. --set grpo.max_steps=20."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """GRPO with a skillgym env: its tools as the model's tools, its grader as the reward."""
+    from .grpo import load_grpo_recipe, train_grpo
+
+    try:
+        recipe = load_grpo_recipe(_recipe_path(config), overrides)
+    except RecipeError as exc:
+        err_console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    log = (lambda message: None) if as_json else (lambda message: console.print(f"[dim]{message}[/dim]"))
+    result = train_grpo(recipe, log=log)
+    if as_json:
+        print(result.model_dump_json(indent=2))
+        return
+    rewards = ", ".join(f"{r:.2f}" for r in result.rewards)
+    console.print(f"GRPO -> {result.output_dir}: {result.steps} steps in {result.wall_seconds:.0f} s; mean reward per step: {rewards}")

@@ -1,0 +1,325 @@
+"""Supervised fine-tuning on TRL's ``SFTTrainer``.
+
+    from skillgym.training import load_recipe, train_sft
+    result = train_sft(load_recipe("training/tiny-cpu.yaml", ["dataset=data/ce"]))
+
+The dataset is a folder written by ``skillgym export``: a ``DatasetDict`` with ``messages``
+(OpenAI format with tool calls) and ``tools`` columns. The loss covers assistant tokens only,
+through the Qwen3 training template's ``{% generation %}`` markers (TRL's
+``assistant_only_loss``). The tiny student gets a tokenizer trained on this dataset and a
+freshly initialized Qwen3 model; a pretrained model gets LoRA adapters through PEFT.
+
+Output (``output_dir``): the model (full weights, or the LoRA adapter plus ``merged/`` on
+request), the tokenizer with the Qwen3 inference template, ``README.md`` (model card),
+``training_curve.png``, ``metrics.json``, ``recipe.yaml``; checkpoints in ``checkpoints/``.
+A rerun with ``resume: true`` continues from the newest checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, Field
+
+from skillgym.chat_template import qwen3_template, render
+
+from .card import plot_curve, write_card
+from .recipes import TINY, SFTRecipe
+from .tiny import build_tiny_model
+from .tokenizer import save_tokenizer, train_tokenizer
+
+CHECKPOINTS = "checkpoints"
+TOKENIZER_CACHE = "tokenizer"  # the trained tokenizer, written before training so a resume reuses it
+
+
+class SFTResult(BaseModel):
+    output_dir: str
+    model_dir: str
+    merged_dir: str | None = None
+    train_examples: int
+    eval_examples: int
+    steps: int
+    epochs: float
+    train_loss: float | None = None
+    eval_loss: float | None = None
+    wall_seconds: float
+    train_tokens: int = Field(description="Tokens the model processed in training (padding excluded).")
+    tokens_per_second: float
+    peak_rss_mb: float
+    parameters: int
+    trainable_parameters: int
+    vocab_size: int
+    skill_hashes: list[str] = Field(default_factory=list)
+    resumed_from: str | None = None
+
+
+# -- data ------------------------------------------------------------------------------------
+def load_sft_dataset(recipe: SFTRecipe) -> tuple[Any, Any]:
+    """(train, eval) datasets from an export folder; eval is split off when the folder has none."""
+    from datasets import Dataset, DatasetDict, load_from_disk
+
+    if recipe.dataset is None:
+        raise ValueError("recipe has no dataset: set `dataset:` or pass --set dataset=DIR (a `skillgym export` folder)")
+    path = Path(recipe.dataset)
+    if not path.exists():
+        raise FileNotFoundError(f"dataset {path} does not exist; create it with `skillgym export RUN_DIR --out {path}`")
+    data = load_from_disk(str(path))
+    if isinstance(data, Dataset):
+        data = DatasetDict({"train": data})
+    if "train" not in data:
+        raise ValueError(f"dataset {path} has no 'train' split (splits: {list(data)})")
+    for column in ("messages",):
+        if column not in data["train"].column_names:
+            raise ValueError(f"dataset {path} has no {column!r} column; it must come from `skillgym export`")
+    train = data["train"]
+    evaluation = data.get("validation")
+    if evaluation is None and recipe.val_fraction > 0 and len(train) >= 20:
+        parts = train.train_test_split(test_size=recipe.val_fraction, seed=recipe.training.seed)
+        train, evaluation = parts["train"], parts["test"]
+    if recipe.max_train_examples is not None and len(train) > recipe.max_train_examples:
+        train = train.shuffle(seed=recipe.training.seed).select(range(recipe.max_train_examples))
+    keep = [c for c in ("messages", "tools") if c in train.column_names]
+    skill_hashes = sorted({h for h in train["skill_hash"] if h}) if "skill_hash" in train.column_names else []
+    train = train.select_columns(keep)
+    if evaluation is not None:
+        evaluation = evaluation.select_columns(keep)
+    train.info.description = json.dumps({"skill_hashes": skill_hashes})
+    return train, evaluation
+
+
+def conversation_text(row: dict[str, Any]) -> str:
+    """A dataset row rendered with the Qwen3 training template (what the model is trained on)."""
+    tools = row.get("tools")
+    if isinstance(tools, str):
+        tools = json.loads(tools) if tools else None
+    messages = [{k: v for k, v in m.items() if v is not None} for m in row["messages"]]
+    return render(messages, tools=tools, training=True)
+
+
+# -- model and tokenizer -------------------------------------------------------------------------
+def prepare_tokenizer(recipe: SFTRecipe, train: Any) -> Any:
+    from transformers import AutoTokenizer
+
+    cached = Path(recipe.output_dir) / TOKENIZER_CACHE
+    if recipe.tokenizer.train or recipe.model == TINY:
+        if recipe.resume and (cached / "tokenizer.json").is_file():
+            return AutoTokenizer.from_pretrained(str(cached))
+        tokenizer = train_tokenizer(
+            (conversation_text(row) for row in train),
+            vocab_size=recipe.tokenizer.vocab_size,
+            boilerplate_min_fraction=recipe.tokenizer.boilerplate_min_fraction,
+        )
+        save_tokenizer(tokenizer, cached)
+        return tokenizer
+    tokenizer = AutoTokenizer.from_pretrained(recipe.model)
+    # The Qwen3 format everywhere: a base model without a template gets TRL's Qwen3 one.
+    if not getattr(tokenizer, "chat_template", None):
+        tokenizer.chat_template = qwen3_template(training=False)
+    return tokenizer
+
+
+def prepare_model(recipe: SFTRecipe, tokenizer: Any) -> tuple[Any, Any]:
+    """(model, peft_config or None)."""
+    if recipe.model == TINY:
+        return build_tiny_model(recipe.tiny, tokenizer, seed=recipe.training.seed), None
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    dtype = recipe.torch_dtype if recipe.torch_dtype == "auto" else getattr(torch, recipe.torch_dtype)
+    kwargs: dict[str, Any] = {"dtype": dtype}
+    if recipe.attn_implementation:
+        kwargs["attn_implementation"] = recipe.attn_implementation
+    model = AutoModelForCausalLM.from_pretrained(recipe.model, **kwargs)
+    if recipe.lora is None:
+        return model, None
+    from peft import LoraConfig
+
+    lora = recipe.lora
+    config = LoraConfig(
+        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules, task_type="CAUSAL_LM"
+    )
+    return model, config
+
+
+def _sft_config(recipe: SFTRecipe, has_eval: bool) -> Any:
+    from trl import SFTConfig
+
+    t = recipe.training
+    strategy = "steps" if has_eval and t.eval_steps else ("epoch" if has_eval else "no")
+    # Only passed when on: the name is deprecated in transformers 5 and warns even when False.
+    optional: dict[str, Any] = {"gradient_checkpointing": True} if t.gradient_checkpointing else {}
+    return SFTConfig(
+        **optional,
+        output_dir=str(Path(recipe.output_dir) / CHECKPOINTS),
+        num_train_epochs=t.num_train_epochs,
+        max_steps=t.max_steps,
+        learning_rate=t.learning_rate,
+        lr_scheduler_type=t.lr_scheduler_type,
+        warmup_steps=t.warmup_ratio,  # transformers 5: a float below 1 is a ratio of the total steps
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
+        per_device_train_batch_size=t.per_device_train_batch_size,
+        per_device_eval_batch_size=t.per_device_eval_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        max_length=t.max_length,
+        packing=t.packing,
+        train_sampling_strategy="group_by_length" if t.group_by_length and not t.packing else "random",
+        assistant_only_loss=True,
+        bf16=_use_bf16(t.bf16),
+        logging_steps=t.logging_steps,
+        logging_first_step=True,
+        eval_strategy=strategy,
+        eval_steps=t.eval_steps,
+        save_strategy="steps" if t.save_steps else "epoch",
+        save_steps=t.save_steps or 500,
+        save_total_limit=t.save_total_limit,
+        seed=t.seed,
+        report_to="none",
+        disable_tqdm=True,
+        include_num_input_tokens_seen="non_padding",
+        dataloader_num_workers=0,
+        use_cpu=not _has_accelerator(),
+    )
+
+
+def _use_bf16(setting: bool | str) -> bool:
+    """bf16 autocast: on a CPU with native bf16 (AVX512-BF16, AMX) it trains the tiny student
+    ~3x faster than fp32; on a CPU without it, emulation would be slower, so 'auto' says no."""
+    if setting != "auto":
+        return bool(setting)
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    return bool(getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)())
+
+
+def _has_accelerator() -> bool:
+    import torch
+
+    return torch.cuda.is_available() or (hasattr(torch.backends, "mps") and torch.backends.mps.is_available())
+
+
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    folder = Path(output_dir) / CHECKPOINTS
+    found = [p for p in folder.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
+    return max(found, key=lambda p: int(p.name.split("-")[-1]), default=None)
+
+
+# -- the run -------------------------------------------------------------------------------------
+def train_sft(recipe: SFTRecipe, callbacks: list[Any] | None = None, log: Callable[[str], None] | None = None) -> SFTResult:
+    """Train, save the model, tokenizer, card and curve; return the measured numbers."""
+    import torch
+    from trl import SFTTrainer
+
+    say = log or (lambda message: None)
+    if recipe.training.torch_threads:
+        torch.set_num_threads(recipe.training.torch_threads)
+    out = Path(recipe.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    train, evaluation = load_sft_dataset(recipe)
+    skill_hashes = json.loads(train.info.description or "{}").get("skill_hashes", [])
+    say(f"data: {len(train)} train, {len(evaluation) if evaluation is not None else 0} validation conversations")
+    tokenizer = prepare_tokenizer(recipe, train)
+    model, peft_config = prepare_model(recipe, tokenizer)
+    resume = latest_checkpoint(out) if recipe.resume else None
+    callbacks = list(callbacks or [])
+    if recipe.training.max_train_minutes:
+        callbacks.append(_time_limit(recipe.training.max_train_minutes * 60))
+    trainer = SFTTrainer(
+        model=model,
+        args=_sft_config(recipe, evaluation is not None),
+        train_dataset=train,
+        eval_dataset=evaluation,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=callbacks,
+    )
+    say(f"model: {sum(p.numel() for p in trainer.model.parameters()):,} parameters; training")
+    train_started = time.perf_counter()
+    output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    train_seconds = time.perf_counter() - train_started
+    eval_loss = None
+    if evaluation is not None:
+        eval_loss = trainer.evaluate().get("eval_loss")
+
+    merged_dir = _save(trainer, tokenizer, recipe, out)
+    history = trainer.state.log_history
+    plot_curve(history, out / "training_curve.png", title=f"SFT {recipe.model}")
+    tokens = int(trainer.state.num_input_tokens_seen or 0)
+    model_params = sum(p.numel() for p in trainer.model.parameters())
+    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    result = SFTResult(
+        output_dir=str(out),
+        model_dir=str(out),
+        merged_dir=str(merged_dir) if merged_dir else None,
+        train_examples=len(train),
+        eval_examples=len(evaluation) if evaluation is not None else 0,
+        steps=trainer.state.global_step,
+        epochs=round(float(trainer.state.epoch or 0), 3),
+        train_loss=_last(history, "loss"),
+        eval_loss=eval_loss,
+        wall_seconds=round(time.perf_counter() - started, 1),
+        train_tokens=tokens,
+        tokens_per_second=round(tokens / train_seconds, 1) if train_seconds > 0 else 0.0,
+        peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        parameters=model_params,
+        trainable_parameters=trainable,
+        vocab_size=len(tokenizer),
+        skill_hashes=skill_hashes,
+        resumed_from=str(resume) if resume else None,
+    )
+    del output
+    (out / "metrics.json").write_text(json.dumps(result.model_dump(), indent=2) + "\n", encoding="utf-8")
+    (out / "recipe.yaml").write_text(yaml.safe_dump(json.loads(recipe.model_dump_json()), sort_keys=False), encoding="utf-8")
+    write_card(out / "README.md", recipe, result, history)
+    return result
+
+
+def _save(trainer: Any, tokenizer: Any, recipe: SFTRecipe, out: Path) -> Path | None:
+    """Final weights (or adapter) and tokenizer at ``out``; merged weights on request."""
+    model = trainer.model
+    model.save_pretrained(str(out))
+    save_tokenizer(tokenizer, out)
+    if recipe.lora is not None and recipe.lora.merge:
+        merged = model.merge_and_unload()
+        target = out / "merged"
+        merged.save_pretrained(str(target))
+        save_tokenizer(tokenizer, target)
+        return target
+    return None
+
+
+def _time_limit(seconds: float) -> Any:
+    """A callback that ends training once ``seconds`` of training wall time have passed."""
+    from transformers import TrainerCallback
+
+    class TimeLimit(TrainerCallback):
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.started = time.perf_counter()
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if time.perf_counter() - self.started > seconds:
+                control.should_training_stop = True
+                control.should_save = True
+
+    return TimeLimit()
+
+
+def _last(history: list[dict[str, Any]], key: str) -> float | None:
+    values = [h[key] for h in history if key in h]
+    return float(values[-1]) if values else None
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+__all__ = ["SFTResult", "conversation_text", "latest_checkpoint", "load_sft_dataset", "train_sft", "peak_rss_mb"]
