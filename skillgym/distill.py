@@ -99,7 +99,24 @@ def recipe_for(config: DistillConfig) -> Any:
     base_overrides = [f"dataset={config.out / 'dataset'}", f"output_dir={config.out / 'student'}"]
     if config.student != "tiny":
         base_overrides.append(f"model={config.student}")
-    return load_recipe(path, base_overrides + list(config.recipe_overrides))
+    recipe = load_recipe(path, base_overrides + list(config.recipe_overrides))
+    if recipe.warmup is not None and not recipe.warmup.exclude:
+        # Warm up on code the env does not ask about: never on the env's own codebase.
+        codebase = env_codebase(config)
+        if codebase:
+            recipe.warmup.exclude = [codebase]
+    return recipe
+
+
+def env_codebase(config: DistillConfig) -> str | None:
+    """The folder of source the env's tasks are about, when the env says (metadata 'codebase')."""
+    import skillgym
+
+    env = skillgym.make(config.env, **config.env_kwargs)
+    try:
+        return env.env_spec.metadata.get("codebase")
+    finally:
+        env.close()
 
 
 def run_distill(config: DistillConfig, log: Log | None = None) -> dict[str, Any]:

@@ -49,6 +49,32 @@ def tokenizer():
 
 
 # -- tokenizer ------------------------------------------------------------------------------------
+def test_templates_become_tokens_and_copied_words_stay_bpe(tokenizer):
+    """The fixed wording of prompts and commands shrinks to a few tokens; the names that
+    differ per conversation keep their BPE pieces (the student copies them token by token)."""
+    from skillgym.training.tokenizer import boilerplate_blocks, boilerplate_lines, template_fragments
+
+    texts = [render(_conversation(i), tools=TOOLS, training=True) for i in range(40, 80)]
+    fragments = template_fragments(texts, 0.5)
+    assert "In which file is `" in fragments and "Search for it." in fragments
+    assert any(f.startswith('{"name": "bash", "arguments": {"command": "grep -rl \'def ') for f in fragments)
+    assert not any("func_41" in f or "mod_41" in f for f in fragments)
+    blocks = boilerplate_blocks(texts, boilerplate_lines(texts, 0.5), 0.5)
+    assert any(SYSTEM.splitlines()[0] in b and SYSTEM.splitlines()[1] in b for b in blocks)
+    text = texts[0]
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert tokenizer.decode(ids) == text
+    assert len(ids) < len(text) / 5  # several characters a token: the templates are single tokens
+    question = tokenizer("In which file is `func_40_value` defined?", add_special_tokens=False)["input_ids"]
+    command = tokenizer(json.dumps({"command": "grep -rl 'def func_40_value' ."}), add_special_tokens=False)["input_ids"]
+    name = tokenizer("func_40_value", add_special_tokens=False)["input_ids"]
+    as_text = lambda ids: [tokenizer.decode([i]) for i in ids]  # noqa: E731
+    for seq in (question, command):
+        joined = as_text(seq)
+        start = next(i for i in range(len(joined)) if joined[i:i + len(name)] == as_text(name))
+        assert seq[start:start + len(name)] == name
+
+
 def test_format_tokens_are_single_tokens_and_markup_survives_skipping_specials(tokenizer):
     for token in CONTROL_TOKENS + MARKUP_TOKENS:
         ids = tokenizer(token, add_special_tokens=False)["input_ids"]
@@ -152,3 +178,25 @@ def test_conversation_text_reads_export_rows(dataset_dir):
 
     row = load_from_disk(str(dataset_dir))["train"][0]
     assert conversation_text(row).startswith("<|im_start|>system\n" + SYSTEM)
+
+
+def test_warmup_trains_on_code_outside_the_env_codebase(tokenizer, tmp_path):
+    from skillgym.training import TinyModelSpec, build_tiny_model
+    from skillgym.training.warmup import WarmupSpec, corpus_files, lm_warmup
+
+    corpus, env_code = tmp_path / "corpus", tmp_path / "env"
+    corpus.mkdir()
+    env_code.mkdir()
+    for i in range(6):
+        (corpus / f"m{i}.py").write_text(f"def helper_{i}(value):\n    return helper_{i}(value - 1) if value else {i}\n" * 20)
+    (env_code / "same.py").write_text((corpus / "m0.py").read_text())  # the env's own code: must be left out
+    spec = WarmupSpec(corpus=str(corpus), exclude=[str(env_code)], minutes=0.05, seq_len=32, batch_size=4)
+    assert sorted(p.name for p in corpus_files(spec)) == ["m1.py", "m2.py", "m3.py", "m4.py", "m5.py"]
+    model = build_tiny_model(TinyModelSpec(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                           num_key_value_heads=2, intermediate_size=64), tokenizer)
+    before = [p.detach().clone() for p in model.parameters()]
+    report = lm_warmup(model, tokenizer, spec)
+    assert report["steps"] >= 1 and report["files"] == 5 and report["tokens"] == report["steps"] * 4 * 32
+    assert any(not (a == b).all() for a, b in zip(before, model.parameters()))
+    with pytest.raises(FileNotFoundError, match="not a folder"):
+        corpus_files(WarmupSpec(corpus=str(tmp_path / "missing")))

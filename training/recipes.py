@@ -75,6 +75,9 @@ class TrainingSpec(BaseModel):
     torch_threads: int | None = Field(default=None, ge=1, description="CPU threads for torch (None: torch's default).")
 
 
+from .warmup import WarmupSpec  # noqa: E402  (kept next to its only use)
+
+
 class SFTRecipe(BaseModel):
     """One SFT run: which model, which data, how to train, where to write."""
 
@@ -91,6 +94,7 @@ class SFTRecipe(BaseModel):
     torch_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     attn_implementation: str | None = Field(default=None, description="e.g. 'flash_attention_2', 'sdpa'; None: default.")
     training: TrainingSpec = Field(default_factory=TrainingSpec)
+    warmup: WarmupSpec | None = Field(default=None, description="LM warm-up on code before SFT (tiny student only).")
     resume: bool = Field(default=True, description="Continue from the newest checkpoint in output_dir, if any.")
 
     def model_post_init(self, __context: Any) -> None:

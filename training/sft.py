@@ -56,6 +56,7 @@ class SFTResult(BaseModel):
     trainable_parameters: int
     vocab_size: int
     skill_hashes: list[str] = Field(default_factory=list)
+    warmup: dict[str, float] | None = Field(default=None, description="What the LM warm-up on code did, if it ran.")
     resumed_from: str | None = None
 
 
@@ -230,6 +231,12 @@ def train_sft(recipe: SFTRecipe, callbacks: list[Any] | None = None, log: Callab
     tokenizer = prepare_tokenizer(recipe, train)
     model, peft_config = prepare_model(recipe, tokenizer)
     resume = latest_checkpoint(out) if recipe.resume else None
+    warmup = None
+    if recipe.warmup is not None and recipe.model == TINY and resume is None:
+        from .warmup import lm_warmup
+
+        say(f"warm-up: {recipe.warmup.minutes:g} min of next-token training on {recipe.warmup.corpus} code")
+        warmup = lm_warmup(model, tokenizer, recipe.warmup, bf16=_use_bf16(recipe.training.bf16))
     callbacks = list(callbacks or [])
     if recipe.training.max_train_minutes:
         callbacks.append(_time_limit(recipe.training.max_train_minutes * 60))
@@ -275,6 +282,7 @@ def train_sft(recipe: SFTRecipe, callbacks: list[Any] | None = None, log: Callab
         vocab_size=len(tokenizer),
         skill_hashes=skill_hashes,
         resumed_from=str(resume) if resume else None,
+        warmup=warmup,
     )
     del output
     (out / "metrics.json").write_text(json.dumps(result.model_dump(), indent=2) + "\n", encoding="utf-8")
