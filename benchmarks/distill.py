@@ -13,6 +13,7 @@ teacher's on >= 200 test tasks.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import resource
 import sys
@@ -45,11 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or Path(tempfile.mkdtemp(prefix="skillgym-distill-bench-"))
     log = (lambda m: None) if args.json else (lambda m: print(m, file=sys.stderr))
     started = time.perf_counter()
-    report = run_distill(
-        DistillConfig(env="codebase-explorer-v0", env_kwargs=_env_args(args.env_arg), teacher="expert", student="tiny",
-                      out=out, test_tasks=args.test_tasks, recipe_overrides=args.overrides),
-        log,
-    )
+    # Trainers print their logs to stdout; stdout is for the JSON result alone.
+    with contextlib.redirect_stdout(sys.stderr):
+        report = run_distill(
+            DistillConfig(env="codebase-explorer-v0", env_kwargs=_env_args(args.env_arg), teacher="expert", student="tiny",
+                          out=out, test_tasks=args.test_tasks, recipe_overrides=args.overrides),
+            log,
+        )
     wall = time.perf_counter() - started
     result = {
         "benchmark": "distill",

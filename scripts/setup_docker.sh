@@ -25,6 +25,13 @@ if ! engine_answers; then
       || fallback "apt-get install docker.io failed"
   fi
   if ! pgrep -x dockerd >/dev/null; then
+    # A dockerd killed with its session leaves pid files behind, and a new one refuses to
+    # start while they exist: remove them when their process is gone.
+    for pidfile in /var/run/docker.pid /var/run/docker/containerd/containerd.pid; do
+      if [ -f "$pidfile" ] && ! kill -0 "$(cat "$pidfile" 2>/dev/null)" 2>/dev/null; then
+        rm -f "$pidfile"
+      fi
+    done
     # No iptables and no default bridge: works inside containers and unprivileged VMs, and
     # sandboxes use network_mode=none anyway.
     say "starting dockerd (log: $LOG)"

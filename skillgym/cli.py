@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import json
+import sys
 import shutil
 import subprocess
 from pathlib import Path
@@ -272,7 +274,8 @@ def distill(
     )
     started = time.perf_counter()
     err = Console(stderr=True)
-    with err.status("distilling") as status:
+    with err.status("distilling") as status, contextlib.redirect_stdout(sys.stderr):
+        # Trainers print progress to stdout; keep stdout for the result (and --json) alone.
         def log(message: str) -> None:
             status.update(message)
             err.log(message)

@@ -30,13 +30,13 @@ class DistillConfig(BaseModel):
     recipe: Path | None = Field(default=None, description="SFT recipe; default tiny-cpu.yaml for 'tiny', else qwen3-4b-lora.yaml.")
     recipe_overrides: list[str] = Field(default_factory=list, description="--set key=value for the recipe.")
     out: Path
-    train_tasks: int | None = Field(default=None, ge=1, description="Teacher episodes on the train split (None: the recipe's default).")
+    train_tasks: int | None = Field(default=None, ge=1, description="Teacher episodes on the train split (None: every train task).")
     test_tasks: int = Field(default=200, ge=1)
     min_reward: float = 1.0
     concurrency: int = Field(default=4, ge=1)
     backend: str = "local"
     seed: int = 0
-    max_new_tokens: int = Field(default=160, ge=8, description="Generation cap per student turn in evaluation.")
+    max_new_tokens: int = Field(default=64, ge=8, description="Generation cap per student turn in evaluation (the tiny student's longest turn is ~20 tokens).")
     stages: list[str] | None = Field(default=None, description="Stages to force; others run only when missing or stale.")
 
 
@@ -45,9 +45,6 @@ class StageRecord(BaseModel):
     fingerprint: str
     seconds: float
     result: dict[str, Any]
-
-
-DEFAULT_TRAIN_TASKS = 3000
 
 
 def fingerprint(payload: Any) -> str:
@@ -127,7 +124,7 @@ def run_distill(config: DistillConfig, log: Log | None = None) -> dict[str, Any]
         raise ValueError(f"unknown stage(s) {sorted(unknown)}; stages are {', '.join(STAGES)}")
     config.out.mkdir(parents=True, exist_ok=True)
     recipe = recipe_for(config)
-    train_tasks = config.train_tasks or DEFAULT_TRAIN_TASKS
+    train_tasks = config.train_tasks
     records: dict[str, StageRecord] = {}
 
     rollout_inputs = {"env": config.env, "env_kwargs": config.env_kwargs, "teacher": config.teacher, "n": train_tasks, "seed": config.seed}
@@ -149,7 +146,7 @@ def run_distill(config: DistillConfig, log: Log | None = None) -> dict[str, Any]
 
 
 # -- stages ------------------------------------------------------------------------------------------
-def _rollout(config: DistillConfig, n_tasks: int) -> dict[str, Any]:
+def _rollout(config: DistillConfig, n_tasks: int | None) -> dict[str, Any]:
     from skillgym.rollouts import RolloutConfig, run_rollouts
 
     summary = run_rollouts(RolloutConfig(
