@@ -2,8 +2,10 @@
 
 It reads the question's structure from ``info["task_metadata"]`` (never the gold answer),
 searches with ``grep``, reads with ``read_file``, parses what the tools print, and submits a
-bare answer. Its turns are Qwen3 text (one short sentence, then one ``<tool_call>``) because
-they become SFT data for small models: every question type follows one fixed recipe of 2-4
+bare answer. Its turns are Qwen3 text holding one ``<tool_call>`` and nothing else, because
+they become SFT data for small models, and some OpenAI-compatible servers (``transformers
+serve``) drop the text that accompanies a tool call from the history: a student trained on
+text-plus-call turns would then see a different conversation when served than in training: every question type follows one fixed recipe of 2-4
 turns, with the same search patterns each time.
 
 Two trace styles. ``"oneliner"`` (the default, the SFT teacher) answers every question with
@@ -166,8 +168,10 @@ class ExpertPolicy(Policy):
 
     # -- turn helpers ----------------------------------------------------------------------
     def _call(self, say: str, name: str, args: dict[str, Any], then: Callable[[str], Action] | None) -> str:
+        """One tool call; ``say`` names the step for readers of this code and is not emitted
+        (see the module docstring)."""
         self._next = then
-        return f"{say}\n{render_tool_call_text(name, args)}"
+        return render_tool_call_text(name, args)
 
     def _submit(self, say: str, answer: str) -> str:
         return self._call(say, "submit", {"answer": answer}, None)
