@@ -204,7 +204,6 @@ class SkillEnv(gym.Env[list[Message], Any]):
             info["reward_components"] = {}
             traj.reward = 0.0
         self._done = terminated or truncated
-        traj.messages = copy.deepcopy(self._messages)
         traj.terminated, traj.truncated = terminated, truncated
         return copy.deepcopy(self._messages), reward, terminated, truncated, info
 
@@ -271,7 +270,8 @@ class SkillEnv(gym.Env[list[Message], Any]):
         """The episode so far (a copy): messages, timings, errors, reward."""
         if self._trajectory is None:
             raise RuntimeError("no episode yet: call reset() first")
-        return self._trajectory.model_copy(deep=True)
+        # The chat lives in self._messages; the record takes a copy only when it is read.
+        return self._trajectory.model_copy(deep=True, update={"messages": copy.deepcopy(self._messages)})
 
 
 def _assistant_message(content: str, reasoning: str | None, calls: list[ParsedCall]) -> Message:

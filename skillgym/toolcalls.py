@@ -44,11 +44,6 @@ class ParsedTurn(BaseModel):
     reasoning: str | None = None
     calls: list[ParsedCall] = Field(default_factory=list)
 
-    @property
-    def attempted_call(self) -> bool:
-        """True when the model tried to call a tool, even if every attempt was malformed."""
-        return bool(self.calls)
-
 
 def parse_turn(action: Any, call_id_prefix: str = "call") -> ParsedTurn:
     """Parse one assistant turn (raw text or OpenAI message dict). Never raises."""
