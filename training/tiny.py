@@ -10,6 +10,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .copy_circuit import CopyCircuitSpec, install_copy_circuit
+
 
 class TinyModelSpec(BaseModel):
     """Shape of the from-scratch model. Defaults: ~3.5M parameters, 4 layers of width 256."""
@@ -22,9 +24,13 @@ class TinyModelSpec(BaseModel):
     num_key_value_heads: int = Field(default=4, ge=1, description="Key/value heads (fewer than query heads: GQA).")
     intermediate_size: int = Field(default=768, ge=16, description="Width of each MLP.")
     max_position_embeddings: int = Field(default=2048, ge=64, description="Longest sequence the RoPE tables cover.")
-    rope_theta: float = Field(default=10_000.0, gt=0)
+    head_dim: int | None = Field(default=None, ge=8, description="Width of each head (None: hidden_size / heads).")
+    rope_theta: float = Field(default=10_000.0, gt=0, description="RoPE base; the copy circuit wants slow pairs (1e6).")
     tie_word_embeddings: bool = Field(default=True, description="Share input and output embeddings (fewer parameters).")
     initializer_range: float = Field(default=0.02, gt=0)
+    copy_circuit: CopyCircuitSpec | None = Field(
+        default=None, description="Start with an induction (copy) circuit in layers 0-1 (training/copy_circuit.py); null: plain init."
+    )
 
 
 def build_tiny_model(spec: TinyModelSpec, tokenizer: Any, seed: int = 0) -> Any:
@@ -32,7 +38,7 @@ def build_tiny_model(spec: TinyModelSpec, tokenizer: Any, seed: int = 0) -> Any:
     import torch
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
-    if spec.hidden_size % spec.num_attention_heads:
+    if spec.head_dim is None and spec.hidden_size % spec.num_attention_heads:
         raise ValueError(
             f"tiny.hidden_size ({spec.hidden_size}) must be a multiple of tiny.num_attention_heads "
             f"({spec.num_attention_heads})"
@@ -46,7 +52,7 @@ def build_tiny_model(spec: TinyModelSpec, tokenizer: Any, seed: int = 0) -> Any:
         num_hidden_layers=spec.num_hidden_layers,
         num_attention_heads=spec.num_attention_heads,
         num_key_value_heads=spec.num_key_value_heads,
-        head_dim=spec.hidden_size // spec.num_attention_heads,
+        head_dim=spec.head_dim or spec.hidden_size // spec.num_attention_heads,
         max_position_embeddings=spec.max_position_embeddings,
         rope_theta=spec.rope_theta,
         tie_word_embeddings=spec.tie_word_embeddings,
@@ -58,6 +64,8 @@ def build_tiny_model(spec: TinyModelSpec, tokenizer: Any, seed: int = 0) -> Any:
     )
     torch.manual_seed(seed)
     model = Qwen3ForCausalLM(config)
+    if spec.copy_circuit is not None:
+        install_copy_circuit(model, spec.copy_circuit, seed=seed)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model

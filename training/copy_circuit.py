@@ -1,0 +1,167 @@
+"""A copy circuit built into the tiny student's initial weights.
+
+A subagent on codebase-explorer copies all the time: the symbol in the question goes into
+the command, the fact in the tool output goes into the answer. A transformer copies an
+arbitrary span with an *induction* circuit: one head moves "which token came before me"
+into each position, a head in the next layer finds the earlier position whose predecessor
+is the current token and predicts the token found there. Trained from scratch, such heads
+form only after millions of tokens; within the main job's minutes they never did
+(EXPERIMENTS.md §7), and the student garbled every symbol it copied.
+
+So the tiny student starts with the circuit in place, written into an ordinary
+``Qwen3ForCausalLM`` (same architecture and files, so vLLM and ``transformers serve``
+load it as any Qwen3). Everything else (which command a question needs, where a span
+starts and ends, when to stop) is still learned by SFT, and so is every weight here: the
+construction is an initialization, not a frozen part.
+
+Layout of the residual stream of width ``H`` (``T`` = token dimensions, even):
+
+* ``[0, T)``: token identity. Embeddings are random Gaussian vectors here and zero elsewhere,
+  so the tied output head reads this block and copying a token's vector predicts that token,
+  including tokens the student never saw in training (test-split symbols).
+* ``[T, 2T)``: the previous token's identity, written by layer 0.
+* ``2T``: a constant 1, which lets a head compute a query and key that do not depend on the
+  token: pure position.
+
+Layer 0, heads 0 and 1 (previous-token heads): query and key are built from the constant
+dimension in the fastest-rotating RoPE pairs, with the key turned one step ahead, so the
+score peaks at distance 1. Each head carries half of the token block into the previous-token
+block.
+
+Layer 1, heads 0 and 1 (induction heads): the query is the current token, the key the
+previous-token block, compared in the slowest-rotating RoPE pairs (nearly position-free
+over the sequence lengths here). The value is the token at the matched position, written
+back into the token block. Heads 2 and 3 get the same copying value path with their
+addressing left to training: that is how the student learns where a span *starts* (the
+symbol after the question's wording), which no earlier occurrence can point to.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class CopyCircuitSpec(BaseModel):
+    """Strengths of the built-in copy circuit (defaults measured in EXPERIMENTS.md §9)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    embedding_scale: float = Field(
+        default=0.15, gt=0, description="Std of the token vectors: sets how confident a copy is at initialization."
+    )
+    copy_gain: float = Field(default=6.0, gt=0, description="Weight with which an induction head writes the copied token.")
+    position_pairs: int = Field(default=6, ge=1, description="Fast RoPE pairs the previous-token heads use.")
+    position_gain: float = Field(default=3.0, gt=0, description="q/k norm weight on those pairs (sharpness).")
+    content_gain: float = Field(default=3.0, gt=0, description="q/k norm weight on the content pairs (sharpness).")
+    span: int = Field(
+        default=256, ge=16, description="Sequence length over which a content pair may rotate at most half a radian."
+    )
+    addressing_heads: bool = Field(
+        default=True, description="Give layer 1's heads 2 and 3 the copying value path, with learned addressing."
+    )
+
+
+def _check(config: Any, spec: CopyCircuitSpec) -> tuple[int, list[int]]:
+    """(token dimensions, content RoPE pairs), or a ValueError saying what the shape lacks."""
+    hidden, head_dim = config.hidden_size, config.head_dim
+    heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
+    if config.num_hidden_layers < 2:
+        raise ValueError("copy_circuit needs at least 2 layers (tiny.num_hidden_layers)")
+    if heads < 2:
+        raise ValueError("copy_circuit needs at least 2 attention heads (tiny.num_attention_heads)")
+    if kv_heads != heads:
+        raise ValueError("copy_circuit writes each head's key and value: set tiny.num_key_value_heads = num_attention_heads")
+    if not config.tie_word_embeddings:
+        raise ValueError("copy_circuit relies on the output head reading the token vectors: set tiny.tie_word_embeddings")
+    tokens = min(2 * head_dim, (hidden - 1) // 2) // 2 * 2
+    if tokens < 16:
+        raise ValueError(f"tiny.hidden_size {hidden} leaves only {tokens} token dimensions for the copy circuit")
+    if spec.position_pairs > head_dim // 4:
+        raise ValueError(f"copy_circuit.position_pairs must be at most head_dim/4 = {head_dim // 4}")
+    inv_freq = _inverse_frequencies(config)
+    content = [i for i, f in enumerate(inv_freq) if f * spec.span < 0.5]
+    if len(content) < 8:
+        raise ValueError(
+            f"only {len(content)} RoPE pairs turn less than half a radian over {spec.span} tokens; "
+            "raise tiny.rope_theta (e.g. 1e6) or tiny.head_dim"
+        )
+    return tokens, content
+
+
+def _inverse_frequencies(config: Any) -> list[float]:
+    theta = (getattr(config, "rope_parameters", None) or {}).get("rope_theta", getattr(config, "rope_theta", 10_000.0))
+    dim = config.head_dim
+    return [theta ** (-(2 * i) / dim) for i in range(dim // 2)]
+
+
+def install_copy_circuit(model: Any, spec: CopyCircuitSpec | None = None, seed: int = 0) -> dict[str, int]:
+    """Overwrite the embeddings and the first two layers' attention heads 0-3 of a freshly
+    built ``Qwen3ForCausalLM`` with the copy circuit; returns the layout it used."""
+    import torch
+
+    spec = spec or CopyCircuitSpec()
+    config = model.config
+    tokens, content = _check(config, spec)
+    head_dim, half = config.head_dim, config.head_dim // 2
+    per_head = tokens // 2  # each of two heads carries half of the token block
+    previous, constant = tokens, 2 * tokens
+    inv_freq = _inverse_frequencies(config)
+    generator = torch.Generator().manual_seed(seed)
+    layer0, layer1 = model.model.layers[0].self_attn, model.model.layers[1].self_attn
+
+    def clear(attn: Any, head: int) -> slice:
+        rows = slice(head * head_dim, (head + 1) * head_dim)
+        for weight in (attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight):
+            weight[rows] = 0
+        attn.o_proj.weight[:, rows] = 0
+        return rows
+
+    def copy_value(attn: Any, head: int, source: int, target: int, gain: float) -> None:
+        """Head ``head`` reads ``per_head`` dimensions from ``source`` and writes them at ``target``."""
+        for j in range(per_head):
+            attn.v_proj.weight[head * head_dim + j, source + j] = 1.0
+            attn.o_proj.weight[target + j, head * head_dim + j] = gain
+
+    with torch.no_grad():
+        embeddings = model.model.embed_tokens.weight
+        embeddings.zero_()
+        embeddings[:, :tokens] = torch.randn(embeddings.shape[0], tokens, generator=generator)
+        embeddings[:, constant] = 1.0
+        embeddings *= spec.embedding_scale
+
+        for head in (0, 1):  # previous-token heads
+            clear(layer0, head)
+            for i in range(spec.position_pairs):
+                layer0.q_proj.weight[head * head_dim + i, constant] = 1.0
+                layer0.k_proj.weight[head * head_dim + i, constant] = math.cos(inv_freq[i])
+                layer0.k_proj.weight[head * head_dim + i + half, constant] = math.sin(inv_freq[i])
+            copy_value(layer0, head, source=head * per_head, target=previous + head * per_head, gain=1.0)
+        for i in range(spec.position_pairs):
+            for norm in (layer0.q_norm, layer0.k_norm):
+                norm.weight[i] = norm.weight[i + half] = spec.position_gain
+
+        dims = [*content, *(i + half for i in content)]
+        for head in (0, 1):  # induction heads
+            clear(layer1, head)
+            basis = torch.linalg.qr(torch.randn(tokens, len(dims), generator=generator))[0].T
+            for r, d in enumerate(dims):
+                layer1.q_proj.weight[head * head_dim + d, :tokens] = basis[r]
+                layer1.k_proj.weight[head * head_dim + d, previous : previous + tokens] = basis[r]
+            copy_value(layer1, head, source=head * per_head, target=head * per_head, gain=spec.copy_gain)
+        for d in dims:
+            layer1.q_norm.weight[d] = spec.content_gain
+            layer1.k_norm.weight[d] = spec.content_gain
+
+        if spec.addressing_heads and config.num_attention_heads >= 4:
+            for head in (2, 3):  # copying value path; the query and key stay random, to be learned
+                rows = slice(head * head_dim, (head + 1) * head_dim)
+                layer1.v_proj.weight[rows] = 0
+                layer1.o_proj.weight[:, rows] = 0
+                copy_value(layer1, head, source=(head - 2) * per_head, target=(head - 2) * per_head, gain=spec.copy_gain / 2)
+    return {"token_dims": tokens, "content_pairs": len(content)}
+
+
+__all__ = ["CopyCircuitSpec", "install_copy_circuit"]
