@@ -36,7 +36,7 @@ class DistillConfig(BaseModel):
     concurrency: int = Field(default=4, ge=1)
     backend: str = "local"
     seed: int = 0
-    max_new_tokens: int = Field(default=64, ge=8, description="Generation cap per student turn in evaluation (the tiny student's longest turn is ~20 tokens).")
+    max_new_tokens: int = Field(default=96, ge=8, description="Generation cap per student turn in evaluation (the expert's longest turn is ~60 tokens with the tiny student's tokenizer).")
     stages: list[str] | None = Field(default=None, description="Stages to force; others run only when missing or stale.")
 
 
@@ -74,13 +74,35 @@ def _save(config: DistillConfig, record: StageRecord) -> None:
     atomic_write_text(path, record.model_dump_json(indent=2) + "\n")
 
 
-def _run_stage(config: DistillConfig, stage: str, inputs: Any, work: Callable[[], dict[str, Any]], log: Log) -> StageRecord:
+def _run_stage(
+    config: DistillConfig, stage: str, inputs: Any, work: Callable[[], dict[str, Any]], log: Log, outputs: list[Path]
+) -> StageRecord:
+    """Run ``stage`` unless its record matches ``inputs``. A stage killed midway resumes from
+    what it wrote (its ``.started`` marker carries the same fingerprint); a stage whose inputs
+    changed, or that --stages forces, first clears ``outputs``, so that nothing it left for
+    other inputs (a finished checkpoint, a rollout of the old model) is mistaken for new work."""
+    import shutil
+
+    from skillgym.rollouts.store import atomic_write_text
+
     print_ = fingerprint(inputs)
     cached = _cached(config, stage, print_)
     if cached is not None:
         log(f"{stage}: cached ({cached.seconds:.0f} s when it ran)")
         return cached
-    log(f"{stage}: running")
+    marker = _stage_path(config.out, stage).with_suffix(".started")
+    forced = bool(config.stages and stage in config.stages)
+    if forced or not marker.exists() or marker.read_text().strip() != print_:
+        for path in outputs:
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+        log(f"{stage}: running")
+    else:
+        log(f"{stage}: resuming")
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(marker, print_ + "\n")
     started = time.perf_counter()
     result = work()
     record = StageRecord(stage=stage, fingerprint=print_, seconds=round(time.perf_counter() - started, 1), result=result)
@@ -128,20 +150,22 @@ def run_distill(config: DistillConfig, log: Log | None = None) -> dict[str, Any]
     records: dict[str, StageRecord] = {}
 
     rollout_inputs = {"env": config.env, "env_kwargs": config.env_kwargs, "teacher": config.teacher, "n": train_tasks, "seed": config.seed}
-    records["rollout"] = _run_stage(config, "rollout", rollout_inputs, lambda: _rollout(config, train_tasks), say)
+    records["rollout"] = _run_stage(config, "rollout", rollout_inputs, lambda: _rollout(config, train_tasks), say,
+                                   [config.out / "teacher"])
 
     export_inputs = {"rollout": records["rollout"].fingerprint, "min_reward": config.min_reward}
-    records["export"] = _run_stage(config, "export", export_inputs, lambda: _export(config), say)
+    records["export"] = _run_stage(config, "export", export_inputs, lambda: _export(config), say, [config.out / "dataset"])
 
     sft_inputs = {"export": records["export"].fingerprint, "recipe": json.loads(recipe.model_dump_json())}
-    records["sft"] = _run_stage(config, "sft", sft_inputs, lambda: _sft(recipe), say)
+    records["sft"] = _run_stage(config, "sft", sft_inputs, lambda: _sft(recipe), say, [config.out / "student"])
 
     eval_inputs = {"sft": records["sft"].fingerprint, "teacher": config.teacher, "n": config.test_tasks,
                    "max_new_tokens": config.max_new_tokens, "env_kwargs": config.env_kwargs}
-    records["eval"] = _run_stage(config, "eval", eval_inputs, lambda: _eval(config, recipe), say)
+    records["eval"] = _run_stage(config, "eval", eval_inputs, lambda: _eval(config, recipe), say,
+                                [config.out / "eval", config.out / "student-untrained"])
 
     report_inputs = {k: r.fingerprint for k, r in records.items()}
-    records["report"] = _run_stage(config, "report", report_inputs, lambda: write_report(config, records), say)
+    records["report"] = _run_stage(config, "report", report_inputs, lambda: write_report(config, records), say, [])
     return json.loads((config.out / "report.json").read_text())
 
 

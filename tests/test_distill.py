@@ -51,6 +51,24 @@ def test_distill_rerun_is_cached_and_stages_can_be_forced(distilled):
         run_distill(DistillConfig(out=out, stages=["nope"], **SMALL))
 
 
+def test_changed_recipe_retrains_from_scratch_and_re_evaluates(distilled, tmp_path):
+    """A finished checkpoint of the old recipe must not be resumed, nor old eval rollouts reused."""
+    import shutil
+
+    source, report, _ = distilled
+    out = tmp_path / "copy"
+    shutil.copytree(source, out)
+    changed = dict(SMALL, recipe_overrides=[*SMALL["recipe_overrides"], "training.max_steps=3"])
+    messages: list[str] = []
+    again = run_distill(DistillConfig(out=out, **changed), messages.append)
+    assert [m for m in messages if m.endswith(("running", "resuming"))] == ["sft: running", "eval: running", "report: running"]
+    assert again["sft"]["steps"] == 3
+    assert not (out / "student" / "checkpoints" / "checkpoint-4").exists()
+    roles = json.loads((out / "stages" / "eval.json").read_text())["result"]["roles"]
+    trained_run = next((out / "eval" / "runs").glob("hf_*student_*"))
+    assert roles["trained"].endswith("?max_new_tokens=24") and trained_run.is_dir()
+
+
 def test_grpo_on_the_tiny_student_with_the_env_reward(distilled, tmp_path):
     from skillgym.training.grpo import GRPORecipe, train_grpo
 
