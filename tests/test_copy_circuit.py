@@ -26,9 +26,10 @@ class _Vocab:
 SHAPE = dict(hidden_size=192, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4, intermediate_size=256)
 
 
-def copy_accuracy(model, vocab: int, half: int = 50) -> float:
+def copy_accuracy(model, vocab: int, half: int = 50, alphabet: int | None = None) -> float:
+    """``alphabet``: draw the tokens from only this many, so that pieces repeat inside a span."""
     generator = torch.Generator().manual_seed(1)
-    first = torch.randint(2, vocab, (6, half), generator=generator)
+    first = torch.randint(2, 2 + (alphabet or vocab - 2), (6, half), generator=generator)
     tokens = torch.cat([first, first], dim=1)
     with torch.no_grad():
         logits = model.eval()(input_ids=tokens).logits
@@ -42,6 +43,16 @@ def test_the_circuit_copies_unseen_tokens_before_any_training():
     plain = build_tiny_model(spec.model_copy(update={"copy_circuit": None}), _Vocab(3000))
     assert copy_accuracy(with_circuit, 3000) > 0.9
     assert copy_accuracy(plain, 3000) < 0.05
+
+
+def test_matching_two_tokens_continues_spans_with_repeated_pieces():
+    """With one matched token, a span like FILENAME_LENGTH (LEN twice) can jump to the wrong
+    continuation; matching the token before it as well tells the two apart."""
+    spec = TinyModelSpec(**SHAPE, rope_theta=1e6, copy_circuit=CopyCircuitSpec())
+    one = build_tiny_model(spec, _Vocab(3000))
+    two = build_tiny_model(spec.model_copy(update={"copy_circuit": CopyCircuitSpec(match_tokens=2)}), _Vocab(3000))
+    assert copy_accuracy(two, 3000) > 0.9
+    assert copy_accuracy(two, 3000, alphabet=40) > copy_accuracy(one, 3000, alphabet=40) + 0.2
 
 
 def test_the_circuit_survives_save_and_load_as_a_plain_qwen3(tmp_path):

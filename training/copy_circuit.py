@@ -20,8 +20,9 @@ Layout of the residual stream of width ``H`` (``T`` = token dimensions, even):
   so the tied output head reads this block and copying a token's vector predicts that token,
   including tokens the student never saw in training (test-split symbols).
 * ``[T, 2T)``: the previous token's identity, written by layer 0.
-* ``2T``: a constant 1, which lets a head compute a query and key that do not depend on the
-  token: pure position.
+* ``[2T, 3T)``, with ``match_tokens=2`` only: the token two positions back, written by layer 0.
+* after the last block: a constant 1, which lets a head compute a query and key that do not
+  depend on the token: pure position.
 
 Layer 0, heads 0 and 1 (previous-token heads): query and key are built from the constant
 dimension in the fastest-rotating RoPE pairs, with the key turned one step ahead, so the
@@ -31,7 +32,10 @@ block.
 Layer 1, heads 0 and 1 (induction heads): the query is the current token, the key the
 previous-token block, compared in the slowest-rotating RoPE pairs (nearly position-free
 over the sequence lengths here). The value is the token at the matched position, written
-back into the token block. Heads 2 and 3 get the same copying value path with their
+back into the token block. With ``match_tokens=2`` (layer 0's heads 2 and 3 then look two
+steps back) the induction heads also compare the previous token with each position's
+second one back, so a span with a repeated piece (``FILENAME_LENGTH``) continues from the
+right occurrence. Layer 1's heads 2 and 3 get the same copying value path with their
 addressing left to training: that is how the student learns where a span *starts* (the
 symbol after the question's wording), which no earlier occurrence can point to.
 """
@@ -59,6 +63,11 @@ class CopyCircuitSpec(BaseModel):
     span: int = Field(
         default=256, ge=16, description="Sequence length over which a content pair may rotate at most half a radian."
     )
+    match_tokens: int = Field(
+        default=1, ge=1, le=2,
+        description="Tokens the induction heads match: 1 (the current token) or 2 (also the one before it; "
+        "fewer wrong continuations inside spans with repeated pieces, at the cost of a narrower token block).",
+    )
     addressing_heads: bool = Field(
         default=True, description="Give layer 1's heads 2 and 3 the copying value path, with learned addressing."
     )
@@ -76,7 +85,10 @@ def _check(config: Any, spec: CopyCircuitSpec) -> tuple[int, list[int]]:
         raise ValueError("copy_circuit writes each head's key and value: set tiny.num_key_value_heads = num_attention_heads")
     if not config.tie_word_embeddings:
         raise ValueError("copy_circuit relies on the output head reading the token vectors: set tiny.tie_word_embeddings")
-    tokens = min(2 * head_dim, (hidden - 1) // 2) // 2 * 2
+    if spec.match_tokens == 2 and heads < 4:
+        raise ValueError("copy_circuit.match_tokens=2 needs at least 4 attention heads (tiny.num_attention_heads)")
+    blocks = spec.match_tokens + 1  # the token, its predecessor(s)
+    tokens = min(2 * head_dim, (hidden - 1) // blocks) // 2 * 2
     if tokens < 16:
         raise ValueError(f"tiny.hidden_size {hidden} leaves only {tokens} token dimensions for the copy circuit")
     if spec.position_pairs > head_dim // 4:
@@ -107,7 +119,8 @@ def install_copy_circuit(model: Any, spec: CopyCircuitSpec | None = None, seed: 
     tokens, content = _check(config, spec)
     head_dim, half = config.head_dim, config.head_dim // 2
     per_head = tokens // 2  # each of two heads carries half of the token block
-    previous, constant = tokens, 2 * tokens
+    previous, before_previous = tokens, 2 * tokens
+    constant = (spec.match_tokens + 1) * tokens
     inv_freq = _inverse_frequencies(config)
     generator = torch.Generator().manual_seed(seed)
     layer0, layer1 = model.model.layers[0].self_attn, model.model.layers[1].self_attn
@@ -132,24 +145,35 @@ def install_copy_circuit(model: Any, spec: CopyCircuitSpec | None = None, seed: 
         embeddings[:, constant] = 1.0
         embeddings *= spec.embedding_scale
 
-        for head in (0, 1):  # previous-token heads
-            clear(layer0, head)
-            for i in range(spec.position_pairs):
-                layer0.q_proj.weight[head * head_dim + i, constant] = 1.0
-                layer0.k_proj.weight[head * head_dim + i, constant] = math.cos(inv_freq[i])
-                layer0.k_proj.weight[head * head_dim + i + half, constant] = math.sin(inv_freq[i])
-            copy_value(layer0, head, source=head * per_head, target=previous + head * per_head, gain=1.0)
+        # Layer 0: heads 0-1 look 1 step back (and heads 2-3 two steps, for two-token matching)
+        # and copy that token's identity into the previous-token block(s).
+        lookbacks = [(1, previous)] + ([(2, before_previous)] if spec.match_tokens == 2 else [])
+        for step, block in lookbacks:
+            for half_index in (0, 1):
+                head = 2 * (step - 1) + half_index
+                clear(layer0, head)
+                for i in range(spec.position_pairs):
+                    layer0.q_proj.weight[head * head_dim + i, constant] = 1.0
+                    layer0.k_proj.weight[head * head_dim + i, constant] = math.cos(step * inv_freq[i])
+                    layer0.k_proj.weight[head * head_dim + i + half, constant] = math.sin(step * inv_freq[i])
+                copy_value(layer0, head, source=half_index * per_head, target=block + half_index * per_head, gain=1.0)
         for i in range(spec.position_pairs):
             for norm in (layer0.q_norm, layer0.k_norm):
                 norm.weight[i] = norm.weight[i + half] = spec.position_gain
 
         dims = [*content, *(i + half for i in content)]
+        # Query blocks matched against key blocks: the current token against each position's
+        # predecessor, and (two-token) the previous token against each position's second one back.
+        pairs = [(0, previous)] + ([(previous, before_previous)] if spec.match_tokens == 2 else [])
+        share = len(dims) // len(pairs)
         for head in (0, 1):  # induction heads
             clear(layer1, head)
-            basis = torch.linalg.qr(torch.randn(tokens, len(dims), generator=generator))[0].T
-            for r, d in enumerate(dims):
-                layer1.q_proj.weight[head * head_dim + d, :tokens] = basis[r]
-                layer1.k_proj.weight[head * head_dim + d, previous : previous + tokens] = basis[r]
+            for k, (query_block, key_block) in enumerate(pairs):
+                part = dims[k * share : (k + 1) * share] if k < len(pairs) - 1 else dims[k * share :]
+                basis = torch.linalg.qr(torch.randn(tokens, len(part), generator=generator))[0].T
+                for r, d in enumerate(part):
+                    layer1.q_proj.weight[head * head_dim + d, query_block : query_block + tokens] = basis[r]
+                    layer1.k_proj.weight[head * head_dim + d, key_block : key_block + tokens] = basis[r]
             copy_value(layer1, head, source=head * per_head, target=head * per_head, gain=spec.copy_gain)
         for d in dims:
             layer1.q_norm.weight[d] = spec.content_gain
