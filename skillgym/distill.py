@@ -36,6 +36,11 @@ class DistillConfig(BaseModel):
     concurrency: int = Field(default=4, ge=1)
     backend: str = "local"
     seed: int = 0
+    untrained_tasks: int = Field(
+        default=50, ge=1,
+        description="Test tasks for the untrained student (the first N of the same list): it fills every turn up to "
+        "max_new_tokens until the turn limit, so it costs several times the others, and it scores ~0.",
+    )
     max_new_tokens: int = Field(default=96, ge=8, description="Generation cap per student turn in evaluation (the expert's longest turn is ~60 tokens with the tiny student's tokenizer).")
     stages: list[str] | None = Field(default=None, description="Stages to force; others run only when missing or stale.")
 
@@ -160,7 +165,8 @@ def run_distill(config: DistillConfig, log: Log | None = None) -> dict[str, Any]
     records["sft"] = _run_stage(config, "sft", sft_inputs, lambda: _sft(recipe), say, [config.out / "student"])
 
     eval_inputs = {"sft": records["sft"].fingerprint, "teacher": config.teacher, "n": config.test_tasks,
-                   "max_new_tokens": config.max_new_tokens, "env_kwargs": config.env_kwargs}
+                   "max_new_tokens": config.max_new_tokens, "env_kwargs": config.env_kwargs,
+                   "untrained_tasks": config.untrained_tasks}
     records["eval"] = _run_stage(config, "eval", eval_inputs, lambda: _eval(config, recipe), say,
                                 [config.out / "eval", config.out / "student-untrained"])
 
@@ -221,9 +227,11 @@ def _eval(config: DistillConfig, recipe: Any) -> dict[str, Any]:
     from skillgym.evaluate import EvalConfig, run_eval
 
     generation = f"?max_new_tokens={config.max_new_tokens}"
-    policies = [config.teacher, untrained_student(config, recipe) + generation, trained_student(config) + generation]
+    untrained = untrained_student(config, recipe) + generation
+    policies = [config.teacher, untrained, trained_student(config) + generation]
     report = run_eval(EvalConfig(
         env=config.env, env_kwargs=config.env_kwargs, policies=policies, split="test", n_tasks=config.test_tasks,
+        policy_tasks={untrained: min(config.untrained_tasks, config.test_tasks)},
         concurrency=config.concurrency, backend=config.backend, out=config.out / "eval", seed=config.seed,
     ))
     return {**json.loads(report.model_dump_json()), "roles": dict(zip(["teacher", "untrained", "trained"], policies))}
@@ -262,12 +270,12 @@ def write_report(config: DistillConfig, records: dict[str, StageRecord]) -> dict
         "",
         f"Teacher `{config.teacher}` → student `{config.student}`, evaluated on {report['test_tasks']} held-out test tasks.",
         "",
-        "| policy | success | 95% CI | mean reward | turns | answer/trace chars |",
-        "|---|---|---|---|---|---|",
+        "| policy | tasks | success | 95% CI | mean reward | turns | answer/trace chars |",
+        "|---|---|---|---|---|---|---|",
     ]
     for role, m in roles.items():
         lo, hi = m["success_ci95"]
-        lines.append(f"| {role} | {m['success_rate']:.3f} | [{lo:.2f}, {hi:.2f}] | {m['mean_reward']:.3f} | {m['mean_turns']:.2f} | {m['answer_chars']:.0f}/{m['trace_chars']:.0f} |")
+        lines.append(f"| {role} | {m['tasks']} | {m['success_rate']:.3f} | [{lo:.2f}, {hi:.2f}] | {m['mean_reward']:.3f} | {m['mean_turns']:.2f} | {m['answer_chars']:.0f}/{m['trace_chars']:.0f} |")
     ratio = report["trained_vs_teacher"]
     lines += [
         "",

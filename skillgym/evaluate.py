@@ -25,6 +25,9 @@ class EvalConfig(BaseModel):
     variants: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"default": {}})
     split: str = "test"
     n_tasks: int | None = 200
+    policy_tasks: dict[str, int] = Field(
+        default_factory=dict, description="Fewer tasks for some policies: the first N of the same task list."
+    )
     samples: int = Field(default=1, ge=1)
     concurrency: int = Field(default=8, ge=1)
     backend: str = "local"
@@ -70,8 +73,8 @@ def run_eval(config: EvalConfig, on_cell: Callable[[str, Any], None] | None = No
             run_dir = config.out / "runs" / slug(f"{variant}-{policy}" if len(config.variants) > 1 else policy)
             rollout = RolloutConfig(
                 env=config.env, env_kwargs={**config.env_kwargs, **overrides}, policy=policy, split=config.split,
-                n_tasks=config.n_tasks, samples=config.samples, concurrency=config.concurrency,
-                backend=config.backend, out=run_dir, seed=config.seed,
+                n_tasks=config.policy_tasks.get(policy, config.n_tasks), samples=config.samples,
+                concurrency=config.concurrency, backend=config.backend, out=run_dir, seed=config.seed,
             )
             callback = (lambda p, _label=label: on_cell(_label, p)) if on_cell else None
             run_rollouts(rollout, callback)

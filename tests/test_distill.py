@@ -15,7 +15,7 @@ from skillgym.distill import DistillConfig, run_distill
 SMALL = dict(
     env="codebase-explorer-v0", env_kwargs={"backend": "local"}, train_tasks=40, test_tasks=6, concurrency=2,
     recipe_overrides=["training.max_steps=4", "training.eval_steps=2", "training.logging_steps=1", "tokenizer.vocab_size=512"],
-    max_new_tokens=24,
+    max_new_tokens=24, untrained_tasks=3,
 )
 
 
@@ -32,6 +32,7 @@ def test_distill_runs_every_stage_and_reports(distilled):
     assert [m.split(":")[0] for m in messages if m.endswith("running")] == ["rollout", "export", "sft", "eval", "report"]
     assert set(report["success"]) == {"teacher", "untrained", "trained"}
     assert report["success"]["teacher"] >= 0.95 and report["test_tasks"] == 6
+    assert report["metrics"]["trained"]["tasks"] == 6 and report["metrics"]["untrained"]["tasks"] == 3
     assert report["sft"]["steps"] == 4 and report["sft"]["parameters"] > 0
     for path in ["report.md", "report.json", "eval/eval.png", "student/training_curve.png", "student/README.md", "student/config.json"]:
         assert (out / path).exists(), path
