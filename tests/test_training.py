@@ -148,7 +148,8 @@ def _tiny_overrides(dataset_dir: Path, out: Path, steps: int) -> list[str]:
     return [
         f"dataset={dataset_dir}", f"output_dir={out}", "tokenizer.vocab_size=400",
         "tiny.hidden_size=32", "tiny.num_hidden_layers=2", "tiny.num_attention_heads=2", "tiny.num_key_value_heads=2",
-        "tiny.intermediate_size=64", "tiny.max_position_embeddings=512", f"training.max_steps={steps}",
+        "tiny.intermediate_size=64", "tiny.max_position_embeddings=512", "tiny.copy_circuit=null",  # too narrow for it
+        f"training.max_steps={steps}",
         "training.per_device_train_batch_size=4", "training.logging_steps=1", "training.eval_steps=1",
         "training.save_steps=2", "training.bf16=false", "training.max_length=512",
     ]

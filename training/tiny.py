@@ -65,7 +65,10 @@ def build_tiny_model(spec: TinyModelSpec, tokenizer: Any, seed: int = 0) -> Any:
     torch.manual_seed(seed)
     model = Qwen3ForCausalLM(config)
     if spec.copy_circuit is not None:
-        install_copy_circuit(model, spec.copy_circuit, seed=seed)
+        try:
+            install_copy_circuit(model, spec.copy_circuit, seed=seed)
+        except ValueError as error:
+            raise ValueError(f"{error}; or build the model without it: tiny.copy_circuit=null") from None
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model
