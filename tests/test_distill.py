@@ -65,9 +65,15 @@ def test_changed_recipe_retrains_from_scratch_and_re_evaluates(distilled, tmp_pa
     assert [m for m in messages if m.endswith(("running", "resuming"))] == ["sft: running", "eval: running", "report: running"]
     assert again["sft"]["steps"] == 3
     assert not (out / "student" / "checkpoints" / "checkpoint-4").exists()
+    from skillgym.evaluate import slug
+    from skillgym.rollouts import iter_trajectories
+
     roles = json.loads((out / "stages" / "eval.json").read_text())["result"]["roles"]
-    trained_run = next((out / "eval" / "runs").glob("hf_*student_*"))
-    assert roles["trained"].endswith("?max_new_tokens=24") and trained_run.is_dir()
+    trained_run = out / "eval" / "runs" / slug(roles["trained"])
+    assert len(list(iter_trajectories(trained_run))) == 6
+    # rolled out after the new student was saved, not left over from the old one
+    newest_model = (out / "student" / "model.safetensors").stat().st_mtime
+    assert all(shard.stat().st_mtime >= newest_model for shard in (trained_run / "trajectories").glob("*.jsonl"))
 
 
 def test_grpo_on_the_tiny_student_with_the_env_reward(distilled, tmp_path):

@@ -85,8 +85,11 @@ def _check(config: Any, spec: CopyCircuitSpec) -> tuple[int, list[int]]:
         raise ValueError("copy_circuit writes each head's key and value: set tiny.num_key_value_heads = num_attention_heads")
     if not config.tie_word_embeddings:
         raise ValueError("copy_circuit relies on the output head reading the token vectors: set tiny.tie_word_embeddings")
-    if spec.match_tokens == 2 and heads < 4:
-        raise ValueError("copy_circuit.match_tokens=2 needs at least 4 attention heads (tiny.num_attention_heads)")
+    if (spec.match_tokens == 2 or spec.addressing_heads) and heads < 4:
+        raise ValueError(
+            "copy_circuit.match_tokens=2 and copy_circuit.addressing_heads need at least 4 attention heads "
+            "(tiny.num_attention_heads)"
+        )
     blocks = spec.match_tokens + 1  # the token, its predecessor(s)
     tokens = min(2 * head_dim, (hidden - 1) // blocks) // 2 * 2
     if tokens < 16:
@@ -125,12 +128,13 @@ def install_copy_circuit(model: Any, spec: CopyCircuitSpec | None = None, seed: 
     generator = torch.Generator().manual_seed(seed)
     layer0, layer1 = model.model.layers[0].self_attn, model.model.layers[1].self_attn
 
-    def clear(attn: Any, head: int) -> slice:
+    def clear(attn: Any, head: int, addressing: bool = True) -> None:
+        """Zero a head's value and output (and its query and key unless ``addressing`` is False)."""
         rows = slice(head * head_dim, (head + 1) * head_dim)
-        for weight in (attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight):
+        weights = [attn.v_proj.weight] + ([attn.q_proj.weight, attn.k_proj.weight] if addressing else [])
+        for weight in weights:
             weight[rows] = 0
         attn.o_proj.weight[:, rows] = 0
-        return rows
 
     def copy_value(attn: Any, head: int, source: int, target: int, gain: float) -> None:
         """Head ``head`` reads ``per_head`` dimensions from ``source`` and writes them at ``target``."""
@@ -179,11 +183,9 @@ def install_copy_circuit(model: Any, spec: CopyCircuitSpec | None = None, seed: 
             layer1.q_norm.weight[d] = spec.content_gain
             layer1.k_norm.weight[d] = spec.content_gain
 
-        if spec.addressing_heads and config.num_attention_heads >= 4:
+        if spec.addressing_heads:
             for head in (2, 3):  # copying value path; the query and key stay random, to be learned
-                rows = slice(head * head_dim, (head + 1) * head_dim)
-                layer1.v_proj.weight[rows] = 0
-                layer1.o_proj.weight[:, rows] = 0
+                clear(layer1, head, addressing=False)
                 copy_value(layer1, head, source=(head - 2) * per_head, target=(head - 2) * per_head, gain=spec.copy_gain / 2)
     return {"token_dims": tokens, "content_pairs": len(content)}
 
