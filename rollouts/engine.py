@@ -19,9 +19,10 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from skillgym.io import atomic_write_text
 from skillgym.rollouts.config import EnvRef, EpisodeKey, RolloutConfig, RolloutProgress, RolloutSummary, episode_seed
 from skillgym.rollouts.manifest import build_manifest, reconcile
-from skillgym.rollouts.store import TrajectoryStore, atomic_write_text
+from skillgym.rollouts.store import TrajectoryStore
 from skillgym.rollouts.worker import EpisodeWorker
 from skillgym.types import Task, Trajectory
 

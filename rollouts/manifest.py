@@ -15,8 +15,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from skillgym.io import atomic_write_text
 from skillgym.rollouts.config import RolloutConfig
-from skillgym.rollouts.store import atomic_write_text
 
 MANIFEST_NAME = "manifest.json"
 PACKAGES = ("skillgym", "torch", "transformers", "trl", "ray", "datasets", "openai", "gymnasium", "pydantic")

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from skillgym.io import fsync_dir
 from skillgym.types import Trajectory
 
 log = logging.getLogger(__name__)
@@ -236,7 +237,7 @@ class TrajectoryStore:
             # "xb": a shard is never reopened for writing, so a crash can only tear its tail.
             self._fh = path.open("xb")
             self._shard_records = 0
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
         return self._fh
 
     def _sync(self) -> None:
@@ -251,24 +252,3 @@ def _info(record: dict) -> RecordInfo:
     turns = sum(1 for m in record.get("messages") or [] if m.get("role") == "assistant")
     tokens = int(usage.get("prompt_tokens", 0)) + int(usage.get("completion_tokens", 0))
     return RecordInfo(record.get("status", "ok"), record.get("reward"), turns, tokens)
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a new file's directory entry durable too (a rename or create is a directory write)."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``path`` so that readers see the old file or the new one, never a mix."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)

@@ -14,6 +14,7 @@ from typing import Protocol, runtime_checkable
 
 from pydantic import ValidationError
 
+from skillgym.io import atomic_write
 from skillgym.types import Task
 
 
@@ -69,9 +70,4 @@ def load_tasks_jsonl(path: str | Path) -> TaskList:
 
 def save_tasks_jsonl(tasks: Iterable[Task], path: str | Path) -> None:
     """Write tasks atomically (temp file, then rename)."""
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        for task in tasks:
-            fh.write(task.model_dump_json() + "\n")
-    tmp.replace(path)
+    atomic_write(path, lambda fh: fh.writelines(task.model_dump_json() + "\n" for task in tasks))

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from skillgym.io import atomic_write, atomic_write_text
+
 if TYPE_CHECKING:
     from .recipes import SFTRecipe
     from .sft import SFTResult
@@ -32,10 +34,8 @@ def plot_curve(history: list[dict[str, Any]], path: Path, title: str = "SFT") ->
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp)
+    atomic_write(path, lambda fh: fig.savefig(fh, format="png"), binary=True)
     plt.close(fig)
-    tmp.replace(path)
 
 
 def write_card(path: Path, recipe: SFTRecipe, result: SFTResult, history: list[dict[str, Any]]) -> None:
@@ -85,9 +85,7 @@ def write_card(path: Path, recipe: SFTRecipe, result: SFTResult, history: list[d
         lines += ["Validation loss by step: " + ", ".join(f"{h['step']}: {h['eval_loss']:.4f}" for h in evals), ""]
     if result.resumed_from:
         lines += [f"Resumed from `{result.resumed_from}`.", ""]
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(lines), encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_text(path, "\n".join(lines))
 
 
 def _fmt(value: float | None) -> str:

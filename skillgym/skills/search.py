@@ -9,7 +9,6 @@ are imported lazily; hybrid search fuses both rankings by reciprocal rank.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 from pydantic import BaseModel, Field
 
+from skillgym.io import atomic_write_json
 from skillgym.types import SkillSpec
 
 SearchMode = Literal["bm25", "embedding", "hybrid"]
@@ -249,6 +249,4 @@ def reciprocal_rank_fusion(rankings: Sequence[Sequence[int]], k: int = RRF_K) ->
 
 def write_json(path: Path, data: Any) -> None:
     """Atomic write: a crash mid-save leaves the old file, never half a file."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_json(path, data, sort_keys=True)
