@@ -15,9 +15,10 @@ if ! $PY -c "import torch" 2>/dev/null; then
   $PY -m pip install -q "${SKILLGYM_TORCH:-torch==2.13.0}"
 fi
 
-# 2. The package and its extras (editable, so the checkout is what runs).
+# 2. The package and its extras (editable, so the checkout is what runs). `serve` brings what
+#    `transformers serve` needs (FastAPI, uvicorn, openai): without it `skillgym serve` fails.
 log "installing skillgym and its extras"
-$PY -m pip install -q -e ".[rollouts,train,skills,dev]"
+$PY -m pip install -q -e ".[rollouts,train,serve,skills,dev]"
 
 # 3. Sandbox tools from Debian (bubblewrap for the local sandbox, debootstrap for the
 #    base image), only as root and only when missing.

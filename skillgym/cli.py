@@ -146,7 +146,22 @@ def _doctor_report() -> dict[str, dict[str, Any]]:
             except Exception:
                 version = "installed"
         report[extra] = {"ok": spec is not None, "detail": version or "not installed"}
+    report["transformers serve"] = _serve_check()
     return report
+
+
+# What `transformers serve` imports before it starts (its own check, `is_serve_available`, asks
+# for exactly these); without them `skillgym serve` dies with transformers' ImportError.
+_SERVE_MODULES = ("transformers", "torch", "fastapi", "uvicorn", "openai", "pydantic")
+
+
+def _serve_check() -> dict[str, Any]:
+    """Whether `transformers serve` (the CPU serving backend) can start, and how to fix it."""
+    missing = [m for m in _SERVE_MODULES if importlib.util.find_spec(m) is None]
+    if missing:
+        fix = "pip install 'skillgym[serve]' (or bash scripts/setup.sh)"
+        return {"ok": False, "detail": f"cannot start: missing {', '.join(missing)}; {fix}"}
+    return {"ok": True, "detail": "can start (fastapi, uvicorn, openai installed)"}
 
 
 @app.command("eval")
