@@ -174,6 +174,27 @@ def test_sft_writes_model_tokenizer_card_curve_and_resumes(dataset_dir, tmp_path
     assert resumed.resumed_from and resumed.resumed_from.endswith("checkpoint-2") and resumed.steps == 3
 
 
+def test_training_length_is_a_fixed_budget_and_the_time_guard_only_warns(dataset_dir, tmp_path):
+    """The same recipe gives the same schedule on any machine: a run that passes its time guard
+    (here after a few milliseconds, as on a slow or busy machine) still runs every planned
+    optimizer step, and the cosine schedule reaches its end (learning rate ~0)."""
+    overrides = [o for o in _tiny_overrides(dataset_dir, tmp_path / "run", 0) if not o.startswith("training.max_steps")]
+    overrides += ["training.num_train_epochs=1", "training.save_steps=100", "training.warn_after_minutes=0.00001"]
+    recipe = load_recipe(bundled_recipe_path("tiny-cpu"), overrides)
+    with pytest.warns(RuntimeWarning, match="goes on to the end of its schedule"):
+        result = train_sft(recipe)
+    assert result.planned_steps == 9 and result.steps == 9  # 36 train rows / batch 4, one epoch
+    assert len(result.warnings) == 1 and "warn_after_minutes=1e-05" in result.warnings[0]
+    lrs = [h["learning_rate"] for h in json.loads((tmp_path / "run" / "checkpoints" / "checkpoint-9" / "trainer_state.json")
+                                                  .read_text())["log_history"] if "learning_rate" in h]
+    assert lrs[-1] < 0.05 * max(lrs)  # the last step's rate: the cosine is at its end, not cut half-way
+    # Old recipes' name for the guard still loads, and now means the same warning (never a stop).
+    legacy = load_recipe(None, ["model=tiny", "training.max_train_minutes=5"])
+    assert legacy.training.warn_after_minutes == 5
+    bundled = load_recipe(bundled_recipe_path("tiny-cpu")).training
+    assert bundled.num_train_epochs == 3.5 and bundled.max_steps == -1 and bundled.warn_after_minutes == 11
+
+
 def test_conversation_text_reads_export_rows(dataset_dir):
     from datasets import load_from_disk
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 from .tiny import TinyModelSpec
 
@@ -69,8 +69,15 @@ class TrainingSpec(BaseModel):
     save_steps: int | None = Field(default=None, ge=1, description="Checkpoint every N steps (None: each epoch).")
     save_total_limit: int | None = Field(default=2, ge=1)
     seed: int = 0
-    max_train_minutes: float | None = Field(
-        default=None, gt=0, description="Stop (and save) after this much training wall time: a budget guard."
+    # A warning, never a stop: a wall-clock stop would cut the learning-rate schedule at a point
+    # that depends on the machine's speed and load, so one command would give different models.
+    # The training length is the fixed budget above (num_train_epochs or max_steps).
+    warn_after_minutes: float | None = Field(
+        default=None,
+        gt=0,
+        validation_alias=AliasChoices("warn_after_minutes", "max_train_minutes"),
+        description="Warn once training wall time passes this; training still runs its whole schedule. "
+        "(Older recipes call it max_train_minutes, which used to stop training.)",
     )
     torch_threads: int | None = Field(default=None, ge=1, description="CPU threads for torch (None: torch's default).")
 

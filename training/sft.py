@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import resource
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ class SFTResult(BaseModel):
     train_examples: int
     eval_examples: int
     steps: int
+    planned_steps: int = Field(default=0, description="Optimizer steps in the schedule (epochs or max_steps); steps == this.")
     epochs: float
     train_loss: float | None = None
     eval_loss: float | None = None
@@ -58,6 +60,7 @@ class SFTResult(BaseModel):
     skill_hashes: list[str] = Field(default_factory=list)
     warmup: dict[str, float] | None = Field(default=None, description="What the LM warm-up on code did, if it ran.")
     resumed_from: str | None = None
+    warnings: list[str] = Field(default_factory=list, description="e.g. training took longer than warn_after_minutes.")
 
 
 # -- data ------------------------------------------------------------------------------------
@@ -238,8 +241,9 @@ def train_sft(recipe: SFTRecipe, callbacks: list[Any] | None = None, log: Callab
         say(f"warm-up: {recipe.warmup.minutes:g} min of next-token training on {recipe.warmup.corpus} code")
         warmup = lm_warmup(model, tokenizer, recipe.warmup, bf16=_use_bf16(recipe.training.bf16))
     callbacks = list(callbacks or [])
-    if recipe.training.max_train_minutes:
-        callbacks.append(_time_limit(recipe.training.max_train_minutes * 60))
+    notes: list[str] = []
+    if recipe.training.warn_after_minutes:
+        callbacks.append(_slow_training_warning(recipe.training.warn_after_minutes, notes, say))
     trainer = SFTTrainer(
         model=model,
         args=_sft_config(recipe, evaluation is not None),
@@ -270,6 +274,7 @@ def train_sft(recipe: SFTRecipe, callbacks: list[Any] | None = None, log: Callab
         train_examples=len(train),
         eval_examples=len(evaluation) if evaluation is not None else 0,
         steps=trainer.state.global_step,
+        planned_steps=int(trainer.state.max_steps or 0),
         epochs=round(float(trainer.state.epoch or 0), 3),
         train_loss=_last(history, "loss"),
         eval_loss=eval_loss,
@@ -283,6 +288,7 @@ def train_sft(recipe: SFTRecipe, callbacks: list[Any] | None = None, log: Callab
         skill_hashes=skill_hashes,
         resumed_from=str(resume) if resume else None,
         warmup=warmup,
+        warnings=notes,
     )
     del output
     (out / "metrics.json").write_text(json.dumps(result.model_dump(), indent=2) + "\n", encoding="utf-8")
@@ -305,20 +311,32 @@ def _save(trainer: Any, tokenizer: Any, recipe: SFTRecipe, out: Path) -> Path | 
     return None
 
 
-def _time_limit(seconds: float) -> Any:
-    """A callback that ends training once ``seconds`` of training wall time have passed."""
+def _slow_training_warning(minutes: float, notes: list[str], say: Callable[[str], None]) -> Any:
+    """A callback that warns once when training passes ``minutes`` of wall time. It never stops
+    training: where a time limit cuts the schedule depends on the machine's speed and load, and
+    the same recipe must give the same model everywhere (the budget is epochs or steps)."""
     from transformers import TrainerCallback
 
-    class TimeLimit(TrainerCallback):
+    class SlowTrainingWarning(TrainerCallback):
         def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             self.started = time.perf_counter()
+            self.warned = False
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            if time.perf_counter() - self.started > seconds:
-                control.should_training_stop = True
-                control.should_save = True
+            elapsed = time.perf_counter() - self.started
+            if self.warned or elapsed <= minutes * 60:
+                return
+            self.warned = True
+            message = (
+                f"training has run {elapsed / 60:.1f} min (warn_after_minutes={minutes:g}) at step "
+                f"{state.global_step} of {state.max_steps}; it goes on to the end of its schedule "
+                "(a slow or busy machine: expect a longer run, not a different model)"
+            )
+            notes.append(message)
+            say(f"warning: {message}")
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
 
-    return TimeLimit()
+    return SlowTrainingWarning()
 
 
 def _last(history: list[dict[str, Any]], key: str) -> float | None:
