@@ -14,6 +14,7 @@ MAPPED = {
     "envs": "skillgym.envs",
     "rollouts": "skillgym.rollouts",
     "training": "skillgym.training",
+    "pipeline": "skillgym.pipeline",
     "orchestrator": "skillgym.orchestrator",
     "benchmarks": "skillgym.benchmarks",
     "docker": "skillgym.docker",

@@ -40,8 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test-tasks", type=int, default=200)
     args = parser.parse_args(argv)
 
-    from skillgym.distill import DistillConfig, run_distill
-    from skillgym.rollouts.cli import _env_args
+    from skillgym.cli_options import parse_key_values
+    from skillgym.pipeline import DistillConfig, run_distill
 
     out = args.out or Path(tempfile.mkdtemp(prefix="skillgym-distill-bench-"))
     log = (lambda m: None) if args.json else (lambda m: print(m, file=sys.stderr))
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     # Trainers print their logs to stdout; stdout is for the JSON result alone.
     with contextlib.redirect_stdout(sys.stderr):
         report = run_distill(
-            DistillConfig(env="codebase-explorer-v0", env_kwargs=_env_args(args.env_arg), teacher="expert", student="tiny",
+            DistillConfig(env="codebase-explorer-v0", env_kwargs=parse_key_values(args.env_arg), teacher="expert", student="tiny",
                           out=out, test_tasks=args.test_tasks, recipe_overrides=args.overrides),
             log,
         )
@@ -57,20 +57,20 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "benchmark": "distill",
         "out": str(out),
-        "test_tasks": report["test_tasks"],
-        "success": report["success"],
-        "success_ci95": report["success_ci95"],
-        "trained_vs_teacher": report["trained_vs_teacher"],
-        "stage_seconds": report["stage_seconds"],
+        "test_tasks": report.test_tasks,
+        "success": report.success,
+        "success_ci95": report.success_ci95,
+        "trained_vs_teacher": report.trained_vs_teacher,
+        "stage_seconds": report.stage_seconds,
         "total_seconds": round(wall, 1),
         "peak_rss_mb": peak_rss_mb(),
-        "train_tokens_per_second": report["sft"]["tokens_per_second"],
-        "sft": report["sft"],
+        "train_tokens_per_second": report.sft.tokens_per_second,
+        "sft": report.sft.model_dump(),
         "targets": {
             "total_seconds_max": TARGET_TOTAL_S,
             "trained_vs_teacher_min": TARGET_RATIO,
-            "met": bool(wall <= TARGET_TOTAL_S and (report["trained_vs_teacher"] or 0) >= TARGET_RATIO
-                        and report["test_tasks"] >= 200),
+            "met": bool(wall <= TARGET_TOTAL_S and (report.trained_vs_teacher or 0) >= TARGET_RATIO
+                        and report.test_tasks >= 200),
         },
     }
     print(json.dumps(result, indent=None if args.json else 2))

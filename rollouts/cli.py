@@ -1,46 +1,25 @@
-"""The ``skillgym rollout`` and ``skillgym export`` commands (the lead mounts them on the main
-app with ``app.command("rollout")(rollout)``; ``python -m skillgym.rollouts`` runs them alone).
-Everything shown to the user is printed here, never in the library."""
+"""The ``skillgym rollout``, ``skillgym export`` and ``skillgym eval`` commands.
+
+The full CLI (``skillgym.pipeline.cli``) mounts them as top-level commands;
+``python -m skillgym.rollouts`` runs them alone. Everything shown to the user is printed
+here, never in the library."""
 
 from __future__ import annotations
 
 import contextlib
-import json
 from pathlib import Path
 from typing import Any
 
 import typer
-from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from skillgym.cli_options import parse_env_args, parse_variants, validated
+
 console = Console()
 err_console = Console(stderr=True)
-
-
-def _env_args(pairs: list[str]) -> dict[str, object]:
-    """``key=value`` pairs; values read as JSON when they parse (``3``, ``true``), else text."""
-    out: dict[str, object] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise typer.BadParameter(f"{pair!r}: expected key=value, e.g. --env-arg backend=local", param_hint="--env-arg")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
-
-
-def _validated(model: type[BaseModel], **fields: Any) -> Any:
-    """Build a config, turning a validation error into a usage error that names the option."""
-    try:
-        return model(**fields)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise typer.BadParameter(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
 
 
 def rollout(
@@ -63,8 +42,8 @@ def rollout(
     """Run a policy on an env's tasks and store every trajectory (resumable: run it again)."""
     from skillgym.rollouts import ManifestMismatch, RolloutConfig, RolloutProgress, StoreError, run_rollouts
 
-    config = _validated(
-        RolloutConfig, env=env, env_kwargs=_env_args(env_arg), policy=policy, split=split, n_tasks=tasks,
+    config = validated(
+        RolloutConfig, env=env, env_kwargs=parse_env_args(env_arg), policy=policy, split=split, n_tasks=tasks,
         samples=samples, concurrency=concurrency, backend=backend, num_actors=actors, out=out, seed=seed,
         max_attempts=max_attempts, episode_timeout_s=timeout,
     )
@@ -124,7 +103,7 @@ def export(
     """Turn a run's trajectories into an SFT dataset (messages + tools) with a stats report."""
     from skillgym.rollouts.export import ExportConfig, export_dataset
 
-    config = _validated(
+    config = validated(
         ExportConfig, run_dir=run_dir, out=out, min_reward=min_reward, max_turns=max_turns, dedupe=dedupe,
         dedupe_threshold=dedupe_threshold, val_fraction=val_fraction, tools=tools,
         keep_truncated=keep_truncated, seed=seed, overwrite=overwrite,
@@ -147,6 +126,59 @@ def export(
     console.print(f"stats: {report.stats_path}" + (f"  histogram: {report.histogram_path}" if report.histogram_path else ""))
 
 
-app = typer.Typer(help="Rollouts and dataset export.", no_args_is_help=True)
+def eval_command(
+    env_id: str = typer.Argument(..., help="Env id, skill:<name>, or module:function."),
+    policy: list[str] = typer.Option(..., "--policy", help="Policy spec (repeat to compare several)."),
+    split: str = typer.Option("test", help="Held-out split."),
+    tasks: int | None = typer.Option(200, "--tasks", min=1, help="The first N tasks of the split."),
+    samples: int = typer.Option(1, "--samples", min=1, help="Episodes per task (k > 1 gives pass^k)."),
+    concurrency: int = typer.Option(8, "--concurrency", min=1),
+    backend: str = typer.Option("local", "--backend", help="Rollout backend: local or ray."),
+    out: Path = typer.Option(..., "--out", help="Output folder (resumable)."),
+    seed: int = typer.Option(0, "--seed"),
+    env_arg: list[str] = typer.Option([], "--env-arg", help="key=value for the env (repeatable)."),
+    variant: list[str] = typer.Option(
+        [], "--variant", help="NAME:key=value[,key=value] env variant, e.g. no-skill:instruction_mode=none (repeatable)."
+    ),
+    threshold: float = typer.Option(0.5, "--threshold", help="Reward at or above which an episode counts as a success."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Evaluate policies side by side on the same held-out tasks: success (95% CI), pass^k,
+    reward, turns, tokens, answer vs trace length, latency; writes eval.json and eval.png."""
+    from skillgym.rollouts.evaluate import EvalConfig, run_eval
+
+    config = validated(
+        EvalConfig, env=env_id, env_kwargs=parse_env_args(env_arg), policies=policy, variants=parse_variants(variant),
+        split=split, n_tasks=tasks, samples=samples, concurrency=concurrency, backend=backend, out=out, seed=seed,
+        success_threshold=threshold,
+    )
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        console=err_console, disable=as_json)
+    bars: dict[str, Any] = {}
+
+    def on_cell(label: str, p: Any) -> None:
+        if label not in bars:
+            bars[label] = progress.add_task(label, total=p.total)
+        progress.update(bars[label], completed=p.already_done + p.finished)
+
+    with progress:
+        report = run_eval(config, on_cell)
+    if as_json:
+        print(report.model_dump_json(indent=2))
+        return
+    table = Table("policy", "success (95% CI)", "pass^k", "reward", "turns", "tokens/ep", "answer/trace", "latency p50",
+                  title=f"{report.env} · {report.split} · {report.cells[0].metrics.tasks} tasks × {report.samples}")
+    for cell in report.cells:
+        m = cell.metrics
+        passk = " ".join(f"{k}:{v:.2f}" for k, v in m.pass_k.items())
+        table.add_row(cell.label, f"{m.success_rate:.3f} [{m.success_ci95[0]:.2f}, {m.success_ci95[1]:.2f}]", passk,
+                      f"{m.mean_reward:.3f}", f"{m.mean_turns:.2f}", f"{m.tokens_per_episode:.0f}",
+                      f"{m.answer_chars:.0f}/{m.trace_chars:.0f}", f"{m.latency_p50_s:.2f}s")
+    console.print(table)
+    console.print(f"report: {out / 'eval.json'} · chart: {out / 'eval.png'}")
+
+
+app = typer.Typer(help="Rollouts, dataset export and side-by-side evaluation.", no_args_is_help=True)
 app.command("rollout")(rollout)
 app.command("export")(export)
+app.command("eval")(eval_command)

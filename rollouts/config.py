@@ -12,7 +12,23 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 
-class RolloutConfig(BaseModel):
+class EnvSelection(BaseModel):
+    """Which env a run uses: shared by every stage config (rollout, eval, distill)."""
+
+    env: str = Field(description="A registered env id (codebase-explorer-v0), skill:<name>, or 'module:function'.")
+    env_kwargs: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for the env factory.")
+
+
+class RunOptions(BaseModel):
+    """How a run executes and where it writes: shared by every stage config."""
+
+    concurrency: int = Field(default=8, ge=1, description="Episodes in flight at once, over all actors.")
+    backend: Literal["local", "ray"] = Field(default="local", description="Rollout backend: one process, or Ray actors.")
+    seed: int = 0
+    out: Path = Field(description="Output folder; running again with the same config resumes it.")
+
+
+class RolloutConfig(RunOptions, EnvSelection):
     """Everything one ``skillgym rollout`` needs.
 
     The fields in :meth:`identity` decide which records a run produces; a run directory
@@ -22,17 +38,11 @@ class RolloutConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    env: str = Field(description="A registered env id (codebase-explorer-v0), skill:<name>, or 'module:function'.")
-    env_kwargs: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for the env factory.")
     policy: str = Field(default="expert", description="Policy spec, as every CLI command reads it.")
     split: str = "train"
     n_tasks: int | None = Field(default=None, ge=1, description="The first N tasks of the split; None: all.")
     samples: int = Field(default=1, ge=1, description="Episodes per task (sample_index 0..samples-1).")
-    concurrency: int = Field(default=8, ge=1, description="Episodes in flight at once, over all actors.")
-    backend: Literal["local", "ray"] = "local"
     num_actors: int = Field(default=2, ge=1, description="Ray actors (ray backend only).")
-    out: Path
-    seed: int = 0
     max_attempts: int = Field(default=2, ge=1, description="Tries per episode before it is recorded as failed.")
     episode_timeout_s: float | None = Field(default=900.0, gt=0, description="Wall-time limit of one attempt.")
     retry_backoff_s: float = Field(default=0.5, ge=0, description="Pause before retry n is n times this.")

@@ -3,7 +3,9 @@
 Each (variant, policy) cell is an ordinary rollout run under ``OUT/runs/``, so an
 evaluation is resumable and its trajectories can be inspected or exported like any other.
 A *variant* is a set of env keyword arguments (for example ``instruction_mode=none``, the
-skill ablation); every cell draws the same first N tasks of the split.
+skill ablation); every cell draws the same first N tasks of the split. A policy may carry a
+*role* (:data:`Role`: teacher, untrained or trained student) that its cells record, so a
+caller finds a cell by what it stands for, never by its label.
 """
 
 from __future__ import annotations
@@ -11,17 +13,27 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
-from skillgym.metrics import PolicyMetrics, policy_metrics
+from skillgym.io import atomic_write_text
+from skillgym.rollouts.config import EnvSelection, RolloutConfig, RunOptions
+from skillgym.rollouts.engine import run_rollouts
+from skillgym.rollouts.metrics import PolicyMetrics, policy_metrics
+from skillgym.rollouts.store import iter_trajectories
+
+Role = Literal["teacher", "untrained", "trained"]
+"""What a policy stands for in a distillation: the teacher, the student before and after training."""
 
 
-class EvalConfig(BaseModel):
-    env: str
-    env_kwargs: dict[str, Any] = Field(default_factory=dict)
+class EvalConfig(RunOptions, EnvSelection):
+    """Policies (and env variants) side by side on the same first ``n_tasks`` tasks of ``split``."""
+
     policies: list[str] = Field(min_length=1)
+    roles: dict[str, Role] = Field(
+        default_factory=dict, description="Policy spec -> the role its cells record (optional)."
+    )
     variants: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"default": {}})
     split: str = "test"
     n_tasks: int | None = 200
@@ -29,16 +41,23 @@ class EvalConfig(BaseModel):
         default_factory=dict, description="Fewer tasks for some policies: the first N of the same task list."
     )
     samples: int = Field(default=1, ge=1)
-    concurrency: int = Field(default=8, ge=1)
-    backend: str = "local"
-    out: Path
-    seed: int = 0
     success_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _roles_name_policies(self) -> EvalConfig:
+        unknown = sorted(set(self.roles) - set(self.policies))
+        if unknown:
+            raise ValueError(f"roles name policies that are not evaluated: {unknown}; policies are {self.policies}")
+        return self
 
 
 class EvalCell(BaseModel):
+    """One (variant, policy) pair: its rollout run and its metrics."""
+
     variant: str
-    label: str
+    policy: str = Field(description="The policy spec.")
+    label: str = Field(description="What tables and charts show: the policy, with the variant when there are several.")
+    role: Role | None = None
     run_dir: str
     metrics: PolicyMetrics
 
@@ -50,22 +69,31 @@ class EvalReport(BaseModel):
     samples: int
     cells: list[EvalCell]
 
+    def by_role(self) -> dict[Role, EvalCell]:
+        """The cells that carry a role (with one variant, one cell per role)."""
+        return {cell.role: cell for cell in self.cells if cell.role is not None}
+
 
 def slug(text: str) -> str:
+    """A folder name for ``text`` (a policy spec, a variant)."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[:80] or "policy"
 
 
 def cell_label(policy: str, variant: str, n_variants: int) -> str:
+    """The label of a cell: the policy spec, tagged with the variant when there are several."""
     return policy if n_variants == 1 else f"{policy} [{variant}]"
 
 
 def run_eval(config: EvalConfig, on_cell: Callable[[str, Any], None] | None = None) -> EvalReport:
     """Run (or resume) every cell, then write ``eval.json`` and ``eval.png`` under ``out``.
 
-    ``on_cell(label, progress)`` receives each cell's rollout progress (for a progress bar).
-    """
-    from skillgym.rollouts import RolloutConfig, iter_trajectories, run_rollouts
+    Args:
+        config: What to evaluate.
+        on_cell: Receives ``(label, progress)`` with each cell's rollout progress (for a progress bar).
 
+    Returns:
+        The report also written to ``out/eval.json``.
+    """
     cells = []
     for variant, overrides in config.variants.items():
         for policy in config.policies:
@@ -80,11 +108,10 @@ def run_eval(config: EvalConfig, on_cell: Callable[[str, Any], None] | None = No
             run_rollouts(rollout, callback)
             trajectories = list(iter_trajectories(run_dir))
             metrics = policy_metrics(label, trajectories, config.success_threshold)
-            cells.append(EvalCell(variant=variant, label=label, run_dir=str(run_dir), metrics=metrics))
+            cells.append(EvalCell(variant=variant, policy=policy, label=label, role=config.roles.get(policy),
+                                  run_dir=str(run_dir), metrics=metrics))
     report = EvalReport(env=config.env, split=config.split, n_tasks=config.n_tasks, samples=config.samples, cells=cells)
     config.out.mkdir(parents=True, exist_ok=True)
-    from skillgym.rollouts.store import atomic_write_text
-
     atomic_write_text(config.out / "eval.json", report.model_dump_json(indent=2) + "\n")
     plot_report(report, config.out / "eval.png")
     return report

@@ -37,3 +37,27 @@ def test_doctor_json():
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert {"docker engine", "bubblewrap", "gpu", "torch"} <= set(report)
+
+
+def test_the_installed_cli_has_every_documented_command():
+    """The core app holds only core commands; the full app (the entry point) adds the stages'."""
+    from skillgym.pipeline.cli import app as full_app
+
+    core = {"envs", "play", "doctor", "sandbox", "skills", "tasks"}
+    stages = {"rollout", "export", "eval", "train", "serve", "distill"}
+    for command in sorted(core | stages):
+        result = runner.invoke(full_app, [command, "--help"])
+        assert result.exit_code == 0 and "Usage" in result.output, (command, result.output)
+    for command in sorted(stages):
+        assert runner.invoke(app, [command, "--help"]).exit_code != 0, command
+    for group, sub in [("train", "sft"), ("train", "grpo"), ("sandbox", "gc"), ("skills", "search"), ("tasks", "generate")]:
+        assert runner.invoke(full_app, [group, sub, "--help"]).exit_code == 0, (group, sub)
+
+
+def test_env_arg_errors_name_the_option():
+    from skillgym.pipeline.cli import app as full_app
+
+    result = runner.invoke(full_app, ["eval", "codebase-explorer-v0", "--policy", "expert", "--out", "x", "--env-arg", "novalue"])
+    assert result.exit_code == 2 and "--env-arg" in result.output
+    result = runner.invoke(full_app, ["eval", "codebase-explorer-v0", "--policy", "expert", "--out", "x", "--backend", "slurm"])
+    assert result.exit_code == 2 and "backend" in result.output

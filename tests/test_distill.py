@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from skillgym.distill import DistillConfig, run_distill
+from skillgym.pipeline.distill import DistillConfig, run_distill
 
 SMALL = dict(
     env="codebase-explorer-v0", env_kwargs={"backend": "local"}, train_tasks=40, test_tasks=6, concurrency=2,
@@ -30,13 +30,17 @@ def distilled(tmp_path_factory):
 def test_distill_runs_every_stage_and_reports(distilled):
     out, report, messages = distilled
     assert [m.split(":")[0] for m in messages if m.endswith("running")] == ["rollout", "export", "sft", "eval", "report"]
-    assert set(report["success"]) == {"teacher", "untrained", "trained"}
-    assert report["success"]["teacher"] >= 0.95 and report["test_tasks"] == 6
-    assert report["metrics"]["trained"]["tasks"] == 6 and report["metrics"]["untrained"]["tasks"] == 3
-    assert report["sft"]["steps"] == 4 and report["sft"]["parameters"] > 0
+    assert set(report.success) == {"teacher", "untrained", "trained"}
+    assert report.success["teacher"] >= 0.95 and report.test_tasks == 6
+    assert report.metrics["trained"].tasks == 6 and report.metrics["untrained"].tasks == 3
+    assert report.sft.steps == 4 and report.sft.parameters > 0
     for path in ["report.md", "report.json", "eval/eval.png", "student/training_curve.png", "student/README.md", "student/config.json"]:
         assert (out / path).exists(), path
     assert "Distillation report" in (out / "report.md").read_text()
+    # The stage records are typed and the eval cells carry their roles explicitly.
+    evaluation = json.loads((out / "stages" / "eval.json").read_text())["result"]
+    assert [c["role"] for c in evaluation["cells"]] == ["teacher", "untrained", "trained"]
+    assert json.loads((out / "report.json").read_text())["success"] == report.success
 
 
 def test_distill_rerun_is_cached_and_stages_can_be_forced(distilled):
@@ -44,7 +48,7 @@ def test_distill_rerun_is_cached_and_stages_can_be_forced(distilled):
     messages: list[str] = []
     again = run_distill(DistillConfig(out=out, **SMALL), messages.append)
     assert all("cached" in m for m in messages), messages
-    assert again["success"] == report["success"]
+    assert again.success == report.success
     forced: list[str] = []
     run_distill(DistillConfig(out=out, stages=["report"], **SMALL), forced.append)
     assert [m for m in forced if m.endswith("running")] == ["report: running"]
@@ -63,13 +67,13 @@ def test_changed_recipe_retrains_from_scratch_and_re_evaluates(distilled, tmp_pa
     messages: list[str] = []
     again = run_distill(DistillConfig(out=out, **changed), messages.append)
     assert [m for m in messages if m.endswith(("running", "resuming"))] == ["sft: running", "eval: running", "report: running"]
-    assert again["sft"]["steps"] == 3
+    assert again.sft.steps == 3
     assert not (out / "student" / "checkpoints" / "checkpoint-4").exists()
-    from skillgym.evaluate import slug
     from skillgym.rollouts import iter_trajectories
+    from skillgym.rollouts.evaluate import EvalReport, slug
 
-    roles = json.loads((out / "stages" / "eval.json").read_text())["result"]["roles"]
-    trained_run = out / "eval" / "runs" / slug(roles["trained"])
+    evaluation = EvalReport.model_validate(json.loads((out / "stages" / "eval.json").read_text())["result"])
+    trained_run = out / "eval" / "runs" / slug(evaluation.by_role()["trained"].policy)
     assert len(list(iter_trajectories(trained_run))) == 6
     # rolled out after the new student was saved, not left over from the old one
     newest_model = (out / "student" / "model.safetensors").stat().st_mtime

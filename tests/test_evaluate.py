@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from skillgym.cli import app
+from skillgym.pipeline.cli import app
 from skillgym.rollouts import iter_trajectories
 from skillgym.tasks import save_tasks_jsonl
 from skillgym.types import Task

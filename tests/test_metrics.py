@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from skillgym.metrics import bootstrap_ci, pass_hat_k, policy_metrics
+from skillgym.rollouts.metrics import bootstrap_ci, pass_hat_k, policy_metrics
 from skillgym.types import Trajectory
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from skillgym.policies.hf_policy import HFPolicy
 from skillgym.policies.openai_policy import OpenAIPolicy
-from skillgym.serving import ServerError, server_command, start_server
+from skillgym.training.serving import ServerError, server_command, start_server
 from skillgym.toolcalls import parse_turn
 
 

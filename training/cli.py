@@ -1,4 +1,5 @@
-"""``skillgym train sft``: the Typer sub-app the main CLI mounts as ``skillgym train``.
+"""``skillgym train sft|grpo`` (the Typer sub-app the full CLI mounts as ``skillgym train``) and
+``skillgym serve`` (a top-level command it mounts on its own).
 
 All printing happens here; the library reports through return values and a log callback.
 """
@@ -76,3 +77,33 @@ def grpo(
         return
     rewards = ", ".join(f"{r:.2f}" for r in result.rewards)
     console.print(f"GRPO -> {result.output_dir}: {result.steps} steps in {result.wall_seconds:.0f} s; mean reward per step: {rewards}")
+
+
+def serve(
+    model: str = typer.Argument(..., help="Model folder (full weights or a LoRA adapter) or hub id."),
+    backend: str = typer.Option("auto", help="vllm (GPU), transformers, or auto (vllm when installed with a GPU)."),
+    host: str = typer.Option("127.0.0.1", help="Listen address."),
+    port: int | None = typer.Option(None, help="Port (default: a free one)."),
+    timeout: float = typer.Option(600.0, help="Seconds to wait until the server answers."),
+) -> None:
+    """Serve a model behind an OpenAI-compatible endpoint and print the policy spec to use."""
+    import time
+
+    from .serving import ServerError, start_server
+
+    try:
+        handle = start_server(model, backend=backend, host=host, port=port, timeout=timeout)  # type: ignore[arg-type]
+    except ServerError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    console.print(f"[green]serving[/green] {model} with {handle.backend} at {handle.base_url} (log: {handle.log_path})")
+    console.print(f"policy spec: [bold]{handle.policy_spec}[/bold]")
+    try:
+        while handle.process.poll() is None:
+            time.sleep(1.0)
+        err_console.print(f"[red]server exited with code {handle.process.returncode}[/red]\n{handle.log_tail()}")
+        raise typer.Exit(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        handle.stop()
