@@ -97,6 +97,8 @@ def build_stats(
         "records": len(records),
         "failed_records": sum(1 for t in records if t.status != "ok"),
         "kept": len(all_rows),
+        # The skill texts behind the kept rows: a trained model's card names them.
+        "skill_hashes": sorted({r["skill_hash"] for r in all_rows if r.get("skill_hash")}),
         "rejected": rejected,
         "splits": {
             name: {"rows": len(split), "tasks": len({r["task_id"] for r in split})} for name, split in rows.items()

@@ -57,6 +57,12 @@ def test_export_filters_splits_and_reports(run_dir, tmp_path):
     stats = json.loads((out / "stats.json").read_text())
     assert stats["kept"] == 20 and stats["rejected"]["failed"] == 1 and stats["turns"]["histogram"] == {"2": 20}
     assert stats["reward"]["histogram_all_ok_records"]["counts"] == [1, 0, 0, 0, 0, 1, 0, 0, 0, 21]
+    # The skill texts behind the rows travel in stats.json (the model card reads them there).
+    assert stats["skill_hashes"] == sorted({t.skill_hash for t in iter_trajectories(run_dir)})
+    assert stats["skill_hashes"][0].startswith("sha256:")
+    from skillgym.training.sft import dataset_skill_hashes
+
+    assert dataset_skill_hashes(out) == stats["skill_hashes"]
     assert (out / "reward_histogram.png").read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(FileExistsError, match="--overwrite"):
         export_dataset(ExportConfig(run_dir=run_dir, out=out))

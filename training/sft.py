@@ -89,12 +89,22 @@ def load_sft_dataset(recipe: SFTRecipe) -> tuple[Any, Any]:
     if recipe.max_train_examples is not None and len(train) > recipe.max_train_examples:
         train = train.shuffle(seed=recipe.training.seed).select(range(recipe.max_train_examples))
     keep = [c for c in ("messages", "tools") if c in train.column_names]
-    skill_hashes = sorted({h for h in train["skill_hash"] if h}) if "skill_hash" in train.column_names else []
     train = train.select_columns(keep)
     if evaluation is not None:
         evaluation = evaluation.select_columns(keep)
-    train.info.description = json.dumps({"skill_hashes": skill_hashes})
     return train, evaluation
+
+
+def dataset_skill_hashes(dataset: str | Path) -> list[str]:
+    """The content hashes of the skill texts behind an exported dataset, from its ``stats.json``
+    (``skillgym export`` writes them there); empty when the folder has none."""
+    stats = Path(dataset) / "stats.json"
+    if not stats.is_file():
+        return []
+    try:
+        return list(json.loads(stats.read_text(encoding="utf-8")).get("skill_hashes") or [])
+    except ValueError as exc:
+        raise ValueError(f"{stats}: not valid JSON ({exc}); export the dataset again with `skillgym export`") from None
 
 
 def conversation_text(row: dict[str, Any]) -> str:
@@ -229,7 +239,7 @@ def train_sft(recipe: SFTRecipe, callbacks: list[Any] | None = None, log: Callab
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     train, evaluation = load_sft_dataset(recipe)
-    skill_hashes = json.loads(train.info.description or "{}").get("skill_hashes", [])
+    skill_hashes = dataset_skill_hashes(recipe.dataset)
     say(f"data: {len(train)} train, {len(evaluation) if evaluation is not None else 0} validation conversations")
     tokenizer = prepare_tokenizer(recipe, train)
     model, peft_config = prepare_model(recipe, tokenizer)
@@ -344,8 +354,4 @@ def _last(history: list[dict[str, Any]], key: str) -> float | None:
     return float(values[-1]) if values else None
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-__all__ = ["SFTResult", "conversation_text", "latest_checkpoint", "load_sft_dataset", "train_sft", "peak_rss_mb"]
+__all__ = ["SFTResult", "conversation_text", "dataset_skill_hashes", "latest_checkpoint", "load_sft_dataset", "train_sft"]
