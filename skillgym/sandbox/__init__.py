@@ -15,7 +15,7 @@ import os
 import warnings
 from functools import lru_cache
 
-from .base import Mount, Sandbox, SandboxConfig, SandboxError
+from .base import Mount, Sandbox, SandboxConfig, SandboxDied, SandboxError
 from .channel import ExecutorInternalError
 from .local import LocalSandbox
 from .ops import OpError
@@ -24,7 +24,7 @@ from .pool import SandboxPool
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "ExecutorInternalError", "LocalSandbox", "Mount", "OpError", "Sandbox", "SandboxConfig", "SandboxError",
+    "ExecutorInternalError", "LocalSandbox", "Mount", "OpError", "Sandbox", "SandboxConfig", "SandboxDied", "SandboxError",
     "SandboxPool", "docker_available", "make_sandbox",
 ]
 

@@ -19,6 +19,14 @@ class SandboxError(RuntimeError):
     """The sandbox itself failed (container died, executor crashed): not the model's fault."""
 
 
+class SandboxDied(SandboxError):
+    """The executor (or its container) is dead or hung: this sandbox answers nothing any more.
+
+    Every later call raises it again. Close the sandbox and start a new one; an episode can go
+    on in the new sandbox (its workspace is empty).
+    """
+
+
 class Mount(BaseModel):
     """A host folder made visible inside the workspace."""
 
@@ -33,6 +41,11 @@ class SandboxConfig(BaseModel):
     backend: Literal["auto", "docker", "local"] = "auto"
     image: str = "skillgym/base:latest"
     network: bool = False
+    allow_host_network: bool = Field(
+        default=False,
+        description="With network=True on a Docker engine that has no bridge network, share the host's "
+        "network (the sandbox then reaches host loopback services). Without it such a sandbox is refused.",
+    )
     cpus: float = 1.0
     memory_mb: int = 1024
     pids_limit: int = 256

@@ -18,14 +18,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .base import Sandbox, SandboxError
+from .base import Sandbox, SandboxDied, SandboxError
 from .ops import OpError
 
 log = logging.getLogger(__name__)
 
-# Slack on top of an op's own timeout before the host declares the executor hung.
-HOST_GRACE_S = 15.0
+# Slack on top of an op's own timeout before the host declares the executor hung: the
+# executor stops a command at its timeout and answers within a fraction of a second.
+HOST_GRACE_S = 1.0
 STARTUP_TIMEOUT_S = 30.0
+MAX_REQUEST_BYTES = 64_000_000
 
 
 class ExecutorInternalError(OpError):
@@ -46,7 +48,7 @@ class ExecutorSandbox(Sandbox):
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._ids = itertools.count(1)
-        self._buffer = b""
+        self._buffer = bytearray()
         self._broken: str | None = None
         self._started = False
         self._closed = False
@@ -95,18 +97,29 @@ class ExecutorSandbox(Sandbox):
             if not self._started:
                 self.start()
             if self._broken:
-                raise SandboxError(self._broken)
+                raise SandboxDied(self._broken)
             req_id = next(self._ids)
-            line = json.dumps({"id": req_id, "op": op, "args": args}).encode("utf-8") + b"\n"
+            try:
+                line = json.dumps({"id": req_id, "op": op, "args": args}).encode("utf-8") + b"\n"
+            except (TypeError, ValueError, RecursionError) as exc:
+                raise OpError(f"the arguments of {op!r} cannot be sent to the sandbox: {exc}"[:500]) from None
+            if len(line) > MAX_REQUEST_BYTES:
+                raise OpError(f"the arguments of {op!r} are {len(line)} bytes; at most {MAX_REQUEST_BYTES} can be sent")
             try:
                 self._send(line)
             except TransportClosed as exc:
                 self._fail(f"could not send op {op!r}: {exc}")
-            op_timeout = args.get("timeout") if isinstance(args.get("timeout"), (int, float)) else None
-            deadline = time.monotonic() + (op_timeout or self.config.default_timeout) + HOST_GRACE_S
+            op_timeout = args.get("timeout") if op == "run" and isinstance(args.get("timeout"), (int, float)) else None
+            if isinstance(op_timeout, bool) or not (op_timeout and 0 < op_timeout < 86_400):
+                op_timeout = self.config.default_timeout
+            deadline = time.monotonic() + op_timeout + HOST_GRACE_S
             while True:
-                response = json.loads(self._read_line(deadline, f"op {op!r}"))
-                if response.get("id") == req_id:
+                raw = self._read_line(deadline, f"op {op!r}")
+                try:
+                    response = json.loads(raw)
+                except (ValueError, RecursionError):
+                    self._fail(f"executor answered with a line that is not JSON ({raw[:200]!r})")
+                if isinstance(response, dict) and response.get("id") == req_id:
                     break
                 # An answer to nothing we asked (a malformed line echoed back as id None)
                 # would mean the protocol broke; skipping it keeps matching honest.
@@ -143,14 +156,16 @@ class ExecutorSandbox(Sandbox):
                 self._buffer += self._recv(left)
             except TransportClosed as exc:
                 self._fail(f"executor connection closed during {what} ({exc})")
-        line, self._buffer = self._buffer.split(b"\n", 1)
-        return line.decode("utf-8")
+        end = self._buffer.index(b"\n")
+        line = bytes(self._buffer[:end])
+        del self._buffer[: end + 1]
+        return line.decode("utf-8", "replace")
 
     def _fail(self, message: str) -> None:
-        """Mark the sandbox broken and raise; every later call fails fast the same way."""
+        """Mark the sandbox broken and raise SandboxDied; every later call fails fast the same way."""
         detail = self._diagnose()
         self._broken = f"{type(self).__name__}: {message}. {detail} Close this sandbox and start a new one."
-        raise SandboxError(self._broken)
+        raise SandboxDied(self._broken)
 
 
 def check_mount_source(source: Path) -> Path:

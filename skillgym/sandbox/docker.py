@@ -3,10 +3,15 @@
 The container runs ``python3 /opt/skillgym/executor.py`` (the package folder bind-mounted
 read-only) under ``docker-init``; the host holds one attach socket to its stdin/stdout for the
 container's whole life, so a tool call is one JSON line each way (~0.1-0.3 ms) instead of a
-``docker exec`` (tens of ms). Isolation: no network unless asked, uid 1000, read-only root
-filesystem with tmpfs ``/workspace`` and ``/tmp``, memory (no swap), CPU and PID limits, all
-capabilities dropped, no-new-privileges. Owner labels let ``skillgym sandbox gc`` reap
-containers whose owner died.
+``docker exec`` (tens of ms). Isolation: no network unless asked, read-only root filesystem
+with tmpfs ``/workspace`` and ``/tmp``, memory (no swap), CPU and PID limits, no-new-privileges,
+no container log (the engine's json-file log would grow on the host outside every limit).
+
+Privileges: the executor runs as root in the container with only CAP_SETUID, CAP_SETGID and
+CAP_KILL; tool commands and file ops run as uid 1000, which can neither signal, trace nor open
+the fds of the executor, so the answers the host reads (and graders trust) cannot be forged
+from inside. Owner labels, a per-process watchdog (:mod:`.watchdog`) and
+``skillgym sandbox gc`` remove containers whose owner died.
 """
 
 from __future__ import annotations
@@ -21,17 +26,20 @@ from pathlib import Path
 
 import docker
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+from docker.types import LogConfig
 from docker.types import Mount as DockerMount
 
 from .base import SandboxConfig, SandboxError
 from .channel import ExecutorSandbox, TransportClosed, check_mount_source
 from .gc import owner_labels
+from .watchdog import ensure_watchdog
 
 log = logging.getLogger(__name__)
 
 PACKAGE_DIR = Path(__file__).resolve().parent  # holds executor.py and ops.py
 EXECUTOR_DIR = "/opt/skillgym"
-SANDBOX_USER = "1000:1000"
+SANDBOX_USER = "1000:1000"  # what tool commands and file ops run as
+EXECUTOR_CAPS = ["SETUID", "SETGID", "KILL"]  # switch to the tool uid; end its processes
 STDOUT, STDERR = 1, 2
 STDERR_TAIL = 4000
 _names = itertools.count()
@@ -64,19 +72,29 @@ def container_kwargs(config: SandboxConfig, client: docker.DockerClient) -> dict
         source = check_mount_source(Path(mount.source))
         target = f"/workspace/{mount.target.strip('/')}"
         mounts.append(DockerMount(target, str(source), type="bind", read_only=mount.read_only))
-    if config.network:
-        # Engines started with --bridge=none (as on CI) have no default network; host
-        # networking is then the only way to honour a spec that asks for the network.
-        network_mode = "bridge" if _has_bridge(client) else "host"
-    else:
+    if not config.network:
         network_mode = "none"
+    elif _has_bridge(client):
+        network_mode = "bridge"
+    elif config.allow_host_network:
+        network_mode = "host"
+    else:
+        # Engines started with --bridge=none (as on CI) have no default network; host
+        # networking would let the sandbox reach every service on the host's loopback.
+        raise SandboxError(
+            "the sandbox asks for network access but this Docker engine has no bridge network; refusing to "
+            "share the host's network silently. Create a bridge (start dockerd without --bridge=none), set "
+            "network=False, or set allow_host_network=True to share the host's network knowingly"
+        )
     return dict(
         image=config.image,
-        command=["python3", "-E", "-s", "-B", f"{EXECUTOR_DIR}/executor.py", "--root", "/workspace"],
+        command=["python3", "-E", "-s", "-B", f"{EXECUTOR_DIR}/executor.py", "--root", "/workspace",
+                 "--tool-uid", uid, "--tool-gid", gid, "--op-timeout", str(config.default_timeout)],
         name=f"skillgym-{os.getpid()}-{next(_names)}-{secrets.token_hex(3)}",
-        user=SANDBOX_USER,
+        user="0:0",  # the executor; tool commands drop to SANDBOX_USER (see the module docstring)
         working_dir="/workspace",
         stdin_open=True,
+        stdin_once=True,  # the owner's attach socket closing (even on kill -9) ends the executor
         tty=False,
         init=True,  # docker-init as PID 1 reaps the zombies that tool commands leave behind
         network_mode=network_mode,
@@ -91,7 +109,9 @@ def container_kwargs(config: SandboxConfig, client: docker.DockerClient) -> dict
         nano_cpus=int(config.cpus * 1e9),
         pids_limit=config.pids_limit,
         cap_drop=["ALL"],
+        cap_add=EXECUTOR_CAPS,
         security_opt=["no-new-privileges"],
+        log_config=LogConfig(type="none"),
         labels=owner_labels(config.owner),
     )
 
@@ -99,7 +119,7 @@ def container_kwargs(config: SandboxConfig, client: docker.DockerClient) -> dict
 class DockerSandbox(ExecutorSandbox):
     """A container whose main process is the executor; see the module docstring."""
 
-    isolated_processes = True  # tool commands share the executor's uid only inside the container
+    isolated_processes = True  # tool commands run as their own uid in the container's pid namespace
 
     def __init__(self, config: SandboxConfig | None = None, client: docker.DockerClient | None = None) -> None:
         super().__init__()
@@ -118,8 +138,10 @@ class DockerSandbox(ExecutorSandbox):
 
     # Transport -----------------------------------------------------------------------------
     def _launch(self) -> None:
+        ensure_watchdog()  # before the container exists: no window in which a crash would leak it
+        kwargs = container_kwargs(self.config, self.client)
         try:
-            self.container = self.client.containers.create(**container_kwargs(self.config, self.client))
+            self.container = self.client.containers.create(**kwargs)
         except ImageNotFound:
             raise SandboxError(
                 f"image {self.config.image!r} does not exist; build it with `skillgym sandbox build` "
@@ -166,7 +188,7 @@ class DockerSandbox(ExecutorSandbox):
             self._sock.settimeout(timeout)
             try:
                 chunk = self._sock.recv(1 << 20)
-            except socket.timeout:
+            except TimeoutError:
                 return b""
             except OSError as exc:
                 raise TransportClosed(str(exc)) from None

@@ -1,10 +1,16 @@
 """LocalSandbox: the executor as a local subprocess, under bubblewrap when it works.
 
-With bubblewrap the executor sees a read-only view of the host (``/`` bound read-only), a
-private writable workspace at ``/workspace``, a fresh ``/tmp``, no network, its own PID
-namespace, and it dies with its parent. Limits: RLIMIT_AS (per process) and RLIMIT_NPROC. The
-kernel ignores RLIMIT_NPROC for root, so when the host user is root the executor drops to a
-per-sandbox unprivileged uid before it serves anything.
+With bubblewrap the executor sees read-only system folders only (``/usr``, ``/etc``, the
+``/bin`` and ``/lib`` links: no ``/home``, ``/root``, ``/run`` or ``/var``, so no Docker socket
+and no user files), a size-limited tmpfs workspace at ``/workspace`` and ``/tmp``, no network,
+its own PID namespace, and it dies with its parent. Limits: a cgroup (memory and processes for
+the whole sandbox) where one can be created, else RLIMIT_AS per process, said loudly once; and
+RLIMIT_NPROC.
+
+When the host user is root, the executor stays root with only CAP_SETUID, CAP_SETGID, CAP_KILL
+and CAP_CHOWN, and tool commands run as a per-sandbox unprivileged uid: they cannot signal,
+trace or open the fds of the executor, as in the Docker backend. As a non-root user no second
+uid exists: tool commands share the executor's uid (see README, "Security model").
 
 Without bubblewrap the executor is a plain subprocess in a temp dir: nothing is isolated, and
 a warning says so. Mounts are then copied into the workspace, because a symlink to a host
@@ -14,6 +20,7 @@ folder would let paths resolve outside the workspace.
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import os
 import selectors
@@ -21,6 +28,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import warnings
 from functools import lru_cache
 from pathlib import Path
@@ -28,6 +36,8 @@ from typing import Literal
 
 from .base import SandboxConfig, SandboxError
 from .channel import ExecutorSandbox, TransportClosed, check_mount_source
+from .gc import CGROUP_PREFIX, LOCAL_PREFIX, OWNER_FILE, owner_record
+from .watchdog import ensure_watchdog
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +50,17 @@ UID_BASE = 3_000_000
 _uid_counter = itertools.count()
 
 Isolation = Literal["auto", "bwrap", "none"]
+# Host folders a bubblewrap sandbox sees (read-only): what programs need to run, nothing more.
+SYSTEM_DIRS = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc")
+EXECUTOR_CAPS = ("CAP_SETUID", "CAP_SETGID", "CAP_KILL", "CAP_CHOWN")
+_cgroup_counter = itertools.count()
+_warned: set[str] = set()
+
+NO_CGROUP_WARNING = (
+    "skillgym LocalSandbox: no cgroup can be created here ({why}); memory is limited per process "
+    "(RLIMIT_AS), not per sandbox, so several processes together may use more than memory_mb. "
+    "Use the Docker backend for a hard per-sandbox limit."
+)
 
 NO_ISOLATION_WARNING = (
     "skillgym LocalSandbox is running WITHOUT isolation (bubblewrap is not available or does not "
@@ -77,6 +98,7 @@ class LocalSandbox(ExecutorSandbox):
         self._tmp: Path | None = None
         self._selector: selectors.BaseSelector | None = None
         self._stderr_file = None
+        self._cgroups: list[Path] = []
 
     @property
     def isolated_processes(self) -> bool:  # type: ignore[override]
@@ -85,9 +107,14 @@ class LocalSandbox(ExecutorSandbox):
 
     @property
     def workspace(self) -> Path:
-        """The host folder behind ``/workspace`` (valid after start)."""
+        """The host folder behind ``/workspace`` (unisolated mode only, after start).
+
+        Under bubblewrap the workspace is a tmpfs inside the sandbox; use the ops to reach it.
+        """
         if self._tmp is None:
             raise SandboxError("sandbox not started")
+        if self.isolation == "bwrap":
+            raise SandboxError("a bubblewrap sandbox's workspace is a tmpfs inside it; read it through the ops")
         return self._tmp / "workspace"
 
     def reset(self) -> None:
@@ -101,12 +128,25 @@ class LocalSandbox(ExecutorSandbox):
 
     # Transport -----------------------------------------------------------------------------
     def _launch(self) -> None:
-        self._tmp = Path(tempfile.mkdtemp(prefix="skillgym-local-"))
+        ensure_watchdog()  # reaps the folder (and cgroup) should this process die without close()
+        self._tmp = Path(tempfile.mkdtemp(prefix=f"{LOCAL_PREFIX}{os.getpid()}-"))
+        (self._tmp / OWNER_FILE).write_text(json.dumps(owner_record()))
         workspace = self._tmp / "workspace"
         workspace.mkdir()
         self._stderr_file = open(self._tmp / "executor.stderr", "w+b")
+        preexec = None
         if self.isolation == "bwrap":
             argv = self._bwrap_argv(workspace)
+            self._cgroups = _make_cgroups(self.config)
+            procs = [str(group / "cgroup.procs") for group in self._cgroups]
+            if procs:
+                def preexec() -> None:  # in the child, before bwrap: everything it starts is inside
+                    for path in procs:
+                        fd = os.open(path, os.O_WRONLY)
+                        try:
+                            os.write(fd, b"0")
+                        finally:
+                            os.close(fd)
         else:
             warnings.warn(NO_ISOLATION_WARNING, RuntimeWarning, stacklevel=3)
             log.warning(NO_ISOLATION_WARNING)
@@ -122,6 +162,7 @@ class LocalSandbox(ExecutorSandbox):
             cwd=workspace,
             env=self._env(workspace),
             start_new_session=True,  # a Ctrl-C in the host terminal must not hit the sandbox
+            preexec_fn=preexec,
         )
         os.set_blocking(self._proc.stdout.fileno(), False)
         self._selector = selectors.DefaultSelector()
@@ -133,31 +174,36 @@ class LocalSandbox(ExecutorSandbox):
             "bwrap", "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
             "--unshare-cgroup-try", "--die-with-parent", "--new-session",
         ]
-        # bwrap's new root is a tmpfs: bind the host's top-level folders into it read-only
-        # (binding "/" itself would leave no writable place for the mount points below).
-        for name in sorted(os.listdir("/")):
-            if name in ("proc", "dev", "tmp", "workspace", EXECUTOR_DIR_IN_SANDBOX.strip("/")):
-                continue
+        # bwrap's new root is an empty tmpfs: only the system folders are bound into it,
+        # read-only. /run, /var, /home and /root stay out: the Docker socket and the user's
+        # files are not there to reach, whatever groups the process keeps.
+        for name in SYSTEM_DIRS:
             host = Path("/") / name
             if host.is_symlink():
                 argv += ["--symlink", os.readlink(host), str(host)]
             elif host.is_dir():
                 argv += ["--ro-bind", str(host), str(host)]
+        workspace_mb = max(64, cfg.memory_mb // 2)
+        tmp_mb = max(32, cfg.memory_mb // 4)
         argv += [
-            "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
+            "--dev", "/dev", "--proc", "/proc",
+            "--perms", "1777", "--size", str(tmp_mb << 20), "--tmpfs", "/tmp",
+            "--perms", "0755", "--size", str(workspace_mb << 20), "--tmpfs", "/workspace",
             "--ro-bind", str(PACKAGE_DIR), EXECUTOR_DIR_IN_SANDBOX,
-            "--bind", str(workspace), "/workspace",
         ]
         for mount in cfg.mounts:
             src = str(check_mount_source(Path(mount.source)))
             argv += ["--ro-bind" if mount.read_only else "--bind", src, f"/workspace/{mount.target.strip('/')}"]
-        argv += ["--remount-ro", "/", "--chdir", "/workspace", "--", _sandbox_python(), "-E", "-s", "-B", f"{EXECUTOR_DIR_IN_SANDBOX}/executor.py",
-                 "--root", "/workspace", "--memory-mb", str(cfg.memory_mb), "--nproc", str(cfg.pids_limit)]
+        if os.geteuid() == 0:
+            argv += ["--cap-drop", "ALL"]
+            for cap in EXECUTOR_CAPS:
+                argv += ["--cap-add", cap]
+        argv += ["--remount-ro", "/", "--chdir", "/workspace", "--", _sandbox_python(), "-E", "-s", "-B",
+                 f"{EXECUTOR_DIR_IN_SANDBOX}/executor.py", "--root", "/workspace", "--memory-mb", str(cfg.memory_mb),
+                 "--nproc", str(cfg.pids_limit), "--op-timeout", str(cfg.default_timeout)]
         if os.geteuid() == 0:
             uid = UID_BASE + (os.getpid() % 10_000) * 100 + next(_uid_counter) % 100
-            os.chown(workspace, uid, uid)
-            os.chmod(self._tmp, 0o755)
-            argv += ["--uid", str(uid), "--gid", str(uid)]
+            argv += ["--tool-uid", str(uid), "--tool-gid", str(uid)]
         return argv
 
     @staticmethod
@@ -229,6 +275,9 @@ class LocalSandbox(ExecutorSandbox):
         if self._stderr_file is not None:
             self._stderr_file.close()
             self._stderr_file = None
+        for group in self._cgroups:
+            _remove_cgroup(group)
+        self._cgroups = []
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
@@ -255,6 +304,78 @@ def _kill_session(proc: subprocess.Popen) -> None:
         proc.wait(timeout=5)
     except subprocess.TimeoutExpired:
         pass
+
+
+def _own_cgroup_dirs() -> dict[str, Path]:
+    """controller -> the folder of this process's cgroup for it, where we may create children."""
+    found: dict[str, Path] = {}
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return found
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":  # cgroup v2: one tree, controllers enabled per folder
+            if Path("/sys/fs/cgroup/cgroup.controllers").exists():
+                found.setdefault("v2", Path("/sys/fs/cgroup") / path.lstrip("/"))
+            continue
+        for name in controllers.split(","):
+            if name in ("memory", "pids"):
+                found[name] = Path("/sys/fs/cgroup") / name / path.lstrip("/")
+    return found
+
+
+def _make_cgroups(cfg: SandboxConfig) -> list[Path]:
+    """Cgroups limiting the whole sandbox's memory and processes; [] (and one warning) if none."""
+    name = f"{CGROUP_PREFIX}{os.getpid()}-{next(_cgroup_counter)}"
+    memory = str(cfg.memory_mb << 20)
+    made: list[Path] = []
+    dirs = _own_cgroup_dirs()
+    try:
+        if "memory" in dirs:  # v1: one hierarchy per controller
+            group = dirs["memory"] / name
+            group.mkdir()
+            made.append(group)
+            (group / "memory.limit_in_bytes").write_text(memory)
+            if (group / "memory.memsw.limit_in_bytes").exists():
+                (group / "memory.memsw.limit_in_bytes").write_text(memory)
+            if "pids" in dirs:
+                group = dirs["pids"] / name
+                group.mkdir()
+                made.append(group)
+                (group / "pids.max").write_text(str(cfg.pids_limit))
+        elif "v2" in dirs:
+            group = dirs["v2"] / name
+            group.mkdir()
+            made.append(group)
+            (group / "memory.max").write_text(memory)
+            if (group / "memory.swap.max").exists():
+                (group / "memory.swap.max").write_text("0")
+            (group / "pids.max").write_text(str(cfg.pids_limit))
+        else:
+            raise OSError("no memory cgroup controller is mounted")
+        return made
+    except OSError as exc:
+        for group in reversed(made):
+            _remove_cgroup(group)
+        why = exc.strerror or str(exc)
+        if "cgroup" not in _warned:
+            _warned.add("cgroup")
+            message = NO_CGROUP_WARNING.format(why=why)
+            warnings.warn(message, RuntimeWarning, stacklevel=4)
+            log.warning(message)
+        return []
+
+
+def _remove_cgroup(group: Path) -> None:
+    for _ in range(50):  # the kernel frees a cgroup a moment after its last process exits
+        try:
+            group.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            time.sleep(0.02)
 
 
 def _copy_mount(source: Path, dest: Path) -> None:
