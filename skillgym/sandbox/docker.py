@@ -93,8 +93,7 @@ def container_kwargs(config: SandboxConfig, client: docker.DockerClient) -> dict
         name=f"skillgym-{os.getpid()}-{next(_names)}-{secrets.token_hex(3)}",
         user="0:0",  # the executor; tool commands drop to SANDBOX_USER (see the module docstring)
         working_dir="/workspace",
-        stdin_open=True,
-        stdin_once=True,  # the owner's attach socket closing (even on kill -9) ends the executor
+        stdin_open=True,  # with the SDK's default StdinOnce: stdin closes when the owner's socket does
         tty=False,
         init=True,  # docker-init as PID 1 reaps the zombies that tool commands leave behind
         network_mode=network_mode,

@@ -54,7 +54,7 @@ def owner_labels(owner: str | None) -> dict[str, str]:
         LABEL_PID: str(pid),
         LABEL_PID_START: process_start_time(pid) or "",
         LABEL_HOST: socket.gethostname(),
-        LABEL_CREATED: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        LABEL_CREATED: _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
 
 
