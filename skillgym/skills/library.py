@@ -1,55 +1,90 @@
 """``SkillLibrary``: every skill and subagent under some folders, searchable and savable.
 
-    lib = SkillLibrary(["~/.claude/skills", "../shared/skills-corpus"])
-    for hit in lib.search("make a landing page look distinctive", k=3):
+    lib = SkillLibrary(["~/.claude/skills", "../shared/skills-corpus"], embedding_model="wordllama")
+    for hit in lib.search("make a landing page look distinctive", k=3, mode="hybrid"):
         print(hit.skill.name, hit.score, hit.why)
     lib.save("skill-index/")          # later: SkillLibrary.load("skill-index/")
+    decision = lib.route("the checkout page crashes", {"debugger": "...", "designer": "..."})
 
 Skills are deduplicated by content hash, so overlapping folders (or a vendored copy of the
-same skill) count once. Names are not unique in the wild (two catalogs may both ship a
-``sql-pro``); :meth:`SkillLibrary.get` accepts ``<path-fragment>/<name>`` to pick one.
+same skill) count once; near-duplicates (reworded or renamed copies) are grouped by MinHash
+so a search's top k are k different skills. Names are not unique in the wild (two catalogs
+may both ship a ``sql-pro``); :meth:`SkillLibrary.get` accepts ``<path-fragment>/<name>``.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+from pydantic import BaseModel, Field
 
+from skillgym.skills.dedupe import near_duplicate_groups
 from skillgym.skills.loader import SkillLoadError, load_collection
 from skillgym.skills.search import (
     DEFAULT_WEIGHTS,
+    HYBRID_RRF_K,
+    HYBRID_WEIGHTS,
+    MODES,
     Embedder,
     FieldedBM25,
     SearchError,
     SearchHit,
     SearchMode,
-    SentenceTransformerEmbedder,
     Tokenizer,
     cosine_scores,
-    embedding_text,
     explain,
+    is_builtin_model,
+    load_embedder,
     reciprocal_rank_fusion,
+    skill_vectors,
     top_k,
     write_json,
 )
 from skillgym.types import SkillSpec
 
-INDEX_FORMAT = 1
+INDEX_FORMAT = 2
 INDEX_MANIFEST = "skillgym-index.json"
 _SKILLS_FILE = "skills.jsonl"
 _EMBEDDINGS_FILE = "embeddings.npy"
+_GROUPS_FILE = "groups.npy"
+# Routing: a candidate's score blends embedding cosine and the share of the task's words that
+# its description covers; both lie in [0, 1], so thresholds mean the same for any roster.
+ROUTE_EMBEDDING_WEIGHT = 0.6
+ROUTE_MIN_SCORE = 0.25
+ROUTE_MIN_MARGIN = 0.02
 
 
 class AmbiguousSkillName(LookupError):
     """Several skills share a name; the message lists them and how to pick one."""
 
 
+class RouteDecision(BaseModel):
+    """Which roster member should take a task, how sure that is, and whether to delegate at all."""
+
+    choice: str | None = Field(description="The chosen candidate, or None when the router should not delegate.")
+    best: str | None = Field(description="The best-scoring candidate, chosen or not.")
+    score: float = Field(description="The best candidate's score in [0, 1].")
+    margin: float = Field(description="Best score minus the runner-up's (the whole score when alone).")
+    ranking: list[tuple[str, float]] = Field(description="Every candidate with its score, best first.")
+    reason: str
+
+
 class SkillLibrary:
-    """Skills and agents loaded from any number of folders (or files, or manifests)."""
+    """Skills and agents loaded from any number of folders (or files, or manifests).
+
+    Args:
+        paths: folders, skill folders, agent files or manifests to load.
+        skills: already-loaded skills to add.
+        embedding_model: ``"wordllama"`` (offline, shipped in the wordllama wheel) or a local
+            sentence-transformers folder; needed for the embedding and hybrid modes.
+        embedder: a ready embedder (overrides ``embedding_model``).
+        field_weights: BM25 weight per field (name, description, examples, tools, head, body).
+        group_duplicates: fold near-duplicate skills into one hit (MinHash).
+    """
 
     def __init__(
         self,
@@ -59,6 +94,7 @@ class SkillLibrary:
         embedding_model: str | Path | None = None,
         embedder: Embedder | None = None,
         field_weights: dict[str, float] | None = None,
+        group_duplicates: bool = True,
     ) -> None:
         self.paths = [Path(p).expanduser() for p in paths]
         self.problems: list[SkillLoadError] = []
@@ -71,9 +107,13 @@ class SkillLibrary:
         self._tokenizer = Tokenizer()
         self._bm25 = FieldedBM25(self._tokenizer, field_weights or DEFAULT_WEIGHTS)
         self._bm25_ready = False
-        self._embedding_model = Path(embedding_model) if embedding_model else None
+        self._embedding_model = embedding_model if embedding_model is None or is_builtin_model(embedding_model) \
+            else Path(embedding_model)
         self._embedder = embedder
         self._vectors: np.ndarray | None = None
+        self.group_duplicates = group_duplicates
+        self._groups: np.ndarray | None = None
+        self.hybrid_weights = dict(HYBRID_WEIGHTS)
 
     # -- contents -------------------------------------------------------------------------------
 
@@ -112,72 +152,223 @@ class SkillLibrary:
             f"qualify it with part of its path, e.g. '<folder>/{name}'"
         )
 
+    @property
+    def embedding_model_id(self) -> str | None:
+        """The embedder's id when one is configured (loaded or not), else None."""
+        if self._embedder is not None:
+            return self._embedder.model_id
+        return str(self._embedding_model) if self._embedding_model is not None else None
+
     # -- search ---------------------------------------------------------------------------------
 
     def search(self, query: str, k: int = 5, mode: SearchMode = "bm25") -> list[SearchHit]:
-        """The ``k`` best matches for ``query``; each hit says why it matched."""
-        if mode not in ("bm25", "embedding", "hybrid"):
+        """The ``k`` best matches for ``query``; each hit says why it matched.
+
+        Args:
+            query: the request, in the user's words.
+            k: number of hits; near-duplicate copies count once (see ``SearchHit.duplicates``).
+            mode: ``bm25`` (lexical), ``embedding`` (semantic) or ``hybrid`` (both, fused).
+
+        Returns:
+            Hits, best first.
+        """
+        if mode not in MODES:
             raise ValueError(f"unknown search mode {mode!r}; use bm25, embedding or hybrid")
         if k <= 0 or not self._skills:
             return []
+        groups = self._group_ids()
+        depth = k
+        while True:
+            ranked = self._ranked(query, mode, depth)
+            chosen: list[tuple[int, float]] = []
+            seen: set[int] = set()
+            for i, score in ranked:
+                if int(groups[i]) not in seen:
+                    seen.add(int(groups[i]))
+                    chosen.append((i, score))
+                    if len(chosen) == k:
+                        break
+            # Copies crowd the head of a ranking; look deeper until k distinct skills show up
+            # or the ranking is exhausted.
+            if len(chosen) == k or len(ranked) < depth or depth >= len(self._skills):
+                break
+            depth *= 4
+        return [self._hit(query, mode, i, score, groups) for i, score in chosen]
+
+    def _ranked(self, query: str, mode: SearchMode, depth: int) -> list[tuple[int, float]]:
         if mode == "bm25":
             scores = self._bm25_scores(query)
-            return [self._bm25_hit(query, i, float(scores[i])) for i in top_k(scores, k, positive_only=True)]
+            return [(i, float(scores[i])) for i in top_k(scores, depth, positive_only=True)]
         cosine = self._embedding_scores(query)
         if mode == "embedding":
-            return [
-                SearchHit(skill=self._skills[i], score=float(cosine[i]), why=f"embedding cosine {cosine[i]:.3f}")
-                for i in top_k(cosine, k, positive_only=False)
-            ]
-        # Hybrid: fuse the two full rankings; depth well beyond k so a skill ranked modestly by
-        # both can still beat one ranked well by only one.
-        depth = max(50, 4 * k)
-        bm25 = self._bm25_scores(query)
-        lexical = top_k(bm25, depth, positive_only=True)
-        semantic = top_k(cosine, depth, positive_only=False)
-        fused = reciprocal_rank_fusion([lexical, semantic])
-        best = sorted(fused, key=lambda i: (-fused[i], i))[:k]
-        hits = []
-        for i in best:
-            matched = self._bm25.matches(query, i)
-            parts = [f"bm25 rank {lexical.index(i) + 1} ({explain(matched)})" if i in lexical else "no bm25 match"]
-            parts.append(f"embedding rank {semantic.index(i) + 1} (cosine {cosine[i]:.3f})")
-            hits.append(SearchHit(skill=self._skills[i], score=fused[i], why="; ".join(parts), matched=matched))
-        return hits
+            return [(i, float(cosine[i])) for i in top_k(cosine, depth, positive_only=False)]
+        # Hybrid: fuse the two rankings well beyond the depth asked for, so a skill ranked
+        # modestly by both can still beat one ranked well by only one.
+        pool = max(50, 4 * depth)
+        self._last_lexical = top_k(self._bm25_scores(query), pool, positive_only=True)
+        self._last_semantic = top_k(cosine, pool, positive_only=False)
+        self._last_cosine = cosine
+        fused = reciprocal_rank_fusion(
+            [self._last_lexical, self._last_semantic],
+            k=HYBRID_RRF_K,
+            weights=[self.hybrid_weights["bm25"], self.hybrid_weights["embedding"]],
+        )
+        best = sorted(fused, key=lambda i: (-fused[i], i))[:depth]
+        return [(i, fused[i]) for i in best]
+
+    def _hit(self, query: str, mode: SearchMode, i: int, score: float, groups: np.ndarray) -> SearchHit:
+        skill = self._skills[i]
+        duplicates = [s.source_path or s.name for j in np.flatnonzero(groups == groups[i]) if j != i
+                      for s in [self._skills[int(j)]]] if self.group_duplicates else []
+        if mode == "embedding":
+            return SearchHit(skill=skill, score=score, why=f"embedding similarity {score:.3f}", duplicates=duplicates)
+        matched = self._bm25.matches(query, i)
+        if mode == "bm25":
+            return SearchHit(skill=skill, score=score, why=explain(matched), matched=matched, duplicates=duplicates)
+        lexical, semantic = self._last_lexical, self._last_semantic
+        parts = [f"bm25 rank {lexical.index(i) + 1} ({explain(matched)})" if i in lexical else "no bm25 match"]
+        parts.append(f"embedding rank {semantic.index(i) + 1} (similarity {self._last_cosine[i]:.3f})"
+                     if i in semantic else f"embedding similarity {self._last_cosine[i]:.3f}")
+        return SearchHit(skill=skill, score=score, why="; ".join(parts), matched=matched, duplicates=duplicates)
+
+    def _group_ids(self) -> np.ndarray:
+        if self._groups is None or len(self._groups) != len(self._skills):
+            self._groups = (near_duplicate_groups(self._skills) if self.group_duplicates
+                            else np.arange(len(self._skills), dtype=np.int32))
+        return self._groups
+
+    def duplicate_groups(self) -> list[list[SkillSpec]]:
+        """Every group of two or more near-duplicate skills (MinHash), largest first."""
+        groups = self._group_ids()
+        members: dict[int, list[SkillSpec]] = {}
+        for i, g in enumerate(groups):
+            members.setdefault(int(g), []).append(self._skills[i])
+        return sorted((m for m in members.values() if len(m) > 1), key=len, reverse=True)
 
     def _bm25_scores(self, query: str) -> np.ndarray:
+        self._ensure_bm25()
+        return self._bm25.scores(query, len(self._skills))
+
+    def _ensure_bm25(self) -> None:
         if not self._bm25_ready:
             self._bm25.build(self._skills)
             self._bm25_ready = True
-        return self._bm25.scores(query, len(self._skills))
-
-    def _bm25_hit(self, query: str, i: int, score: float) -> SearchHit:
-        matched = self._bm25.matches(query, i)
-        return SearchHit(skill=self._skills[i], score=score, why=explain(matched), matched=matched)
 
     def _get_embedder(self) -> Embedder:
         if self._embedder is None:
             if self._embedding_model is None:
                 raise SearchError(
-                    "embedding and hybrid search need a local embedding model: pass embedding_model=<folder> "
-                    "(CLI: --embedding-model PATH), or use mode='bm25'"
+                    "embedding and hybrid search need an embedding model: pass embedding_model='wordllama' "
+                    "(offline, pip install wordllama) or a local sentence-transformers folder "
+                    "(CLI: --embedding-model), or use mode='bm25'"
                 )
-            self._embedder = SentenceTransformerEmbedder(self._embedding_model)
+            self._embedder = load_embedder(self._embedding_model)
         return self._embedder
 
     def _doc_vectors(self) -> np.ndarray:
         if self._vectors is None:
-            self._vectors = self._get_embedder().encode([embedding_text(s) for s in self._skills])
+            self._vectors = skill_vectors(self._get_embedder(), self._skills)
         return self._vectors
 
     def _embedding_scores(self, query: str) -> np.ndarray:
         vectors = self._doc_vectors()
         return cosine_scores(vectors, self._get_embedder().encode([query])[0])
 
+    def build(self) -> SkillLibrary:
+        """Compute everything a search needs now (BM25, embeddings if configured, groups)
+        instead of on the first query."""
+        self._ensure_bm25()
+        if self._embedder is not None or self._embedding_model is not None:
+            self._doc_vectors()
+        self._group_ids()
+        return self
+
+    # -- routing --------------------------------------------------------------------------------
+
+    def route(
+        self,
+        task_text: str,
+        candidates: Mapping[str, str] | Sequence[SkillSpec | str] | None = None,
+        *,
+        min_score: float = ROUTE_MIN_SCORE,
+        min_margin: float = ROUTE_MIN_MARGIN,
+    ) -> RouteDecision:
+        """Pick the roster member whose description fits a task best, or decline.
+
+        The score of a candidate is ``0.6 * cosine + 0.4 * coverage``: the embedding cosine of
+        task and description (left out when no embedder is available) and the share of the
+        task's content words that the candidate's name and description contain. Both are
+        absolute, so a router can decline when nothing fits (``score < min_score``) or when two
+        candidates fit equally well (``margin < min_margin``).
+
+        Args:
+            task_text: the task, as the user or the orchestrator states it.
+            candidates: ``{name: description}``, skills, or names of skills in this library;
+                None means every skill in the library.
+            min_score: below it the router should handle the task itself.
+            min_margin: below it the choice is a coin toss and is declined too.
+
+        Returns:
+            A :class:`RouteDecision`; ``choice`` is None when declined.
+        """
+        roster = self._roster(candidates)
+        if not roster:
+            return RouteDecision(choice=None, best=None, score=0.0, margin=0.0, ranking=[], reason="no candidates")
+        names = list(roster)
+        stems = list(dict.fromkeys(self._tokenizer(task_text)))
+        coverage = np.zeros(len(names))
+        if stems:
+            for n, name in enumerate(names):
+                words = set(self._tokenizer(f"{name.replace('-', ' ')} {roster[name]}"))
+                coverage[n] = sum(s in words for s in stems) / len(stems)
+        embedder = self._route_embedder()
+        if embedder is not None:
+            vectors = embedder.encode([f"{n.replace('-', ' ')}: {roster[n]}" for n in names] + [task_text])
+            cosine = np.clip(vectors[:-1] @ vectors[-1], 0.0, 1.0)
+            scores = ROUTE_EMBEDDING_WEIGHT * cosine + (1 - ROUTE_EMBEDDING_WEIGHT) * coverage
+        else:
+            scores = coverage
+        order = np.argsort(-scores, kind="stable")
+        ranking = [(names[i], round(float(scores[i]), 4)) for i in order]
+        best, score = ranking[0]
+        margin = score - ranking[1][1] if len(ranking) > 1 else score
+        if score < min_score:
+            choice, reason = None, f"best match {best!r} scores {score:.3f} < {min_score}: nothing fits well"
+        elif margin < min_margin:
+            choice, reason = None, (f"{best!r} and {ranking[1][0]!r} fit almost equally "
+                                    f"(margin {margin:.3f} < {min_margin})")
+        else:
+            choice, reason = best, f"{best!r} scores {score:.3f}, {margin:.3f} ahead of the next"
+        return RouteDecision(choice=choice, best=best, score=score, margin=round(margin, 4),
+                             ranking=ranking, reason=reason)
+
+    def _roster(self, candidates: Mapping[str, str] | Sequence[SkillSpec | str] | None) -> dict[str, str]:
+        if candidates is None:
+            return {s.name: s.description for s in self._skills}
+        if isinstance(candidates, Mapping):
+            return {str(k): str(v) for k, v in candidates.items()}
+        roster: dict[str, str] = {}
+        for c in candidates:
+            spec = c if isinstance(c, SkillSpec) else self.get(c)
+            roster[spec.name] = spec.description
+        return roster
+
+    def _route_embedder(self) -> Embedder | None:
+        """The library's embedder, else the offline default; None leaves routing lexical."""
+        if self._embedder is None and self._embedding_model is None:
+            from skillgym.skills.search import default_embedding_model
+
+            model = default_embedding_model()
+            if model is None:
+                return None
+            self._embedding_model = model
+        return self._get_embedder()
+
     # -- persistence ----------------------------------------------------------------------------
 
     def save(self, folder: str | Path) -> Path:
-        """Write the library and its BM25 index (and embeddings, if computed) to ``folder``.
+        """Write the library, its BM25 index, near-duplicate groups and embeddings (when an
+        embedder is configured) to ``folder``.
 
         The folder is replaced as a whole: a stale index from another library must not survive.
         """
@@ -189,21 +380,23 @@ class SkillLibrary:
         with (staging / _SKILLS_FILE).open("w", encoding="utf-8") as out:
             for skill in self._skills:
                 out.write(skill.model_dump_json() + "\n")
-        if not self._bm25_ready and self._skills:
-            self._bm25.build(self._skills)
-            self._bm25_ready = True
+        self._ensure_bm25()
+        (staging / "bm25").mkdir()
         self._bm25.save(staging / "bm25")
+        np.save(staging / _GROUPS_FILE, self._group_ids())
         model_id = None
         if self._embedder is not None or self._embedding_model is not None:
-            np.save(staging / _EMBEDDINGS_FILE, self._doc_vectors())
+            np.save(staging / _EMBEDDINGS_FILE, np.asarray(self._doc_vectors(), dtype=np.float32))
             model_id = self._get_embedder().model_id
         write_json(staging / INDEX_MANIFEST, {
             "format": INDEX_FORMAT,
             "count": len(self._skills),
             "paths": [str(p.resolve()) for p in self.paths],
             "field_weights": self._bm25.weights,
+            "hybrid_weights": self.hybrid_weights,
             "stemming": self._tokenizer.stemming,
             "embedding_model": model_id,
+            "group_duplicates": self.group_duplicates,
         })
         if target.exists():
             shutil.rmtree(target)
@@ -217,8 +410,20 @@ class SkillLibrary:
         *,
         embedding_model: str | Path | None = None,
         embedder: Embedder | None = None,
+        mmap: bool = True,
     ) -> SkillLibrary:
-        """Open an index written by :meth:`save` without re-reading the skill files."""
+        """Open an index written by :meth:`save` without re-reading the skill files.
+
+        Args:
+            folder: the index folder.
+            embedding_model: overrides the model recorded in the index (its vectors are then
+                recomputed with the new model).
+            embedder: a ready embedder to use for queries.
+            mmap: memory-map the BM25 matrices and the embeddings instead of reading them.
+
+        Returns:
+            The library, ready to search.
+        """
         root = Path(folder).expanduser()
         manifest_file = root / INDEX_MANIFEST
         if not manifest_file.is_file():
@@ -226,25 +431,25 @@ class SkillLibrary:
         manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
         if manifest.get("format") != INDEX_FORMAT:
             raise SearchError(f"{manifest_file}: index format {manifest.get('format')} is not {INDEX_FORMAT}; rebuild it")
-        skills = [
-            SkillSpec.model_validate_json(line)
-            for line in (root / _SKILLS_FILE).read_text(encoding="utf-8").splitlines()
-            if line.strip()
-        ]
+        with (root / _SKILLS_FILE).open(encoding="utf-8") as lines:
+            skills = [SkillSpec.model_validate_json(line) for line in lines if line.strip()]
         model = embedding_model or manifest.get("embedding_model")
         lib = cls(skills=skills, embedding_model=model, embedder=embedder,
-                  field_weights=manifest.get("field_weights"))
+                  field_weights=manifest.get("field_weights"), group_duplicates=manifest.get("group_duplicates", True))
+        lib.hybrid_weights.update(manifest.get("hybrid_weights") or {})
         lib.paths = [Path(p) for p in manifest.get("paths", [])]
         if manifest.get("stemming") != lib._tokenizer.stemming:
             raise SearchError(
                 f"{root} was built {'with' if manifest.get('stemming') else 'without'} stemming but PyStemmer is "
                 f"{'missing' if manifest.get('stemming') else 'installed'} here; rebuild the index"
             )
-        lib._bm25.load(root / "bm25", lib._skills)
+        lib._bm25.load(root / "bm25", lib._skills, mmap=mmap)
         lib._bm25_ready = True
+        if (root / _GROUPS_FILE).is_file():
+            lib._groups = np.load(root / _GROUPS_FILE)
         vectors = root / _EMBEDDINGS_FILE
         if vectors.is_file() and embedding_model is None:
-            lib._vectors = np.load(vectors)
+            lib._vectors = np.load(vectors, mmap_mode="r" if mmap else None)
         return lib
 
     @classmethod

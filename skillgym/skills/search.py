@@ -1,10 +1,12 @@
-"""Ranking for the skill library: field-weighted BM25, optional embeddings, and their fusion.
+"""Ranking for the skill library: field-weighted BM25, embeddings, and their fusion.
 
 BM25 comes from ``bm25s``. It has no notion of fields, so each field (name, description,
-body) gets its own index and a skill's score is the weighted sum of its field scores: a query
-word in a skill's name or description says far more about what the skill is *for* than the
-same word somewhere in a long body. Embeddings (sentence-transformers, a local model only)
-are imported lazily; hybrid search fuses both rankings by reciprocal rank.
+``<example>`` blocks, tool names, the head of the body, the whole body) gets its own index and a
+skill's score is the weighted sum of its field scores: a query word in a skill's name or
+description says far more about what the skill is *for* than the same word somewhere in a long
+body. Embeddings come from WordLlama's static vectors shipped in its wheel (offline, the default)
+or from a local sentence-transformers folder; hybrid search fuses both rankings by weighted
+reciprocal rank.
 """
 
 from __future__ import annotations
@@ -18,13 +20,25 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from skillgym.io import atomic_write_json
+from skillgym.skills.embed import WORDLLAMA, EmbedderUnavailable, WordLlamaEmbedder, wordllama_available
 from skillgym.types import SkillSpec
 
 SearchMode = Literal["bm25", "embedding", "hybrid"]
-FIELDS = ("name", "description", "body")
-DEFAULT_WEIGHTS: dict[str, float] = {"name": 3.0, "description": 2.0, "body": 1.0}
+MODES: tuple[str, ...] = ("bm25", "embedding", "hybrid")
+FIELDS = ("name", "description", "examples", "tools", "head", "body")
+# Tuned on the tuning half of benchmarks/data/skill_search_queries.json only (see the benchmark).
+DEFAULT_WEIGHTS: dict[str, float] = {
+    "name": 1.0, "description": 2.0, "examples": 2.0, "tools": 0.3, "head": 1.0, "body": 0.5,
+}
+HEAD_CHARS = 1500  # the start of a body: its title, purpose and "when to use" section
 RRF_K = 60  # the usual reciprocal-rank-fusion constant: damps the gap between ranks 1 and 2
+# Hybrid search fuses with a much smaller constant: with a few dozen to thousands of skills the
+# first ranks carry the signal, and k=5 beat k=20 and k=60 on the tuning half.
+HYBRID_RRF_K = 5
+HYBRID_WEIGHTS: dict[str, float] = {"bm25": 1.0, "embedding": 1.0}
+HEAD_VECTOR_WEIGHT = 0.5  # see skill_vectors()
 _WORD = re.compile(r"[a-z0-9]+")
+_EXAMPLE = re.compile(r"<example>(.*?)</example>", re.DOTALL | re.IGNORECASE)
 # English function words. bm25s ships only ~30; requests ("how do I ... for our ...") carry many
 # more that would otherwise match every long skill body.
 STOPWORDS = frozenset("""
@@ -50,6 +64,10 @@ class SearchHit(BaseModel):
     why: str = Field(description="Human-readable: which query terms matched which fields.")
     matched: dict[str, list[str]] = Field(
         default_factory=dict, description="Field -> query words found in it (bm25 and hybrid)."
+    )
+    duplicates: list[str] = Field(
+        default_factory=list,
+        description="Source paths of near-duplicate copies folded into this hit (grouped by MinHash).",
     )
 
 
@@ -89,19 +107,51 @@ class Tokenizer:
         return self.stem(self.words(text))
 
 
+def split_examples(description: str) -> tuple[str, str]:
+    """Agent descriptions often embed ``<example>`` dialogues; they describe *when* to delegate
+    in users' own words, so they get their own field instead of diluting the description."""
+    examples = " ".join(m.strip() for m in _EXAMPLE.findall(description))
+    return _EXAMPLE.sub(" ", description).strip(), examples
+
+
 def field_texts(skill: SkillSpec) -> dict[str, str]:
     """What each BM25 field sees. Hyphens in names become spaces so "frontend-design" matches
     "design"."""
+    description, examples = split_examples(skill.description)
     return {
         "name": skill.name.replace("-", " ").replace("_", " "),
-        "description": skill.description,
+        "description": description,
+        "examples": examples,
+        "tools": " ".join(skill.allowed_tools or []),
+        "head": skill.instructions[:HEAD_CHARS],
         "body": skill.instructions,
     }
 
 
-def embedding_text(skill: SkillSpec, body_chars: int = 1000) -> str:
-    """Name, description and the head of the body: what a skill is for, not every detail."""
-    return f"{skill.name}: {skill.description}\n{skill.instructions[:body_chars]}"
+def embedding_text(skill: SkillSpec, body_chars: int = 0) -> str:
+    """What a skill is for: its name and description (``<example>`` blocks included), and
+    optionally the head of the body."""
+    description, examples = split_examples(skill.description)
+    name = skill.name.replace("-", " ").replace("_", " ")
+    text = f"{name}: {description} {examples}".strip()
+    return f"{text}\n{skill.instructions[:body_chars]}" if body_chars else text
+
+
+def skill_vectors(embedder: Embedder, skills: Sequence[SkillSpec]) -> np.ndarray:
+    """One vector per skill: the description's embedding plus ``HEAD_VECTOR_WEIGHT`` times the
+    embedding of description and body head.
+
+    Averaging word vectors over a long text blurs what the skill is for, so the description
+    gets its own vector; the head adds the body's vocabulary at a lower weight. The dot product
+    of a normalized query with this sum is exactly the weighted sum of the two cosines.
+    """
+    if not skills:
+        return np.zeros((0, 0), dtype=np.float32)
+    short = embedder.encode([embedding_text(s) for s in skills])
+    if not HEAD_VECTOR_WEIGHT:
+        return np.asarray(short, dtype=np.float32)
+    long = embedder.encode([embedding_text(s, HEAD_CHARS) for s in skills])
+    return np.asarray(short + HEAD_VECTOR_WEIGHT * long, dtype=np.float32)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -113,41 +163,64 @@ class FieldedBM25:
 
     def __init__(self, tokenizer: Tokenizer, weights: dict[str, float] | None = None) -> None:
         self.tokenizer = tokenizer
-        self.weights = dict(weights or DEFAULT_WEIGHTS)
+        self.weights = {f: float(w) for f, w in (weights or DEFAULT_WEIGHTS).items() if f in FIELDS}
         self._indexes: dict[str, Any] = {}
-        self._terms: list[dict[str, set[str]]] = []  # per skill, per field: its stems ("why")
+        self._skills: Sequence[SkillSpec] = ()
+        self._terms: dict[int, dict[str, frozenset[str]]] = {}  # per shown hit, for "why"
 
     def build(self, skills: Sequence[SkillSpec]) -> FieldedBM25:
         bm25s = _bm25s()
+        self._skills = skills
         self._indexes = {}
+        self._terms = {}
         texts = [field_texts(s) for s in skills]
-        self._terms = [{f: set(self.tokenizer(t[f])) for f in FIELDS} for t in texts]
-        for f in FIELDS:
+        for f in self._active_fields():
             index = bm25s.BM25()
             # An empty document list would make bm25s fail; an empty library just scores nothing.
             if skills:
-                index.index([self.tokenizer(t[f]) for t in texts], show_progress=False)
+                tokens = [self.tokenizer(t[f]) for t in texts]
+                # bm25s rejects a corpus in which no document has a token (e.g. no skill lists tools).
+                if any(tokens):
+                    index.index(tokens, show_progress=False)
             self._indexes[f] = index
         return self
+
+    def _active_fields(self) -> list[str]:
+        return [f for f in FIELDS if self.weights.get(f, 0.0)]
 
     def scores(self, query: str, n_docs: int) -> np.ndarray:
         stems = self.tokenizer(query)
         total = np.zeros(n_docs, dtype=np.float64)
         if not stems or n_docs == 0:
             return total
-        for f in FIELDS:
-            weight = self.weights.get(f, 0.0)
-            if weight:
-                total += weight * np.asarray(self._indexes[f].get_scores(stems), dtype=np.float64)
+        for f in self._active_fields():
+            index = self._indexes.get(f)
+            vocab = getattr(index, "vocab_dict", None)
+            ids = [vocab[s] for s in stems if s in vocab] if vocab else []
+            if ids:
+                total += self.weights[f] * np.asarray(index.get_scores(ids), dtype=np.float64)
         return total
 
+    def _doc_terms(self, doc: int) -> dict[str, frozenset[str]]:
+        if doc not in self._terms:
+            if len(self._terms) >= 512:  # bounded: a long-running router sees many hits
+                self._terms.clear()
+            texts = field_texts(self._skills[doc])
+            self._terms[doc] = {f: frozenset(self.tokenizer(texts[f])) for f in FIELDS if f != "head"}
+        return self._terms[doc]
+
     def matches(self, query: str, doc: int) -> dict[str, list[str]]:
-        """Field -> the query's own words (not stems) that occur in that field of ``doc``."""
+        """Field -> the query's own words (not stems) that occur in that field of ``doc``.
+
+        Computed for the few hits shown, not stored for every skill: a 10,000-skill index then
+        loads in a fraction of a second. ``head`` is part of ``body`` and not listed twice.
+        """
         words = list(dict.fromkeys(self.tokenizer.words(query)))
         stems = self.tokenizer.stem(words)
+        terms = self._doc_terms(doc)
         out: dict[str, list[str]] = {}
-        for f in FIELDS:
-            hit = [w for w, s in zip(words, stems) if s in self._terms[doc][f]]
+        for f, field_terms in terms.items():
+            hit = [w for w, s in zip(words, stems) if s in field_terms]
             if hit:
                 out[f] = hit
         return out
@@ -157,15 +230,23 @@ class FieldedBM25:
             if getattr(index, "vocab_dict", None):
                 index.save(str(folder / f), show_progress=False)
 
-    def load(self, folder: Path, skills: Sequence[SkillSpec]) -> FieldedBM25:
+    def load(self, folder: Path, skills: Sequence[SkillSpec], *, mmap: bool = True) -> FieldedBM25:
+        """Open saved field indexes; ``mmap`` maps the score matrices instead of reading them."""
         bm25s = _bm25s()
         if not skills:
             return self.build(skills)
-        self._terms = [{f: set(self.tokenizer(t[f])) for f in FIELDS} for t in map(field_texts, skills)]
-        for f in FIELDS:
-            if not (folder / f).is_dir():
-                raise SearchError(f"index folder {folder} lacks the '{f}' BM25 index; rebuild it with `skillgym skills index`")
-            self._indexes[f] = bm25s.BM25.load(str(folder / f), show_progress=False)
+        self._skills = skills
+        self._terms = {}
+        if not folder.is_dir():
+            raise SearchError(f"index folder {folder} is missing; rebuild it with `skillgym skills index`")
+        for f in self._active_fields():
+            if (folder / f).is_dir():
+                self._indexes[f] = bm25s.BM25.load(str(folder / f), mmap=mmap, show_progress=False)
+            else:
+                # A field no skill had any word in was not saved; it scores nothing.
+                self._indexes[f] = bm25s.BM25()
+        if not any(getattr(i, "vocab_dict", None) for i in self._indexes.values()):
+            raise SearchError(f"index folder {folder} holds no BM25 index; rebuild it with `skillgym skills index`")
         return self
 
 
@@ -203,7 +284,7 @@ class SentenceTransformerEmbedder:
         if not path.exists():
             raise SearchError(
                 f"embedding model path {str(path)!r} does not exist; pass a local folder that holds a "
-                "sentence-transformers model (skillgym never downloads one)"
+                f"sentence-transformers model, or '{WORDLLAMA}' for the offline default (skillgym never downloads one)"
             )
         try:
             from sentence_transformers import SentenceTransformer
@@ -219,6 +300,55 @@ class SentenceTransformerEmbedder:
         return np.asarray(vectors, dtype=np.float32)
 
 
+def is_builtin_model(model: str | Path) -> bool:
+    """``"wordllama"`` (or the id it records in an index) names the embedder shipped in the
+    wordllama wheel, unless a folder of that name exists (then it is a sentence-transformers model)."""
+    text = str(model)
+    return text in (WORDLLAMA, WordLlamaEmbedder.model_id) and not Path(text).expanduser().exists()
+
+
+def load_embedder(model: str | Path) -> Embedder:
+    """The embedder named by ``model``: ``"wordllama"`` or a local sentence-transformers folder.
+
+    Args:
+        model: ``"wordllama"`` for the offline default, or a folder path.
+
+    Returns:
+        A ready embedder.
+
+    Raises:
+        SearchError: the package or folder is missing.
+    """
+    if is_builtin_model(model):
+        try:
+            return WordLlamaEmbedder()
+        except EmbedderUnavailable as exc:
+            raise SearchError(str(exc)) from exc
+    return SentenceTransformerEmbedder(model)
+
+
+def default_embedding_model() -> str | None:
+    """``"wordllama"`` when its wheel is installed here, else None (then only BM25 runs)."""
+    return WORDLLAMA if wordllama_available()[0] else None
+
+
+def available_modes() -> dict[str, tuple[bool, str]]:
+    """Which search modes work here and why (``skillgym doctor`` prints this).
+
+    Returns:
+        Mode -> ``(available, reason)``.
+    """
+    try:
+        _bm25s()
+        bm25 = (True, "bm25s installed" + (", PyStemmer stemming" if Tokenizer().stemming else ", no stemmer"))
+    except SearchError as exc:
+        bm25 = (False, str(exc))
+    ok, why = wordllama_available()
+    embedding = (ok, why if ok else f"{why}; or pass a local sentence-transformers folder (--embedding-model)")
+    hybrid = (bm25[0] and ok, "bm25 + " + why if bm25[0] and ok else "needs both bm25 and an embedding model")
+    return {"bm25": bm25, "embedding": embedding, "hybrid": hybrid}
+
+
 def cosine_scores(matrix: np.ndarray, query_vector: np.ndarray) -> np.ndarray:
     """Rows and query are normalized, so the dot product is the cosine similarity."""
     if matrix.size == 0:
@@ -232,18 +362,30 @@ def cosine_scores(matrix: np.ndarray, query_vector: np.ndarray) -> np.ndarray:
 
 def top_k(scores: np.ndarray, k: int, *, positive_only: bool) -> list[int]:
     """Indices of the ``k`` best scores, ties broken by position (stable and reproducible)."""
-    order = [int(i) for i in np.argsort(-scores, kind="stable")]
+    if k <= 0 or scores.size == 0:
+        return []
+    if scores.size > 4 * k:
+        # argpartition keeps a 10,000-skill query in the millisecond range; the stable sort
+        # then runs on the candidates only (ties at the cut are resolved by position too).
+        cut = np.partition(-scores, k - 1)[k - 1]
+        candidates = np.flatnonzero(-scores <= cut)
+        order = [int(i) for i in candidates[np.argsort(-scores[candidates], kind="stable")]]
+    else:
+        order = [int(i) for i in np.argsort(-scores, kind="stable")]
     if positive_only:
         order = [i for i in order if scores[i] > 0]
     return order[:k]
 
 
-def reciprocal_rank_fusion(rankings: Sequence[Sequence[int]], k: int = RRF_K) -> dict[int, float]:
-    """Sum of 1 / (k + rank) over the rankings each document appears in (rank from 1)."""
+def reciprocal_rank_fusion(
+    rankings: Sequence[Sequence[int]], k: int = RRF_K, weights: Sequence[float] | None = None
+) -> dict[int, float]:
+    """Sum of ``weight / (k + rank)`` over the rankings each document appears in (rank from 1)."""
     fused: dict[int, float] = {}
-    for ranking in rankings:
+    for n, ranking in enumerate(rankings):
+        weight = 1.0 if weights is None else float(weights[n])
         for rank, doc in enumerate(ranking, start=1):
-            fused[doc] = fused.get(doc, 0.0) + 1.0 / (k + rank)
+            fused[doc] = fused.get(doc, 0.0) + weight / (k + rank)
     return fused
 
 
