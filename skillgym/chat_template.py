@@ -36,11 +36,11 @@ from __future__ import annotations
 
 import copy
 import json
-import re
 from functools import lru_cache
 from importlib import resources
 from typing import Any
 
+from skillgym.toolcalls import TOOL_CALL_CLOSE, TOOL_CALL_OPEN, split_rendered_calls
 from skillgym.types import Message
 
 IM_START = "<|im_start|>"
@@ -48,14 +48,12 @@ IM_END = "<|im_end|>"
 # Control tokens may be dropped by a decoder that skips special tokens; the markup tokens
 # must never be (a tokenizer should add them as non-special tokens, as Qwen3's does).
 CONTROL_TOKENS = [IM_START, IM_END]
-MARKUP_TOKENS = ["<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>", "<think>", "</think>"]
+MARKUP_TOKENS = [TOOL_CALL_OPEN, TOOL_CALL_CLOSE, "<tool_response>", "</tool_response>", "<think>", "</think>"]
 SPECIAL_TOKENS = CONTROL_TOKENS + MARKUP_TOKENS
 """Every string a tokenizer for this format must hold as one token."""
 
-_CALL_OPEN, _CALL_CLOSE = "<tool_call>\n", "\n</tool_call>"
 _RESPONSE_OPEN, _RESPONSE_CLOSE = "\n<tool_response>\n", "\n</tool_response>"
 _THINK_OPEN, _THINK_CLOSE = "<think>\n", "\n</think>\n\n"
-_CALL_BODY_RE = re.compile(r'\{"name": "(?P<name>[^"]*)", "arguments": (?P<args>.*)\}', re.DOTALL)
 
 
 class ChatTemplateError(ValueError):
@@ -198,45 +196,11 @@ def _parse_assistant(body: str, turn: int) -> Message:
 
 def _split_calls(body: str, turn: int) -> tuple[str, list[dict[str, Any]]]:
     """Split the turn into text and the longest suffix of well-formed call blocks."""
-    start = body.find(_CALL_OPEN)
-    while start != -1:
-        if start == 0 or body[start - 1] == "\n":
-            calls = _parse_call_blocks(body[start:], turn)
-            if calls is not None:
-                return (body[: start - 1] if start else ""), calls
-        start = body.find(_CALL_OPEN, start + 1)
-    return body, []
-
-
-def _parse_call_blocks(text: str, turn: int) -> list[dict[str, Any]] | None:
-    calls: list[dict[str, Any]] = []
-    position = 0
-    while position < len(text):
-        if calls:
-            if text[position] != "\n":
-                return None
-            position += 1
-        if not text.startswith(_CALL_OPEN, position):
-            return None
-        end = text.find(_CALL_CLOSE, position)
-        if end == -1:
-            return None
-        match = _CALL_BODY_RE.fullmatch(text, position + len(_CALL_OPEN), end)
-        if match is None:
-            return None
-        try:
-            json.loads(match["args"])
-        except json.JSONDecodeError:
-            return None
-        calls.append(
-            {
-                "id": f"call_{turn}_{len(calls)}",
-                "type": "function",
-                "function": {"name": match["name"], "arguments": match["args"]},
-            }
-        )
-        position = end + len(_CALL_CLOSE)
-    return calls or None
+    content, calls = split_rendered_calls(body)
+    return content, [
+        {"id": f"call_{turn}_{i}", "type": "function", "function": {"name": name, "arguments": arguments}}
+        for i, (name, arguments) in enumerate(calls)
+    ]
 
 
 def _parse_tool_responses(text: str, previous: list[Message]) -> list[Message]:

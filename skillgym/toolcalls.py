@@ -208,6 +208,80 @@ def validate_arguments(name: str, args: dict[str, Any], model: type[BaseModel]) 
         return None, f"invalid arguments for {name!r}: " + "; ".join(problems) + f". Expected arguments: {allowed}"
 
 
-def render_tool_call_text(name: str, arguments: dict[str, Any]) -> str:
-    """The Qwen3/Hermes text form of one call (used by scripted policies and tests)."""
-    return f"{TOOL_CALL_OPEN}\n{json.dumps({'name': name, 'arguments': arguments}, ensure_ascii=False)}\n{TOOL_CALL_CLOSE}"
+# -- rendering, and the strict reading of rendered text ---------------------------------------------
+# The Qwen3/Hermes markup of one call, as the Qwen3 chat template writes it:
+#   <tool_call>\n{"name": "NAME", "arguments": ARGUMENTS_JSON}\n</tool_call>
+_RENDERED_OPEN, _RENDERED_CLOSE = TOOL_CALL_OPEN + "\n", "\n" + TOOL_CALL_CLOSE
+_RENDERED_BODY_RE = re.compile(r'\{"name": "(?P<name>[^"]*)", "arguments": (?P<args>.*)\}', re.DOTALL)
+
+
+def render_tool_call_text(name: str, arguments: dict[str, Any] | str) -> str:
+    """The Qwen3/Hermes text form of one call, exactly as the Qwen3 chat template writes it.
+
+    Args:
+        name: The tool's name.
+        arguments: The arguments object, or the JSON text of the arguments as a model wrote it
+            (kept verbatim, even when it is not valid JSON, so the model sees what it wrote).
+
+    Returns:
+        ``<tool_call>\n{"name": ..., "arguments": ...}\n</tool_call>``.
+    """
+    args = arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False, default=str)
+    return f'{_RENDERED_OPEN}{{"name": {json.dumps(name, ensure_ascii=False)}, "arguments": {args}}}{_RENDERED_CLOSE}'
+
+
+def render_openai_call_text(call: Any) -> str:
+    """The markup of an OpenAI-format tool call (``{"function": {"name", "arguments"}}``, or the
+    function object itself), whatever its defects: a missing name renders as ``""``."""
+    fn = call.get("function", call) if isinstance(call, dict) else {}
+    fn = fn if isinstance(fn, dict) else {}
+    return render_tool_call_text(str(fn.get("name", "")), fn.get("arguments", {}))
+
+
+def split_rendered_calls(text: str) -> tuple[str, list[tuple[str, str]]]:
+    """Read the calls at the end of a turn rendered by the chat template (strict, for round trips).
+
+    Unlike :func:`parse_turn`, which forgives what models write, this accepts only the exact
+    shape :func:`render_tool_call_text` writes, with arguments that are valid JSON, and only as
+    the longest run of blocks that ends the text (each block on its own line).
+
+    Args:
+        text: An assistant turn's body as rendered.
+
+    Returns:
+        (the text before the calls, ``[(name, arguments JSON text), ...]``); no calls when the
+        turn does not end with well-formed blocks.
+    """
+    start = text.find(_RENDERED_OPEN)
+    while start != -1:
+        if start == 0 or text[start - 1] == "\n":
+            calls = _rendered_blocks(text[start:])
+            if calls is not None:
+                return (text[: start - 1] if start else ""), calls
+        start = text.find(_RENDERED_OPEN, start + 1)
+    return text, []
+
+
+def _rendered_blocks(text: str) -> list[tuple[str, str]] | None:
+    calls: list[tuple[str, str]] = []
+    position = 0
+    while position < len(text):
+        if calls:
+            if text[position] != "\n":
+                return None
+            position += 1
+        if not text.startswith(_RENDERED_OPEN, position):
+            return None
+        end = text.find(_RENDERED_CLOSE, position)
+        if end == -1:
+            return None
+        match = _RENDERED_BODY_RE.fullmatch(text, position + len(_RENDERED_OPEN), end)
+        if match is None:
+            return None
+        try:
+            json.loads(match["args"])
+        except (json.JSONDecodeError, RecursionError):
+            return None
+        calls.append((match["name"], match["args"]))
+        position = end + len(_RENDERED_CLOSE)
+    return calls or None

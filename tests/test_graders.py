@@ -19,7 +19,7 @@ from skillgym.graders.match import AnswerMatch
 from skillgym.graders.rubric import RubricJudge
 from skillgym.sandbox import make_sandbox
 from skillgym.sandbox.base import SandboxConfig
-from skillgym.taskgen.llm import StructuredOutputError
+from skillgym.llm import StructuredOutputError
 from skillgym.testing import ErrorReply, ScriptedOpenAIServer
 from skillgym.types import Grade, SkillSpec, Task
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from skillgym.llm import ChatClient
 from skillgym.sandbox.base import Sandbox
 from skillgym.types import Grade, Message, SkillSpec, Task
 
@@ -76,7 +77,7 @@ class RubricJudge:
     """Grades with an LLM judge at any OpenAI-compatible endpoint.
 
     ``judge`` is a model spec (``openai:MODEL@URL``, or ``MODEL`` with ``OPENAI_BASE_URL``) or a
-    ready :class:`~skillgym.taskgen.llm.ChatClient`. ``criteria`` adds fixed criteria (strings
+    ready :class:`~skillgym.llm.ChatClient`. ``criteria`` adds fixed criteria (strings
     or dicts) to those of the ``skill`` and of each task.
     """
 
@@ -94,8 +95,6 @@ class RubricJudge:
         max_skill_chars: int = 6_000,
         cache_dir: str | None = None,
     ):
-        from skillgym.taskgen.llm import ChatClient
-
         self.client = judge if isinstance(judge, ChatClient) else ChatClient.from_spec(
             str(judge), temperature=0.0, cache_dir=cache_dir
         )

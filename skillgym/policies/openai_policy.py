@@ -1,15 +1,12 @@
 """A policy backed by any OpenAI-compatible chat-completions endpoint.
 
 OpenAI, vLLM, ``transformers serve``, SGLang, llama.cpp and the like: the policy POSTs the
-conversation and the env's tool schemas to ``{base_url}/chat/completions`` and returns the
-assistant message as the action, plus ``usage`` and — when the server returns them —
-``token_ids`` (vLLM: request ``return_token_ids``; the completion's ids are recorded, the
-prompt's go to ``prompt_token_ids``) and per-token ``logprobs``.
-
-It speaks HTTP through httpx directly (no SDK retries underneath ours), retries 408, 429,
-5xx, timeouts and connection errors with exponential backoff and jitter (honouring
-``Retry-After``), and fails with :class:`OpenAIPolicyError` naming the URL, the attempts and
-the last answer once ``max_retries`` retries are spent. Other 4xx answers fail at once.
+conversation and the env's tool schemas through the core's :class:`~skillgym.openai_client.OpenAIClient`
+and returns the assistant message as the action, plus ``usage`` and — when the server
+returns them — ``token_ids`` (vLLM: request ``return_token_ids``; the completion's ids are
+recorded, the prompt's go to ``prompt_token_ids``) and per-token ``logprobs``. Retries,
+backoff and errors are the client's (:class:`OpenAIPolicyError` is its
+:class:`~skillgym.openai_client.OpenAIError`).
 
 Conversations are sent in the strict shape every server accepts (:func:`to_openai_messages`):
 the env's note after an unparsable turn is a ``tool`` message that answers no call, which
@@ -19,51 +16,40 @@ not all answered has them folded back into its text as ``<tool_call>`` markup.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import queue
-import random
-import ssl
-import threading
-import time
-import weakref
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
-import httpx
-
+from skillgym.openai_client import DEFAULT_BASE_URL, OpenAIClient, OpenAIError, RetryPolicy
 from skillgym.policies.base import Action, Policy
+from skillgym.toolcalls import render_openai_call_text
 from skillgym.types import Message
 
-DEFAULT_BASE_URL = "https://api.openai.com/v1"
-_RETRY_STATUSES = frozenset({408, 409, 429})
+__all__ = ["DEFAULT_BASE_URL", "OpenAIPolicy", "OpenAIPolicyError", "response_to_action", "to_openai_messages"]
 
-
-class OpenAIPolicyError(RuntimeError):
-    """A chat-completions request failed for good; ``status`` is the last HTTP status, if any."""
-
-    def __init__(self, message: str, *, status: int | None = None, attempts: int = 0):
-        super().__init__(message)
-        self.status = status
-        self.attempts = attempts
-
-
-class _Retryable(Exception):
-    def __init__(self, reason: str, status: int | None = None, retry_after: float | None = None):
-        super().__init__(reason)
-        self.reason, self.status, self.retry_after = reason, status, retry_after
+OpenAIPolicyError = OpenAIError
+"""A chat-completions request failed for good; ``status`` is the last HTTP status, if any."""
 
 
 class OpenAIPolicy(Policy):
     """Chat completions over HTTP, sync (``act``) and truly async (``aact``).
 
-    ``sampling`` is merged into every request body (``temperature``, ``max_tokens``,
-    ``top_p``, ``seed``, ``stop``, vLLM's ``skip_special_tokens`` ...). ``max_concurrency``
-    bounds the requests in flight from this instance: across threads for ``act``, and per
-    event loop for ``aact`` (normally one loop). ``max_retries`` is the number of retries
-    after the first try.
+    Args:
+        model: The model name sent to the server.
+        base_url: The endpoint; default ``$OPENAI_BASE_URL``, else OpenAI's.
+        api_key: Default ``$OPENAI_API_KEY``.
+        sampling: Merged into every request body (``temperature``, ``max_tokens``, ``top_p``,
+            ``seed``, ``stop``, vLLM's ``skip_special_tokens`` ...).
+        max_concurrency: Requests in flight from this instance: across threads for ``act``,
+            and per event loop for ``aact`` (normally one loop).
+        timeout: Seconds one request may take.
+        max_retries: Retries after the first try (see :class:`~skillgym.openai_client.RetryPolicy`).
+        backoff_base: Ceiling of the first pause between tries, in seconds.
+        backoff_max: Longest pause.
+        send_tools: Send the env's tool schemas (off for servers without tool support).
+        send_reasoning: Send earlier turns' ``reasoning_content``.
+        logprobs: Ask for per-token log-probabilities.
+        return_token_ids: Ask a vLLM server for token ids.
+        headers: Extra request headers.
     """
 
     def __init__(
@@ -84,38 +70,25 @@ class OpenAIPolicy(Policy):
         return_token_ids: bool = False,
         headers: dict[str, str] | None = None,
     ):
-        # Kept so a pickled policy (e.g. sent to a Ray actor) is rebuilt with fresh clients.
+        # Kept so a pickled policy (e.g. sent to a Ray actor) is rebuilt with fresh connections.
         self._init_args = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
-        if max_concurrency < 1:
-            raise ValueError(f"max_concurrency must be at least 1, got {max_concurrency}")
         if max_retries < 0:
             raise ValueError(f"max_retries must be 0 or more, got {max_retries}")
+        self.client = OpenAIClient(
+            base_url, api_key, timeout=timeout, max_concurrency=max_concurrency, headers=headers,
+            retry=RetryPolicy(max_retries=max_retries, backoff_base=backoff_base, backoff_max=backoff_max),
+        )
         self.model = model
-        self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
-        key = api_key or os.environ.get("OPENAI_API_KEY")
-        if not key and self.base_url == DEFAULT_BASE_URL:
-            raise ValueError("no API key for api.openai.com: set OPENAI_API_KEY or pass api_key=")
-        self.url = self.base_url + "/chat/completions"
+        self.base_url, self.url = self.client.base_url, self.client.url
         self.sampling = dict(sampling or {})
         self.max_concurrency = max_concurrency
         self.timeout = timeout
         self.max_retries = max_retries
-        self.backoff_base = backoff_base
-        self.backoff_max = backoff_max
         self.send_tools = send_tools
         self.send_reasoning = send_reasoning
         self.logprobs = logprobs
         self.return_token_ids = return_token_ids
         self.policy_id = f"openai:{model}"
-        # Local servers accept any key; sending one keeps proxies that demand a header happy.
-        self._headers = {"Authorization": f"Bearer {key or 'EMPTY'}", **(headers or {})}
-        self._timeout = httpx.Timeout(timeout, connect=min(timeout, 10.0))
-        self._sync_slots = _SyncSlots(max_concurrency, self._client_options)
-        # Async clients belong to one event loop: one set of slots per loop.
-        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _AsyncSlots] = weakref.WeakKeyDictionary()
-        self._rng = random.Random()
-        self._ssl: ssl.SSLContext | None = None
-        self._ssl_lock = threading.Lock()
 
     def __getstate__(self) -> dict[str, Any]:
         return dict(self._init_args)
@@ -141,164 +114,23 @@ class OpenAIPolicy(Policy):
         return body
 
     def act(self, observation: list[Message], info: dict[str, Any]) -> Action:
-        body = self.request_body(observation, info)
-        last: _Retryable | None = None
-        for attempt in range(self.max_retries + 1):
-            if attempt:
-                time.sleep(self._backoff(attempt, last))
-            try:
-                with self._sync_slots.client() as client:
-                    response = client.post(self.url, json=body, headers=self._headers)
-                return self._action(response, attempt + 1)
-            except (httpx.TimeoutException, httpx.TransportError) as exc:
-                last = _Retryable(f"{type(exc).__name__}: {exc}")
-            except _Retryable as exc:
-                last = exc
-        raise self._exhausted(last)
+        return _action(self.client.complete(self.request_body(observation, info)))
 
     async def aact(self, observation: list[Message], info: dict[str, Any]) -> Action:
-        body = self.request_body(observation, info)
-        slots = self._async_slots()
-        last: _Retryable | None = None
-        for attempt in range(self.max_retries + 1):
-            if attempt:
-                await asyncio.sleep(self._backoff(attempt, last))
-            try:
-                async with slots.client() as client:
-                    response = await client.post(self.url, json=body, headers=self._headers)
-                return self._action(response, attempt + 1)
-            except (httpx.TimeoutException, httpx.TransportError) as exc:
-                last = _Retryable(f"{type(exc).__name__}: {exc}")
-            except _Retryable as exc:
-                last = exc
-        raise self._exhausted(last)
-
-    def _async_slots(self) -> _AsyncSlots:
-        loop = asyncio.get_running_loop()
-        slots = self._async.get(loop)
-        if slots is None:
-            slots = self._async[loop] = _AsyncSlots(self.max_concurrency, self._client_options)
-        return slots
-
-    def _client_options(self) -> dict[str, Any]:
-        # Building an SSL context loads the CA bundle (~20 ms); do it once, not once per client.
-        with self._ssl_lock:
-            if self._ssl is None:
-                import certifi
-
-                self._ssl = ssl.create_default_context(cafile=certifi.where())
-        return {"limits": httpx.Limits(max_connections=1, max_keepalive_connections=1), "timeout": self._timeout,
-                "verify": self._ssl}
-
-    def _backoff(self, attempt: int, last: _Retryable | None) -> float:
-        ceiling = min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1))
-        delay = ceiling / 2 + self._rng.uniform(0, ceiling / 2)  # "equal jitter": spread, never zero
-        if last is not None and last.retry_after is not None:
-            delay = max(delay, min(last.retry_after, self.backoff_max))
-        return delay
-
-    def _exhausted(self, last: _Retryable | None) -> OpenAIPolicyError:
-        attempts = self.max_retries + 1
-        reason = last.reason if last else "no attempt was made"
-        return OpenAIPolicyError(
-            f"POST {self.url} (model {self.model!r}) failed after {attempts} attempt(s); last error: {reason}. "
-            "Check that the server is up and serves this model; raise max_retries or timeout for a busy server.",
-            status=last.status if last else None,
-            attempts=attempts,
-        )
-
-    def _action(self, response: httpx.Response, attempts: int) -> dict[str, Any]:
-        status = response.status_code
-        if status in _RETRY_STATUSES or status >= 500:
-            raise _Retryable(f"HTTP {status}: {_snippet(response.text)}", status, _retry_after(response))
-        if status >= 400:
-            hint = {
-                401: "check OPENAI_API_KEY or api_key=",
-                404: f"check the base URL ({self.base_url}) and that model {self.model!r} is served",
-            }.get(status, "the server rejected the request; see its message")
-            raise OpenAIPolicyError(
-                f"POST {self.url} (model {self.model!r}) answered HTTP {status}: {_snippet(response.text)}; {hint}",
-                status=status,
-                attempts=attempts,
-            )
-        try:
-            data = response.json()
-            choice = data["choices"][0]
-            message = choice["message"]
-        except (ValueError, KeyError, IndexError, TypeError) as exc:
-            raise OpenAIPolicyError(
-                f"POST {self.url} answered HTTP {status} with a body that is not a chat completion "
-                f"({type(exc).__name__}: {exc}): {_snippet(response.text)}",
-                status=status,
-                attempts=attempts,
-            ) from None
-        return response_to_action(data, choice, message)
+        return _action(await self.client.acomplete(self.request_body(observation, info)))
 
     # -- lifecycle ---------------------------------------------------------------------------
     def close(self) -> None:
-        self._sync_slots.close()
-        self._async = weakref.WeakKeyDictionary()  # async clients die with their loops
+        self.client.close()
 
     async def aclose(self) -> None:
-        """Close this event loop's async clients (call before the loop ends to avoid warnings)."""
-        slots = self._async.pop(asyncio.get_running_loop(), None)
-        if slots is not None:
-            await slots.aclose()
+        """Close this event loop's async connections (call before the loop ends to avoid warnings)."""
+        await self.client.aclose()
 
 
-# -- connection slots -----------------------------------------------------------------------------
-# One single-connection client per concurrency slot, handed out through a queue. The queue is
-# the concurrency limit, and it keeps httpx fast: httpcore's pool scans every connection on
-# each request, which at 128 connections cost ~20 ms of CPU a request.
-
-class _Slots:
-    def __init__(self, size: int, make: Callable[[], Any], free: Any):
-        self._make, self._free = make, free  # LIFO: the last client used has a warm connection
-        for _ in range(size):
-            free.put_nowait(None)  # clients are made on first use
-        self._made: list[Any] = []
-
-    def _ready(self, client: Any) -> Any:
-        if client is None:
-            client = self._make()
-            self._made.append(client)
-        return client
-
-
-class _SyncSlots(_Slots):
-    def __init__(self, size: int, options: Callable[[], dict[str, Any]]):
-        super().__init__(size, lambda: httpx.Client(**options()), queue.LifoQueue())
-
-    @contextmanager
-    def client(self) -> Iterator[httpx.Client]:
-        client = self._free.get()
-        try:
-            client = self._ready(client)
-            yield client
-        finally:
-            self._free.put_nowait(client)
-
-    def close(self) -> None:
-        for client in self._made:
-            client.close()
-
-
-class _AsyncSlots(_Slots):
-    def __init__(self, size: int, options: Callable[[], dict[str, Any]]):
-        super().__init__(size, lambda: httpx.AsyncClient(**options()), asyncio.LifoQueue())
-
-    @asynccontextmanager
-    async def client(self) -> AsyncIterator[httpx.AsyncClient]:
-        client = await self._free.get()
-        try:
-            client = self._ready(client)
-            yield client
-        finally:
-            self._free.put_nowait(client)
-
-    async def aclose(self) -> None:
-        for client in self._made:
-            await client.aclose()
+def _action(data: dict[str, Any]) -> dict[str, Any]:
+    choice = data["choices"][0]
+    return response_to_action(data, choice, choice["message"])
 
 
 def response_to_action(data: dict[str, Any], choice: dict[str, Any], message: dict[str, Any]) -> dict[str, Any]:
@@ -388,7 +220,7 @@ def _assistant(message: Message, answered: list[str], send_reasoning: bool) -> t
         out["tool_calls"] = calls
         return out, set(ids)
     if raw_calls:
-        markup = "\n".join(_call_markup(c) for c in raw_calls)
+        markup = "\n".join(render_openai_call_text(c) for c in raw_calls)
         out["content"] = f"{content}\n{markup}" if content else markup
     return out, set()
 
@@ -412,31 +244,9 @@ def _clean_call(call: Any) -> dict[str, Any] | None:
     return {"id": str(call["id"]), "type": "function", "function": {"name": fn["name"], "arguments": arguments}}
 
 
-def _call_markup(call: Any) -> str:
-    fn = call.get("function", call) if isinstance(call, dict) else {}
-    fn = fn if isinstance(fn, dict) else {}
-    arguments = fn.get("arguments", {})
-    if not isinstance(arguments, str):
-        arguments = json.dumps(arguments, ensure_ascii=False, default=str)
-    return f'<tool_call>\n{{"name": {json.dumps(str(fn.get("name", "")))}, "arguments": {arguments}}}\n</tool_call>'
-
-
 def _text(content: Any) -> str:
     if content is None:
         return ""
     if isinstance(content, list):
         return "".join(p.get("text", "") for p in content if isinstance(p, dict))
     return str(content)
-
-
-def _snippet(text: str, limit: int = 300) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None

@@ -4,10 +4,10 @@
     result = generate_tasks(skill, ChatClient.from_spec("openai:MODEL@URL", cache_dir=".cache"), GenerationConfig(n=100))
 """
 
+from skillgym.llm import ChatClient, LLMError, StructuredOutputError, extract_json
 from skillgym.taskgen.dedupe import NearDuplicateFilter, dedupe_texts
 from skillgym.taskgen.generate import GenerationConfig, GenerationResult, generate_tasks, plan
 from skillgym.taskgen.learnability import LearnabilityResult, filter_learnable, learnability, score_rewards
-from skillgym.taskgen.llm import ChatClient, LLMError, StructuredOutputError, extract_json
 from skillgym.taskgen.topics import TopicGraph, TopicNode, grow_topic_graph
 
 __all__ = [

@@ -22,8 +22,9 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from skillgym.compiler.build import slug
+from skillgym.llm import ChatClient, StructuredOutputError
 from skillgym.taskgen.dedupe import NearDuplicateFilter
-from skillgym.taskgen.llm import ChatClient, StructuredOutputError
 from skillgym.taskgen.schemas import TaskBatch, TaskDraft
 from skillgym.taskgen.topics import TopicGraph, TopicNode, grow_topic_graph, skill_brief
 from skillgym.types import SkillSpec, Task
@@ -202,7 +203,7 @@ def to_task(skill: SkillSpec, graph: TopicGraph, topic: TopicNode, slot: Slot, d
     split = ("test" if bucket < config.test_fraction
              else "validation" if bucket < config.test_fraction + config.validation_fraction else "train")
     return Task(
-        id=f"{_slug(skill.name)}-{digest[:12]}",
+        id=f"{slug(skill.name)}-{digest[:12]}",
         prompt=draft.prompt.strip(),
         files=draft.files,
         reference=reference,
@@ -219,9 +220,3 @@ def to_task(skill: SkillSpec, graph: TopicGraph, topic: TopicNode, slot: Slot, d
             "teacher": teacher,
         },
     )
-
-
-def _slug(text: str) -> str:
-    from skillgym.compiler.build import slug
-
-    return slug(text)

@@ -11,7 +11,7 @@ import json
 
 from pydantic import BaseModel, Field
 
-from skillgym.taskgen.llm import ChatClient
+from skillgym.llm import ChatClient
 from skillgym.taskgen.schemas import TopicList
 from skillgym.types import SkillSpec
 

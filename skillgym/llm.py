@@ -1,4 +1,4 @@
-"""A small chat-completions client for structured (JSON) outputs, with repair and a disk cache.
+"""Structured (JSON) outputs from a chat model, with repair and a disk cache.
 
 Task generation and the rubric judge ask a model for JSON that must fit a pydantic schema.
 Models get this wrong in two ways — text that is not JSON (fences, prose, truncation) and
@@ -8,7 +8,8 @@ fails with an error that names the schema, the attempts and the last problem.
 
 Every completion is cached on disk under a hash of the request (model, messages, sampling),
 so an interrupted run that is started again replays finished calls instead of paying for
-them twice. Transport failures (429, 5xx, timeouts) are retried with exponential backoff.
+them twice. HTTP, retries and backoff are the core client's
+(:class:`~skillgym.openai_client.OpenAIClient`).
 """
 
 from __future__ import annotations
@@ -16,26 +17,25 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import random
 import re
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-import httpx
 from pydantic import BaseModel, ValidationError
 
+from skillgym.io import atomic_write_text
+from skillgym.openai_client import OpenAIClient, OpenAIError, RetryPolicy
+from skillgym.policies.spec import parse_policy_spec
 from skillgym.types import Message
 
 T = TypeVar("T", bound=BaseModel)
 
-_RETRY_STATUSES = frozenset({408, 409, 429})
 _FENCE_RE = re.compile(r"```(?:json)?\s*\n(.*?)```", re.DOTALL)
 
 
-class LLMError(RuntimeError):
-    """A request failed for good (after retries) or the server answered nonsense."""
+LLMError = OpenAIError
+"""A request failed for good (after retries) or the server answered nonsense."""
 
 
 class StructuredOutputError(LLMError):
@@ -65,7 +65,20 @@ def extract_json(text: str) -> Any:
 
 
 class ChatClient:
-    """Chat completions against any OpenAI-compatible server (``{base_url}/chat/completions``)."""
+    """Text and JSON answers from any OpenAI-compatible server, cached on disk.
+
+    Args:
+        model: The model name sent to the server.
+        base_url: The endpoint; default ``$OPENAI_BASE_URL`` (required: there is no default server).
+        api_key: Default ``$OPENAI_API_KEY``.
+        temperature: Default sampling temperature.
+        max_tokens: Cap on each reply (None: the server's).
+        timeout: Seconds one request may take.
+        max_retries: Retries of a failed request (see :class:`~skillgym.openai_client.RetryPolicy`).
+        backoff_base: Ceiling of the first pause between tries, in seconds.
+        cache_dir: Folder of cached completions (None: no cache).
+        json_mode: Ask for ``response_format: json_object`` (dropped for servers that refuse it).
+    """
 
     def __init__(
         self,
@@ -87,22 +100,30 @@ class ChatClient:
             raise ValueError(
                 f"no endpoint for model {model!r}: set OPENAI_BASE_URL or write the spec as 'openai:{model}@http://host:port/v1'"
             )
-        key = api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
         self.temperature, self.max_tokens = temperature, max_tokens
-        self.max_retries, self.backoff_base = max_retries, backoff_base
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.json_mode = json_mode
-        self.http_calls = 0
         self.cache_hits = 0
-        self._client = httpx.Client(timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
-                                    headers={"Authorization": f"Bearer {key}"})
+        self.client = OpenAIClient(self.base_url, api_key, timeout=timeout, max_concurrency=1,
+                                   retry=RetryPolicy(max_retries=max_retries, backoff_base=backoff_base))
+
+    @property
+    def http_calls(self) -> int:
+        """HTTP requests sent so far, retries included (cache hits send none)."""
+        return self.client.http_calls
+
+    @property
+    def backoff_base(self) -> float:
+        return self.client.retry.backoff_base
+
+    @backoff_base.setter
+    def backoff_base(self, value: float) -> None:
+        self.client.retry.backoff_base = value
 
     @classmethod
     def from_spec(cls, spec: str, **kwargs: Any) -> ChatClient:
         """From the policy-spec syntax (``openai:MODEL[@URL][?temperature=..&max_tokens=..]``;
         a bare ``MODEL`` means ``openai:MODEL``), so teachers and judges are named like policies."""
-        from skillgym.policies.spec import parse_policy_spec
-
         text = spec.strip()
         parsed = parse_policy_spec(text if text.startswith("openai:") else f"openai:{text}")
         if parsed.kind != "openai" or not parsed.model:
@@ -135,34 +156,15 @@ class ChatClient:
         return text
 
     def _post(self, body: dict[str, Any]) -> str:
-        url = self.base_url + "/chat/completions"
-        last = ""
-        for attempt in range(self.max_retries + 1):
-            if attempt:
-                delay = min(30.0, self.backoff_base * 2 ** (attempt - 1))
-                time.sleep(delay * (0.5 + random.random() / 2))
-            try:
-                self.http_calls += 1
-                response = self._client.post(url, json=body)
-            except (httpx.TimeoutException, httpx.TransportError) as exc:
-                last = f"{type(exc).__name__}: {exc}"
-                continue
-            if response.status_code in _RETRY_STATUSES or response.status_code >= 500:
-                last = f"HTTP {response.status_code}: {response.text[:300]}"
-                continue
-            if response.status_code == 400 and "response_format" in body and "response_format" in response.text:
+        try:
+            data = self.client.complete(body)
+        except OpenAIError as exc:
+            if exc.status == 400 and "response_format" in body and "response_format" in exc.body:
                 # Some servers do not know JSON mode; the prompt asks for JSON anyway.
-                body = {k: v for k, v in body.items() if k != "response_format"}
                 self.json_mode = False
-                continue
-            if response.status_code >= 400:
-                raise LLMError(f"POST {url} answered HTTP {response.status_code}: {response.text[:500]}")
-            try:
-                message = response.json()["choices"][0]["message"]
-            except (ValueError, KeyError, IndexError, TypeError):
-                raise LLMError(f"POST {url} answered something that is not a chat completion: {response.text[:300]}") from None
-            return message.get("content") or ""
-        raise LLMError(f"POST {url} failed after {self.max_retries + 1} attempts; last problem: {last}")
+                return self._post({k: v for k, v in body.items() if k != "response_format"})
+            raise
+        return data["choices"][0]["message"].get("content") or ""
 
     # -- structured outputs ------------------------------------------------------------------
     def complete_json(
@@ -223,12 +225,10 @@ class ChatClient:
         if file is None:
             return
         file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = file.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps({"request": body, "response": text}, ensure_ascii=False), encoding="utf-8")
-        tmp.replace(file)
+        atomic_write_text(file, json.dumps({"request": body, "response": text}, ensure_ascii=False))
 
     def close(self) -> None:
-        self._client.close()
+        self.client.close()
 
     def __enter__(self) -> ChatClient:
         return self

@@ -1,0 +1,313 @@
+"""The one client for OpenAI-compatible chat-completions endpoints (OpenAI, vLLM,
+``transformers serve``, SGLang, llama.cpp, ...), used by the OpenAI policy, task generation
+and the rubric judge.
+
+It speaks HTTP through httpx directly (no SDK retries underneath ours). One
+:class:`RetryPolicy` decides for the sync face (:meth:`OpenAIClient.complete`) and the async
+face (:meth:`OpenAIClient.acomplete`) alike: 408, 409, 429, 5xx, timeouts and connection
+errors are retried with exponential backoff and jitter (honouring ``Retry-After``); other 4xx
+answers fail at once. Every failure is an :class:`OpenAIError` that names the URL, the model,
+the attempts and the last answer.
+
+Requests in flight are bounded by ``max_concurrency``: one single-connection httpx client per
+slot, handed out through a queue (across threads for the sync face, per event loop for the
+async one). That keeps httpx fast: httpcore's pool scans every connection on each request,
+which at 128 connections cost ~20 ms of CPU a request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import queue
+import random
+import ssl
+import threading
+import time
+import weakref
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["DEFAULT_BASE_URL", "OpenAIClient", "OpenAIError", "RetryPolicy"]
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+RETRY_STATUSES = frozenset({408, 409, 429})
+_TRANSPORT_ERRORS = (httpx.TimeoutException, httpx.TransportError)
+
+
+class OpenAIError(RuntimeError):
+    """A chat-completions request failed for good.
+
+    Attributes:
+        status: The last HTTP status, or None when no answer came (connection error, timeout).
+        attempts: Requests made, retries included.
+        body: The start of the last answer's body ("" when none came).
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, attempts: int = 0, body: str = ""):
+        super().__init__(message)
+        self.status = status
+        self.attempts = attempts
+        self.body = body
+
+
+class RetryPolicy(BaseModel):
+    """When and how long to wait before trying a request again."""
+
+    model_config = ConfigDict(validate_assignment=True)
+
+    max_retries: int = Field(default=5, ge=0, description="Retries after the first try.")
+    backoff_base: float = Field(default=0.5, ge=0, description="Ceiling of the first pause, in seconds; doubles per retry.")
+    backoff_max: float = Field(default=30.0, ge=0, description="Longest pause, and the cap on a server's Retry-After.")
+
+    def delay(self, retry: int, retry_after: float | None = None, rng: random.Random | None = None) -> float:
+        """Seconds to wait before retry number ``retry`` (1 for the first retry).
+
+        Args:
+            retry: Which retry this is, from 1.
+            retry_after: The server's ``Retry-After`` in seconds, if it sent one.
+            rng: Source of jitter (default: the ``random`` module's).
+
+        Returns:
+            A pause in [ceiling / 2, ceiling] ("equal jitter": spread out, never zero), at least
+            ``retry_after`` (capped at ``backoff_max``).
+        """
+        ceiling = min(self.backoff_max, self.backoff_base * 2 ** (retry - 1))
+        delay = ceiling / 2 + (rng or random).uniform(0, ceiling / 2)
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, self.backoff_max))
+        return delay
+
+
+class _Retryable(Exception):
+    def __init__(self, reason: str, status: int | None = None, retry_after: float | None = None, body: str = ""):
+        super().__init__(reason)
+        self.reason, self.status, self.retry_after, self.body = reason, status, retry_after, body
+
+
+class OpenAIClient:
+    """Chat completions against ``{base_url}/chat/completions``, sync and async.
+
+    Args:
+        base_url: The endpoint (``http://host:port/v1``); default ``$OPENAI_BASE_URL``, else OpenAI's.
+        api_key: Sent as a bearer token; default ``$OPENAI_API_KEY``. Local servers accept any
+            key, and sending one keeps proxies that demand the header happy.
+        timeout: Seconds one request may take (connecting: at most 10).
+        retry: The retry policy (default: :class:`RetryPolicy`'s defaults).
+        max_concurrency: Requests in flight at once from this client.
+        headers: Extra request headers.
+    """
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout: float = 120.0,
+        retry: RetryPolicy | None = None,
+        max_concurrency: int = 64,
+        headers: dict[str, str] | None = None,
+    ):
+        if max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be at least 1, got {max_concurrency}")
+        self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+        key = api_key or os.environ.get("OPENAI_API_KEY")
+        if not key and self.base_url == DEFAULT_BASE_URL:
+            raise ValueError("no API key for api.openai.com: set OPENAI_API_KEY or pass api_key=")
+        self.url = self.base_url + "/chat/completions"
+        self.retry = retry or RetryPolicy()
+        self.max_concurrency = max_concurrency
+        self.timeout = timeout
+        self.http_calls = 0
+        """HTTP requests sent so far, retries included."""
+        self._headers = {"Authorization": f"Bearer {key or 'EMPTY'}", **(headers or {})}
+        self._timeout = httpx.Timeout(timeout, connect=min(timeout, 10.0))
+        self._sync = _SyncSlots(max_concurrency, self._client_options)
+        # Async clients belong to one event loop: one set of slots per loop.
+        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _AsyncSlots] = weakref.WeakKeyDictionary()
+        self._rng = random.Random()
+        self._ssl: ssl.SSLContext | None = None
+        self._lock = threading.Lock()
+
+    # -- requests ------------------------------------------------------------------------------
+    def complete(self, body: dict[str, Any]) -> dict[str, Any]:
+        """POST ``body`` and return the chat completion, retrying as the policy says.
+
+        Args:
+            body: The request body (``model``, ``messages``, sampling parameters, ...).
+
+        Returns:
+            The response JSON; ``choices[0]["message"]`` is checked to exist.
+
+        Raises:
+            OpenAIError: A non-retryable answer, a body that is not a chat completion, or
+                retries spent.
+        """
+        last: _Retryable | None = None
+        for attempt in range(self.retry.max_retries + 1):
+            if attempt:
+                time.sleep(self.retry.delay(attempt, last.retry_after if last else None, self._rng))
+            try:
+                with self._sync.client() as client:
+                    self._count()
+                    response = client.post(self.url, json=body, headers=self._headers)
+                return self._completion(response, body, attempt + 1)
+            except _TRANSPORT_ERRORS as exc:
+                last = _Retryable(f"{type(exc).__name__}: {exc}")
+            except _Retryable as exc:
+                last = exc
+        raise self._exhausted(body, last)
+
+    async def acomplete(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The async face of :meth:`complete` (same retries, same errors); never blocks the loop."""
+        slots = self._async_slots()
+        last: _Retryable | None = None
+        for attempt in range(self.retry.max_retries + 1):
+            if attempt:
+                await asyncio.sleep(self.retry.delay(attempt, last.retry_after if last else None, self._rng))
+            try:
+                async with slots.client() as client:
+                    self._count()
+                    response = await client.post(self.url, json=body, headers=self._headers)
+                return self._completion(response, body, attempt + 1)
+            except _TRANSPORT_ERRORS as exc:
+                last = _Retryable(f"{type(exc).__name__}: {exc}")
+            except _Retryable as exc:
+                last = exc
+        raise self._exhausted(body, last)
+
+    def _count(self) -> None:
+        with self._lock:
+            self.http_calls += 1
+
+    def _completion(self, response: httpx.Response, body: dict[str, Any], attempts: int) -> dict[str, Any]:
+        """The parsed completion, or :class:`_Retryable` / :class:`OpenAIError` saying why not."""
+        status = response.status_code
+        model = body.get("model")
+        if status in RETRY_STATUSES or status >= 500:
+            raise _Retryable(f"HTTP {status}: {snippet(response.text)}", status, _retry_after(response), response.text)
+        if status >= 400:
+            hint = {
+                401: "check OPENAI_API_KEY or api_key=",
+                404: f"check the base URL ({self.base_url}) and that model {model!r} is served",
+            }.get(status, "the server rejected the request; see its message")
+            raise OpenAIError(
+                f"POST {self.url} (model {model!r}) answered HTTP {status}: {snippet(response.text)}; {hint}",
+                status=status, attempts=attempts, body=response.text[:2000],
+            )
+        try:
+            data = response.json()
+            data["choices"][0]["message"]  # noqa: B018 - the shape check itself
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            raise OpenAIError(
+                f"POST {self.url} answered HTTP {status} with a body that is not a chat completion "
+                f"({type(exc).__name__}: {exc}): {snippet(response.text)}",
+                status=status, attempts=attempts, body=response.text[:2000],
+            ) from None
+        return data
+
+    def _exhausted(self, body: dict[str, Any], last: _Retryable | None) -> OpenAIError:
+        attempts = self.retry.max_retries + 1
+        reason = last.reason if last else "no attempt was made"
+        return OpenAIError(
+            f"POST {self.url} (model {body.get('model')!r}) failed after {attempts} attempt(s); last error: {reason}. "
+            "Check that the server is up and serves this model; raise max_retries or timeout for a busy server.",
+            status=last.status if last else None, attempts=attempts, body=(last.body if last else "")[:2000],
+        )
+
+    # -- connections ---------------------------------------------------------------------------
+    def _async_slots(self) -> _AsyncSlots:
+        loop = asyncio.get_running_loop()
+        slots = self._async.get(loop)
+        if slots is None:
+            slots = self._async[loop] = _AsyncSlots(self.max_concurrency, self._client_options)
+        return slots
+
+    def _client_options(self) -> dict[str, Any]:
+        # Building an SSL context loads the CA bundle (~20 ms); do it once, not once per client.
+        with self._lock:
+            if self._ssl is None:
+                import certifi
+
+                self._ssl = ssl.create_default_context(cafile=certifi.where())
+        return {"limits": httpx.Limits(max_connections=1, max_keepalive_connections=1), "timeout": self._timeout,
+                "verify": self._ssl}
+
+    def close(self) -> None:
+        """Close the sync connections (async ones die with their event loops; see :meth:`aclose`)."""
+        self._sync.close()
+        self._async = weakref.WeakKeyDictionary()
+
+    async def aclose(self) -> None:
+        """Close this event loop's async connections (call before the loop ends to avoid warnings)."""
+        slots = self._async.pop(asyncio.get_running_loop(), None)
+        if slots is not None:
+            await slots.aclose()
+
+
+class _Slots:
+    def __init__(self, size: int, make: Callable[[], Any], free: Any):
+        self._make, self._free = make, free  # LIFO: the last client used has a warm connection
+        for _ in range(size):
+            free.put_nowait(None)  # clients are made on first use
+        self._made: list[Any] = []
+
+    def _ready(self, client: Any) -> Any:
+        if client is None:
+            client = self._make()
+            self._made.append(client)
+        return client
+
+
+class _SyncSlots(_Slots):
+    def __init__(self, size: int, options: Callable[[], dict[str, Any]]):
+        super().__init__(size, lambda: httpx.Client(**options()), queue.LifoQueue())
+
+    @contextmanager
+    def client(self) -> Iterator[httpx.Client]:
+        client = self._free.get()
+        try:
+            client = self._ready(client)
+            yield client
+        finally:
+            self._free.put_nowait(client)
+
+    def close(self) -> None:
+        for client in self._made:
+            client.close()
+
+
+class _AsyncSlots(_Slots):
+    def __init__(self, size: int, options: Callable[[], dict[str, Any]]):
+        super().__init__(size, lambda: httpx.AsyncClient(**options()), asyncio.LifoQueue())
+
+    @asynccontextmanager
+    async def client(self) -> AsyncIterator[httpx.AsyncClient]:
+        client = await self._free.get()
+        try:
+            client = self._ready(client)
+            yield client
+        finally:
+            self._free.put_nowait(client)
+
+    async def aclose(self) -> None:
+        for client in self._made:
+            await client.aclose()
+
+
+def snippet(text: str, limit: int = 300) -> str:
+    """``text`` on one line, cut to ``limit`` characters (for error messages)."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
