@@ -15,7 +15,14 @@ from pathlib import Path
 import pytest
 
 from skillgym.sandbox import (
-    ExecutorInternalError, Mount, OpError, Sandbox, SandboxConfig, SandboxDied, SandboxError, SandboxPool,
+    ExecutorInternalError,
+    Mount,
+    OpError,
+    Sandbox,
+    SandboxConfig,
+    SandboxDied,
+    SandboxError,
+    SandboxPool,
 )
 from skillgym.sandbox.local import LocalSandbox, bwrap_works
 

@@ -27,19 +27,22 @@ def _client():
 
 @app.command()
 def gc(
-    all_: bool = typer.Option(False, "--all", help="Remove every skillgym container, not only orphans."),
+    all_: bool = typer.Option(False, "--all", help="Remove every skillgym sandbox, not only orphans."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
-    """Remove sandbox containers whose owner process is gone (or all of them with --all)."""
-    from .gc import collect
+    """Remove sandboxes whose owner process is gone: containers and local folders (or all with --all)."""
+    from . import docker_available
+    from .gc import collect, collect_local
 
-    reaped = collect(_client(), all_containers=all_)
+    reaped = collect_local(all_folders=all_)
+    if docker_available():
+        reaped = collect(_client(), all_containers=all_) + reaped
     if as_json:
         typer.echo(json.dumps([r.to_dict() for r in reaped], indent=2))
     elif not reaped:
-        console.print("No orphaned skillgym containers.")
+        console.print("No orphaned skillgym sandboxes.")
     else:
-        table = Table("container", "name", "owner", "pid", "created", "reason", "result")
+        table = Table("sandbox", "name", "owner", "pid", "created", "reason", "result")
         for r in reaped:
             table.add_row(r.id, r.name, r.owner, r.pid, r.created, r.reason, "removed" if r.removed else f"[red]{r.error}[/red]")
         console.print(table)

@@ -168,8 +168,11 @@ class LocalSandbox(ExecutorSandbox):
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._proc.stdout, selectors.EVENT_READ)
 
-    def _bwrap_argv(self, workspace: Path) -> list[str]:
+    def _bwrap_argv(self, workspace: Path, privileged: bool | None = None) -> list[str]:
+        """bubblewrap's command line; ``privileged`` (default: whether we are root) adds the uid split."""
         cfg = self.config
+        if privileged is None:
+            privileged = os.geteuid() == 0
         argv = [
             "bwrap", "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
             "--unshare-cgroup-try", "--die-with-parent", "--new-session",
@@ -194,14 +197,14 @@ class LocalSandbox(ExecutorSandbox):
         for mount in cfg.mounts:
             src = str(check_mount_source(Path(mount.source)))
             argv += ["--ro-bind" if mount.read_only else "--bind", src, f"/workspace/{mount.target.strip('/')}"]
-        if os.geteuid() == 0:
+        if privileged:
             argv += ["--cap-drop", "ALL"]
             for cap in EXECUTOR_CAPS:
                 argv += ["--cap-add", cap]
         argv += ["--remount-ro", "/", "--chdir", "/workspace", "--", _sandbox_python(), "-E", "-s", "-B",
                  f"{EXECUTOR_DIR_IN_SANDBOX}/executor.py", "--root", "/workspace", "--memory-mb", str(cfg.memory_mb),
                  "--nproc", str(cfg.pids_limit), "--op-timeout", str(cfg.default_timeout)]
-        if os.geteuid() == 0:
+        if privileged:
             uid = UID_BASE + (os.getpid() % 10_000) * 100 + next(_uid_counter) % 100
             argv += ["--tool-uid", str(uid), "--tool-gid", str(uid)]
         return argv
