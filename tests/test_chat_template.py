@@ -220,3 +220,24 @@ def test_not_a_conversation_raises_a_clear_error():
         parse_rendered("hello")
     with pytest.raises(ChatTemplateError, match="not closed"):
         parse_rendered("<|im_start|>user\nhi")
+
+
+def test_the_codec_renders_calls_exactly_as_the_template_does():
+    """toolcalls owns the <tool_call> markup: its rendering is byte for byte the template's, and
+    what it renders (structured or raw-argument calls) parses back through parse_turn."""
+    from skillgym.toolcalls import parse_turn, render_openai_call_text, split_rendered_calls
+
+    args = {"pattern": "déf \"x\"", "context": 2, "glob": None}
+    raw_call = {"id": "c1", "type": "function", "function": {"name": "grep", "arguments": json.dumps(args, ensure_ascii=False)}}
+    for arguments in (args, raw_call["function"]["arguments"]):  # an object, or its JSON text
+        structured = {"type": "function", "function": {"name": "grep", "arguments": arguments}}
+        text = render([{"role": "user", "content": "q"}, {"role": "assistant", "content": "looking", "tool_calls": [structured]}])
+        assistant = text.split("<|im_start|>assistant\n")[1].split("<|im_end|>")[0]
+        assert assistant.endswith("looking\n" + call("grep", args)) and assistant.endswith(render_openai_call_text(structured))
+    content, calls = split_rendered_calls(assistant.split("</think>\n\n")[-1])
+    assert content == "looking" and calls == [("grep", json.dumps(args, ensure_ascii=False))]
+    parsed = parse_turn(render_openai_call_text(raw_call))
+    assert [(c.name, c.arguments) for c in parsed.calls] == [("grep", args)]
+    # Arguments a model wrote as broken JSON are kept verbatim, so the model sees what it wrote.
+    broken = render_openai_call_text({"function": {"name": "grep", "arguments": '{"pattern": "oops'}})
+    assert '{"pattern": "oops' in broken and split_rendered_calls(broken) == (broken, [])

@@ -398,3 +398,34 @@ def test_hf_spec_loads_a_saved_model(small_env, tiny_model, tmp_path):
     action = policy.act(obs, info)
     assert len(action["token_ids"]) <= 4 and policy.policy_id.startswith("hf:")
     json.dumps(action)
+
+
+def test_one_client_one_retry_policy_for_both_faces():
+    """The core client: the sync and async faces retry alike, honour Retry-After, count every request."""
+    from skillgym.openai_client import OpenAIClient, OpenAIError, RetryPolicy
+
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    with ScriptedOpenAIServer(reply_with(assistant_message("ok")), fail_first=2, fail_status=429, retry_after=0.2) as server:
+        client = OpenAIClient(server.base_url, retry=RetryPolicy(max_retries=2, backoff_base=0.01, backoff_max=1.0))
+        started = time.perf_counter()
+        assert client.complete(body)["choices"][0]["message"]["content"] == "ok"
+        assert time.perf_counter() - started >= 0.4  # two waits of at least Retry-After
+        server.failures_injected = 0
+
+        async def once():
+            try:
+                return await client.acomplete(body)
+            finally:
+                await client.aclose()
+
+        assert asyncio.run(once())["choices"][0]["message"]["content"] == "ok"
+        assert client.http_calls == server.request_count == 6
+        client.close()
+    with ScriptedOpenAIServer(lambda r: {"choices": []}) as server:
+        with pytest.raises(OpenAIError, match="not a chat completion") as caught:
+            OpenAIClient(server.base_url, retry=RetryPolicy(max_retries=3)).complete(body)
+        assert caught.value.attempts == 1 and server.request_count == 1
+    # A retry's pause grows with the retry number, is spread by jitter and never zero.
+    policy = RetryPolicy(backoff_base=1.0, backoff_max=3.0)
+    assert 0.5 <= policy.delay(1) <= 1.0 and 1.0 <= policy.delay(2) <= 2.0 and 1.5 <= policy.delay(5) <= 3.0
+    assert policy.delay(1, retry_after=10.0) == 3.0
