@@ -15,7 +15,7 @@ the env pool is warm (envs built, sandboxes started), as in a long run.
 Targets (DESIGN.md / issue 3): at concurrency 64, >= 80% of ideal (320 turns/s at 200 ms);
 overhead at concurrency 1 <= 5%.
 
-Which env. The default, ``skillgym.benchmarks.rollout:make_bench_env``, is a small env whose
+Which env. The default, ``skillgym.benchmarks.rollout:make_bench_spec``, is a small env whose
 tools are cheap sandbox round trips (list a folder, read a file, submit: three turns), so the
 numbers measure the framework. ``--env codebase-explorer-v0`` measures the real env, whose
 repository-wide ``grep`` calls cost tens of milliseconds of CPU each: on a 2-core machine the
@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 LEVELS = (1, 8, 32, 64, 128)
-BENCH_ENV = "skillgym.benchmarks.rollout:make_bench_env"
+BENCH_ENV = "skillgym.benchmarks.rollout:make_bench_spec"
 N_BENCH_TASKS = 4000
 
 
@@ -61,9 +61,8 @@ class _LookupExpert:
         return {"role": "assistant", "content": "", "tool_calls": [call]}
 
 
-def make_bench_env(backend: str = "local", split: str = "train", **_: Any) -> Any:
-    """The framework benchmark's env: cheap tools, a deterministic three-turn expert."""
-    from skillgym.env import SkillEnv
+def make_bench_spec(backend: str = "docker") -> Any:
+    """The framework benchmark's env spec: cheap tools, a deterministic three-turn expert."""
     from skillgym.graders import AnswerMatch
     from skillgym.policies.base import Policy
     from skillgym.sandbox.base import SandboxConfig
@@ -82,22 +81,20 @@ def make_bench_env(backend: str = "local", split: str = "train", **_: Any) -> An
         for i in range(N_BENCH_TASKS)
     ]
     skill = SkillSpec(name="lookup", description="Reads numbers from files.", instructions="Find the file, read it, submit the number.")
-    spec = EnvSpec(
+    return EnvSpec(
         id="rollout-bench-v0", skill=skill, tools=["list_dir", "read_file", "submit"],
         sandbox=SandboxConfig(backend=backend), tasks=TaskList(tasks), grader=AnswerMatch("normalized"),
         max_turns=6, expert=expert,
     )
-    return SkillEnv(spec, split=split)
 TARGET_LEVEL, TARGET_EFFICIENCY, TARGET_OVERHEAD_AT_1 = 64, 0.80, 0.05
 
 
 def serve(env_id: str, delay_s: float) -> None:
     """Server process: print the base URL, serve until stdin closes."""
+    import skillgym
     from skillgym.testing.openai_server import ReplayResponder, ScriptedOpenAIServer
 
-    from skillgym.rollouts.config import EnvRef
-
-    env = EnvRef(env=env_id, env_kwargs={"backend": "local"}).build()  # its tasks and expert; no sandbox starts
+    env = skillgym.make(env_id, backend="local")  # its tasks and expert; no sandbox starts
     responder = ReplayResponder.for_env(env, mode="structured")
     with ScriptedOpenAIServer(responder, delay_s=delay_s, record=False) as server:
         print(f"READY {server.base_url}", flush=True)
@@ -203,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--levels", default=",".join(map(str, LEVELS)), help="concurrency levels, comma separated")
     parser.add_argument("--episodes-per-slot", type=int, default=5, help="episodes per concurrent slot (levels > 1)")
     parser.add_argument("--env", default=BENCH_ENV, help="env id or module:function (default: the light bench env)")
-    parser.add_argument("--sandbox", default="local", choices=["auto", "local", "docker"], help="sandbox backend")
+    parser.add_argument("--sandbox", default="docker", choices=["auto", "local", "docker"],
+                        help="sandbox backend (default docker: the isolation users run)")
     parser.add_argument("--backend", default="local", choices=["local", "ray"], help="rollout backend")
     parser.add_argument("--actors", type=int, default=2, help="Ray actors (with --backend ray)")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)

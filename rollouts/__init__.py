@@ -4,9 +4,9 @@ into an SFT dataset.
     from skillgym.rollouts import RolloutConfig, run_rollouts, export_dataset
 """
 
+from skillgym.episode import arun_episode  # the core driver, re-exported for rollout users
 from skillgym.rollouts.config import EpisodeKey, RolloutConfig, RolloutProgress, RolloutSummary, episode_seed
 from skillgym.rollouts.engine import arun_rollouts, run_rollouts
-from skillgym.rollouts.episode import arun_episode
 from skillgym.rollouts.manifest import ManifestMismatch, RunManifest, read_manifest
 from skillgym.rollouts.store import StoreError, TrajectoryStore, iter_trajectories
 

@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -78,22 +77,11 @@ class EnvRef(BaseModel):
     env_kwargs: dict[str, Any] = Field(default_factory=dict)
 
     def build(self) -> Any:
-        """A new SkillEnv: registered ids and ``skill:<name>`` go to ``skillgym.make``; any other
-        ``module:function`` names a factory (a test env, a user's own env)."""
+        """A new SkillEnv: ``skillgym.make`` takes every id form (``name-vN``, ``skill:NAME``,
+        ``module:function``)."""
         import skillgym
 
-        registered = {r.id for r in skillgym.list_envs()}
-        module, sep, attr = self.env.partition(":")
-        if self.env in registered or module == "skill" or not sep:
-            return skillgym.make(self.env, **self.env_kwargs)
-        try:
-            factory = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError) as exc:
-            raise ValueError(
-                f"env {self.env!r} is neither a registered id ({', '.join(sorted(registered))}) nor an "
-                f"importable 'module:function' factory: {exc}"
-            ) from None
-        return factory(**self.env_kwargs)
+        return skillgym.make(self.env, **self.env_kwargs)
 
 
 class RolloutProgress(BaseModel):

@@ -17,13 +17,16 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Protocol
 
+from skillgym.env import seen_skill_hash
 from skillgym.io import atomic_write_text
+from skillgym.registry import make_spec
 from skillgym.rollouts.config import EnvRef, EpisodeKey, RolloutConfig, RolloutProgress, RolloutSummary, episode_seed
 from skillgym.rollouts.manifest import build_manifest, reconcile
 from skillgym.rollouts.store import TrajectoryStore
 from skillgym.rollouts.worker import EpisodeWorker
+from skillgym.spec import EnvSpec
 from skillgym.types import Task, Trajectory
 
 ProgressCallback = Callable[[RolloutProgress], None]
@@ -63,14 +66,14 @@ def make_backend(config: RolloutConfig) -> Backend:
     return LocalBackend(config)
 
 
-def select_tasks(env: Any, split: str, n_tasks: int | None) -> list[Task]:
+def select_tasks(spec: EnvSpec, split: str, n_tasks: int | None) -> list[Task]:
     """The first ``n_tasks`` of ``split`` in the task source's stable order."""
-    tasks = list(env.env_spec.tasks.tasks(split))
+    tasks = list(spec.tasks.tasks(split))
     if not tasks:
-        raise ValueError(f"{env.env_spec.id} has no tasks in split {split!r}; pick another --split")
+        raise ValueError(f"{spec.id} has no tasks in split {split!r}; pick another --split")
     if n_tasks is not None and n_tasks > len(tasks):
         raise ValueError(
-            f"{env.env_spec.id} has {len(tasks)} tasks in split {split!r}, fewer than --tasks {n_tasks}; "
+            f"{spec.id} has {len(tasks)} tasks in split {split!r}, fewer than --tasks {n_tasks}; "
             f"ask for at most {len(tasks)}, or use --samples to run each task more than once"
         )
     return tasks[:n_tasks] if n_tasks is not None else tasks
@@ -92,12 +95,9 @@ async def arun_rollouts(
     run of another env, policy or config (unless ``force``), and
     :class:`~skillgym.rollouts.store.StoreError` when another process is writing there.
     """
-    probe = await asyncio.to_thread(EnvRef(env=config.env, env_kwargs=config.env_kwargs).build)
-    try:
-        spec = probe.env_spec
-        tasks = select_tasks(probe, config.split, config.n_tasks)
-    finally:
-        await asyncio.to_thread(probe.close)
+    # The spec alone (tasks, skill, ids): reading it starts no sandbox.
+    spec = await asyncio.to_thread(make_spec, config.env, **config.env_kwargs)
+    tasks = select_tasks(spec, config.split, config.n_tasks)
     keys = [EpisodeKey(task_id=t.id, sample_index=s) for t in tasks for s in range(config.samples)]
 
     with TrajectoryStore(config.out) as store:
@@ -133,7 +133,7 @@ async def arun_rollouts(
     return summary
 
 
-async def _attempts(backend: Backend, config: RolloutConfig, spec: Any, key: EpisodeKey, progress: RolloutProgress) -> Trajectory:
+async def _attempts(backend: Backend, config: RolloutConfig, spec: EnvSpec, key: EpisodeKey, progress: RolloutProgress) -> Trajectory:
     """Up to ``max_attempts`` tries; the first ok trajectory, else the last failure."""
     seed = episode_seed(config.seed, key)
     trajectory: Trajectory | None = None
@@ -144,16 +144,15 @@ async def _attempts(backend: Backend, config: RolloutConfig, spec: Any, key: Epi
         try:
             trajectory = await backend.run(key, seed, attempt)
         except Exception as exc:  # the backend itself broke (a Ray actor died): this attempt failed
-            trajectory = Trajectory(
+            trajectory = Trajectory.failed(
+                f"{type(exc).__name__}: {exc}",
                 env_id=spec.id,
                 env_version=spec.version,
                 task_id=key.task_id,
-                sample_index=key.sample_index,
-                skill_hash=spec.skill.content_hash if spec.skill is not None else None,
-                seed=seed,
+                skill_hash=seen_skill_hash(spec),
                 policy_id=config.policy,
-                status="failed",
-                error=f"{type(exc).__name__}: {exc}",
+                seed=seed,
+                sample_index=key.sample_index,
                 metadata={"rollout": {"attempt": attempt}},
             )
         if trajectory.status == "ok":

@@ -25,9 +25,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from skillgym.env import seen_skill_hash
+from skillgym.episode import EpisodeState, arun_episode
 from skillgym.policies.base import Policy
 from skillgym.rollouts.config import EnvRef, EpisodeKey
-from skillgym.rollouts.episode import EpisodeState, arun_episode
 from skillgym.types import Trajectory
 
 log = logging.getLogger(__name__)
@@ -151,24 +152,21 @@ class EpisodeWorker:
         if slot is not None and state.reset_done:
             try:  # keep what the episode got to: it says where it broke
                 partial = slot.env.trajectory
-                if state.observation and len(state.observation) > len(partial.messages):
-                    partial.messages = list(state.observation)
             except Exception:
                 partial = None
-        if partial is None:
-            spec = getattr(slot.env, "env_spec", None) if slot is not None else None
-            partial = Trajectory(
-                env_id=spec.id if spec is not None else self.env_ref.env,
-                env_version=spec.version if spec is not None else 0,
-                task_id=key.task_id,
-                skill_hash=spec.skill.content_hash if spec is not None and spec.skill is not None else None,
-                seed=seed,
-            )
-        if slot is not None:
-            partial.policy_id = slot.policy.policy_id
-        partial.status, partial.error, partial.reward = "failed", error, None
-        partial.metadata["traceback"] = "".join(traceback.format_exception(exc))[-4000:]
-        return partial
+        spec = getattr(slot.env, "env_spec", None) if slot is not None else None
+        return Trajectory.failed(
+            error,
+            env_id=spec.id if spec is not None else self.env_ref.env,
+            env_version=spec.version if spec is not None else 0,
+            task_id=key.task_id,
+            skill_hash=seen_skill_hash(spec) if spec is not None else None,
+            policy_id=slot.policy.policy_id if slot is not None else self.policy_spec,
+            seed=seed,
+            sample_index=key.sample_index,
+            partial=partial,
+            metadata={"traceback": "".join(traceback.format_exception(exc))[-4000:]},
+        )
 
     def _discard(self, slot: Slot | None) -> None:
         """Close a slot whose state is unknown, off the loop (its env may still be mid-step)."""

@@ -35,6 +35,38 @@ def approx_tokens(messages: list[Message]) -> int:
 
 
 class SkillEnv(gym.Env[list[Message], Any]):
+    """A skill as a Gymnasium environment: one sandbox, many episodes, one chat per episode.
+
+    Build one with :func:`skillgym.make` (a registered id, ``skill:NAME`` or a
+    ``module:function`` factory), or directly from an :class:`~skillgym.spec.EnvSpec`. The
+    sandbox starts on the first ``reset`` (or on first use of :attr:`sandbox`), never in the
+    constructor, so an env can be built and inspected for free; ``close`` stops it.
+
+    Two specs, two roles: :attr:`env_spec` is skillgym's :class:`~skillgym.spec.EnvSpec`,
+    the full definition (skill, tools, sandbox, tasks, grader, budgets) and what every
+    skillgym component reads. ``env.spec`` is Gymnasium's own ``gymnasium.envs.registration.EnvSpec``
+    (id ``skillgym/<id>``, entry point, kwargs): Gymnasium sets it only when the env was
+    made through ``gymnasium.make("skillgym/<id>")`` and it is None otherwise. Read
+    ``env_spec``; ``spec`` exists for Gymnasium's wrappers and checkers.
+
+    Args:
+        env_spec: What the env is (see :class:`~skillgym.spec.EnvSpec`).
+        split: The task split that ``reset`` draws from when no task is named.
+        sandbox: A sandbox to use instead of one made from ``env_spec.sandbox`` (the caller
+            keeps ownership: ``close`` does not close it).
+        sandbox_factory: Makes the sandbox (instead of ``env_spec.sandbox``); called again if
+            the sandbox dies.
+        render_mode: None or ``"ansi"`` (``render`` returns the transcript as text).
+        token_counter: Counts the chat's tokens for the ``max_tokens`` budget (default: about
+            four characters a token).
+
+    Attributes:
+        observation_space: The chat so far, a list of OpenAI-format messages.
+        action_space: One assistant turn: text with ``<tool_call>`` markup, or an OpenAI
+            assistant message dict with ``tool_calls``.
+        tools: The tools offered, by name; ``tool_schemas`` are their OpenAI schemas.
+    """
+
     metadata = {"render_modes": ["ansi"]}
 
     def __init__(
@@ -68,25 +100,11 @@ class SkillEnv(gym.Env[list[Message], Any]):
 
     # -- setup -------------------------------------------------------------------------------
     def _build_tools(self) -> list[Tool]:
-        tools = get_tools(self.env_spec.tools)
-        if self.env_spec.instruction_mode == "load_skill":
-            if self.env_spec.skill is None:
-                raise ValueError(f"{self.env_spec.id}: instruction_mode 'load_skill' needs a skill")
-            tools.insert(0, LoadSkill(self.env_spec.skill))
-        return tools
+        return spec_tools(self.env_spec)
 
     def system_prompt(self) -> str:
-        spec, parts = self.env_spec, []
-        if spec.skill is not None and spec.instruction_mode == "system":
-            parts.append(spec.skill.instructions.strip())
-        elif spec.skill is not None and spec.instruction_mode == "load_skill":
-            parts.append(
-                f"You have a skill available: {spec.skill.name}: {spec.skill.description}\n"
-                "Call load_skill to read its instructions when the task calls for it."
-            )
-        if spec.system_prompt:
-            parts.append(spec.system_prompt.strip())
-        return "\n\n".join(parts)
+        """The system message ``reset`` puts first (see :func:`system_prompt_for`)."""
+        return system_prompt_for(self.env_spec)
 
     @property
     def sandbox(self) -> Sandbox:
@@ -105,6 +123,23 @@ class SkillEnv(gym.Env[list[Message], Any]):
 
     # -- gymnasium API ---------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        """Start an episode: pick a task, reset the sandbox's workspace to the task's files,
+        and put the skill's instructions and the task in front of the model.
+
+        Args:
+            seed: Seeds ``np_random`` (which task is drawn when none is named); recorded in
+                the trajectory.
+            options: ``task`` (a :class:`~skillgym.types.Task` or its dict) or ``task_id``
+                (one of the task source's ids); without either, a task of ``split`` (the
+                option, else the env's) is drawn with ``np_random``. ``policy_id`` names who
+                plays the episode in its trajectory.
+
+        Returns:
+            observation: The chat so far: a ``system`` message (skill instructions and env
+                notes; absent when there are none) and the ``user`` message with the task prompt.
+            info: ``tools`` (OpenAI tool schemas), ``task_id``, ``task_metadata``, ``env_id``
+                and ``split``.
+        """
         super().reset(seed=seed)
         options = options or {}
         self._task = self._pick_task(options)
@@ -123,7 +158,8 @@ class SkillEnv(gym.Env[list[Message], Any]):
             env_id=spec.id,
             env_version=spec.version,
             task_id=self._task.id,
-            skill_hash=spec.skill.content_hash if spec.skill else None,
+            skill_hash=seen_skill_hash(spec),
+            policy_id=str(options.get("policy_id") or "unknown"),
             tools=self.tool_schemas,
             seed=seed,
             metadata={"split": self._task.split, "instruction_mode": spec.instruction_mode},
@@ -260,9 +296,62 @@ class SkillEnv(gym.Env[list[Message], Any]):
         self._done = True
         super().close()
 
+    # -- what the env records for its caller ---------------------------------------------
+    def record_policy_turn(
+        self,
+        seconds: float | None,
+        *,
+        usage: dict[str, Any] | None = None,
+        token_ids: list[int] | None = None,
+        logprobs: list[float] | None = None,
+    ) -> None:
+        """Add the policy's side of the turn just stepped to the trajectory.
+
+        The env times its own side of every turn in ``step``; the policy's side happens
+        outside it, so whoever drives the episode (:func:`skillgym.episode.arun_episode`)
+        hands it over here, right after ``step``. It lands on the turn the env just
+        recorded (by turn number), so policy and env timings cannot drift apart.
+
+        Args:
+            seconds: Wall time of the policy's turn.
+            usage: ``prompt_tokens`` and ``completion_tokens`` of the turn (added to the totals).
+            token_ids: The turn's sampled token ids, when the policy gives them.
+            logprobs: Their log-probabilities.
+        """
+        traj = self._trajectory
+        if traj is None or self._turn == 0:
+            raise RuntimeError("no turn to record: call reset() and step() first")
+        timing = traj.timings[-1] if traj.timings and traj.timings[-1].turn == self._turn else None
+        if timing is None:  # step() failed before timing its turn: record the policy's side anyway
+            timing = StepTiming(turn=self._turn)
+            traj.timings.append(timing)
+        if seconds is not None:
+            timing.policy_seconds = round(seconds, 6)
+        if usage:
+            traj.usage.prompt_tokens += int(usage.get("prompt_tokens") or 0)
+            traj.usage.completion_tokens += int(usage.get("completion_tokens") or 0)
+        if token_ids is not None:
+            traj.token_ids = [*(traj.token_ids or []), list(token_ids)]
+        if logprobs is not None:
+            traj.logprobs = [*(traj.logprobs or []), list(logprobs)]
+
+    def truncate(self, reason: str) -> None:
+        """End the episode from outside (a driver's own step limit): the record says
+        ``truncated`` and ``step`` refuses further turns until the next ``reset``.
+
+        Args:
+            reason: Why, kept in the trajectory's ``metadata["truncation_reason"]``.
+        """
+        if self._trajectory is None or self._done:
+            return
+        self._done = True
+        self._trajectory.truncated = True
+        self._trajectory.metadata["truncation_reason"] = reason
+
     # -- accessors -------------------------------------------------------------------------
     @property
     def task(self) -> Task | None:
+        """The current episode's task (None before the first ``reset``)."""
         return self._task
 
     @property
@@ -272,6 +361,41 @@ class SkillEnv(gym.Env[list[Message], Any]):
             raise RuntimeError("no episode yet: call reset() first")
         # The chat lives in self._messages; the record takes a copy only when it is read.
         return self._trajectory.model_copy(deep=True, update={"messages": copy.deepcopy(self._messages)})
+
+
+def spec_tools(spec: EnvSpec) -> list[Tool]:
+    """The tools an env made from ``spec`` offers, in order (``load_skill`` first where the
+    skill is loaded on demand). Builds no sandbox: tools get one only when called."""
+    tools = get_tools(spec.tools)
+    if spec.instruction_mode == "load_skill":
+        if spec.skill is None:
+            raise ValueError(f"{spec.id}: instruction_mode 'load_skill' needs a skill")
+        tools.insert(0, LoadSkill(spec.skill))
+    return tools
+
+
+def system_prompt_for(spec: EnvSpec) -> str:
+    """The system message of an env made from ``spec``: the skill's text (``system`` mode) or
+    its name and description (``load_skill`` mode), then the env's own notes."""
+    parts = []
+    if spec.skill is not None and spec.instruction_mode == "system":
+        parts.append(spec.skill.instructions.strip())
+    elif spec.skill is not None and spec.instruction_mode == "load_skill":
+        parts.append(
+            f"You have a skill available: {spec.skill.name}: {spec.skill.description}\n"
+            "Call load_skill to read its instructions when the task calls for it."
+        )
+    if spec.system_prompt:
+        parts.append(spec.system_prompt.strip())
+    return "\n\n".join(parts)
+
+
+def seen_skill_hash(spec: EnvSpec) -> str | None:
+    """The content hash of the skill text a model in this env can see: None when there is
+    no skill or the instruction mode hides it (the ablation must not claim a skill)."""
+    if spec.skill is None or spec.instruction_mode == "none":
+        return None
+    return spec.skill.content_hash
 
 
 def _assistant_message(content: str, reasoning: str | None, calls: list[ParsedCall]) -> Message:

@@ -21,9 +21,31 @@ InstructionMode = Literal["system", "load_skill", "none"]
 class EnvSpec(BaseModel):
     """An environment: a skill, its tools and sandbox, a task source and a grader.
 
-    ``instruction_mode`` decides how the skill reaches the model: its text in the system
-    prompt (``system``), on demand through a ``load_skill`` tool (``load_skill``), or not at
-    all (``none``, the ablation that measures what the skill is worth).
+    The spec is the whole definition of an env and costs nothing to build: reading it
+    (:func:`skillgym.make_spec`) starts no sandbox. :class:`~skillgym.env.SkillEnv` runs it.
+
+    Args:
+        id: ``name-vN``, e.g. ``codebase-explorer-v0``; ``name`` and ``version`` are its parts.
+        description: One line about the env.
+        skill: The skill (or subagent) whose text the model gets; None for none.
+        tools: Built-in tool names offered to the model (see :mod:`skillgym.tools`).
+        sandbox: Image, limits, mounts and backend of the sandbox each env starts.
+        tasks: The task source (``tasks(split)``, ``get(task_id)``), e.g. a
+            :class:`~skillgym.tasks.TaskList`.
+        grader: Scores a final answer in [0, 1] (``grade(task, answer, messages, sandbox)``).
+        system_prompt: Env notes appended to the system message (after the skill text).
+        instruction_mode: How the skill reaches the model: its text in the system prompt
+            (``system``), on demand through a ``load_skill`` tool (``load_skill``), or not at
+            all (``none``, the ablation that measures what the skill is worth; trajectories
+            then record no skill hash).
+        max_turns: Assistant turns before the episode is truncated.
+        max_tokens: Token budget of the whole conversation.
+        max_tool_output: Characters of one tool result shown to the model.
+        expert: Factory of the env's scripted expert policy (the ``expert`` policy spec).
+        subject_dir: The folder the env's tasks are about (e.g. the codebase an explorer
+            searches), or None. Pipelines keep it out of warm-up and pretraining data, so a
+            student cannot memorize the answers' source.
+        metadata: Anything else worth recording (codebase hash, task counts, image, ...).
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -41,6 +63,11 @@ class EnvSpec(BaseModel):
     max_tokens: int = Field(default=32_768, ge=256, description="Token budget for the whole conversation.")
     max_tool_output: int = Field(default=8_000, ge=200, description="Characters of one tool result shown to the model.")
     expert: Callable[[], Any] | None = Field(default=None, description="Factory of the env's scripted expert policy.")
+    subject_dir: str | None = Field(
+        default=None,
+        description="The folder the env's tasks are about (e.g. a codebase); pipelines keep it out of "
+        "warm-up/pretraining data.",
+    )
     metadata: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("id")

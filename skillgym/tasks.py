@@ -26,24 +26,39 @@ class TaskSource(Protocol):
 
 
 class TaskList:
-    """Tasks held in memory (also the base for file-backed sources)."""
+    """Tasks held in memory, in a stable order (also the base of generated and file-backed sources).
 
-    def __init__(self, tasks: Iterable[Task]):
+    Args:
+        tasks: The tasks; ``tasks(split)`` keeps their order within each split.
+        name: How error messages name this source (e.g. ``"codebase-explorer"``).
+        splits: The split names this source has; asking for another is an error. None: any
+            split may be asked for (one with no tasks gives an empty list).
+    """
+
+    def __init__(self, tasks: Iterable[Task], *, name: str = "this source", splits: Sequence[str] | None = None):
         self._tasks = list(tasks)
+        self.name = name
+        self._split_names = tuple(splits) if splits is not None else None
         self._by_id: dict[str, Task] = {}
+        self._splits: dict[str, list[Task]] = {}
         for task in self._tasks:
             if task.id in self._by_id:
                 raise ValueError(f"duplicate task id {task.id!r}: every task in a source needs its own id")
             self._by_id[task.id] = task
+            self._splits.setdefault(task.split, []).append(task)
 
     def tasks(self, split: str) -> list[Task]:
-        return [t for t in self._tasks if t.split == split]
+        """The tasks of ``split``, in the source's order (a new list each call)."""
+        if self._split_names is not None and split not in self._split_names:
+            raise ValueError(f"unknown split {split!r}; {self.name} has {', '.join(map(repr, self._split_names))}")
+        return list(self._splits.get(split, ()))
 
     def get(self, task_id: str) -> Task:
+        """The task with id ``task_id`` (a ``KeyError`` naming the source if there is none)."""
         try:
             return self._by_id[task_id]
         except KeyError:
-            raise KeyError(f"no task with id {task_id!r} (this source has {len(self._tasks)} tasks)") from None
+            raise KeyError(f"no task with id {task_id!r} in {self.name} ({len(self._tasks)} tasks)") from None
 
     def __len__(self) -> int:
         return len(self._tasks)

@@ -64,7 +64,19 @@ class SkillSpec(BaseModel):
 
 
 class Task(BaseModel):
-    """One unit of work for an environment."""
+    """One unit of work for an environment.
+
+    Args:
+        id: Unique within its task source; trajectories and stores key on it.
+        prompt: The user message that opens the episode.
+        files: Seed files written into the sandbox workspace before the first turn
+            (relative path -> text).
+        reference: What the grader needs (gold answer, checks, rubric items, question type);
+            never shown to the model.
+        metadata: Topic, difficulty, persona, ...; ``reset`` passes it on as
+            ``info["task_metadata"]``.
+        split: ``train``, ``validation`` or ``test``.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -90,7 +102,12 @@ class Grade(BaseModel):
 
 
 class StepTiming(BaseModel):
-    """Wall time of one env step: the policy's turn is timed by the caller, tools by the env."""
+    """Wall time of one turn, keyed by its turn number (1-based).
+
+    ``tool_seconds`` is the env's step (parsing, tool calls, grading); ``policy_seconds`` is
+    the policy's turn, handed to the env by the episode driver through
+    :meth:`skillgym.env.SkillEnv.record_policy_turn` (None when nobody timed it).
+    """
 
     turn: int
     tool_seconds: float = 0.0
@@ -98,8 +115,14 @@ class StepTiming(BaseModel):
 
 
 class ToolError(BaseModel):
+    """One defect in a turn that came back to the model as a tool message.
+
+    ``tool`` names the tool the call asked for when the call could be read that far (None
+    for markup that could not be parsed at all).
+    """
+
     turn: int
-    tool: str | None
+    tool: str | None = None
     error: str
 
 
@@ -113,7 +136,40 @@ class Usage(BaseModel):
 
 
 class Trajectory(BaseModel):
-    """The lossless record of one episode: enough to replay, train on, or audit it."""
+    """The lossless record of one episode: enough to replay, train on, or audit it.
+
+    :class:`~skillgym.env.SkillEnv` builds it (``reset`` opens it, ``step`` adds each turn,
+    ``record_policy_turn`` adds the policy's side of a turn) and ``env.trajectory`` returns a
+    copy; :func:`skillgym.episode.run_episode` returns that copy at the end of an episode.
+    An episode that could not finish is recorded with :meth:`Trajectory.failed`.
+
+    Args:
+        env_id: The env's id (``name-vN``); ``env_version`` is its ``N``.
+        task_id: The task's id in the env's task source.
+        skill_hash: ``SkillSpec.content_hash`` of the skill text the model could see; None
+            when it saw none (no skill, or ``instruction_mode="none"``).
+        policy_id: Who played the assistant turns.
+        messages: The chat in OpenAI format (system, user, assistant with ``tool_calls``,
+            ``tool``), exactly as the model saw and wrote it.
+        tools: The OpenAI tool schemas offered.
+        timings: One :class:`StepTiming` per turn.
+        tool_errors: Every defect reported back to the model.
+        reward: The grader's score in [0, 1] (0.0 when truncated, None when failed or unfinished).
+        reward_components: The parts of the score, as the grader names them.
+        grade_details: The grader's notes.
+        final_answer: The submitted answer (the last turn's text, or the ``submit`` argument).
+        terminated: The episode ended with an answer.
+        truncated: A turn, token or step budget ran out first.
+        usage: Tokens the policy reported, summed over turns.
+        token_ids: Per assistant turn, when the policy gives them (no re-tokenization drift).
+        logprobs: Per assistant turn, aligned with ``token_ids``.
+        children: Subagent episodes called from this one.
+        seed: The seed ``reset`` got.
+        sample_index: Which sample of the task this is (several per task in a rollout run).
+        status: ``ok``, or ``failed`` when the episode broke (``error`` says why).
+        error: Why a failed episode failed.
+        metadata: The task's split, the instruction mode, the rollout attempt, ...
+    """
 
     env_id: str
     env_version: int
@@ -143,3 +199,46 @@ class Trajectory(BaseModel):
     @property
     def num_turns(self) -> int:
         return sum(1 for m in self.messages if m.get("role") == "assistant")
+
+    @classmethod
+    def failed(
+        cls,
+        error: str,
+        *,
+        env_id: str,
+        env_version: int,
+        task_id: str,
+        skill_hash: str | None = None,
+        policy_id: str = "unknown",
+        seed: int | None = None,
+        sample_index: int = 0,
+        partial: Trajectory | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Trajectory:
+        """The record of an episode that could not finish (a sandbox error, a timeout, a
+        policy that raised, a worker that died).
+
+        Args:
+            error: Why it failed, one line first (``"TimeoutError: ..."``).
+            env_id, env_version, task_id, skill_hash, policy_id, seed, sample_index: Who and
+                what, as in an ok record; used where ``partial`` is None.
+            partial: What the episode got to before it broke (``env.trajectory``), kept
+                because it says where it broke; its header fields win over the ones above.
+            metadata: Merged into the record's metadata (e.g. a traceback).
+
+        Returns:
+            A trajectory with ``status="failed"``, the ``error`` and no reward.
+        """
+        if partial is not None:
+            record = partial.model_copy(deep=True)
+            if record.policy_id == "unknown":
+                record.policy_id = policy_id
+            record.sample_index = sample_index
+        else:
+            record = cls(
+                env_id=env_id, env_version=env_version, task_id=task_id, skill_hash=skill_hash,
+                policy_id=policy_id, seed=seed, sample_index=sample_index,
+            )
+        record.status, record.error, record.reward = "failed", error, None
+        record.metadata.update(metadata or {})
+        return record

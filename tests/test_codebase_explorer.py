@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-from skillgym.envs.codebase_explorer import CodebaseGrader, CodebaseTasks, ExpertPolicy, make_env
+import skillgym
+from skillgym.envs.codebase_explorer import CodebaseGrader, CodebaseTasks, ExpertPolicy
 from skillgym.envs.codebase_explorer.codebase import default_codebase, load_codebase
 from skillgym.envs.codebase_explorer.tasks import QTYPES
 from skillgym.episode import run_episode
@@ -35,7 +36,7 @@ def env(request: pytest.FixtureRequest):
         from conftest import require_docker
 
         require_docker()
-    env = make_env(split="test", backend=request.param)
+    env = skillgym.make("codebase-explorer-v0", split="test", backend=request.param)
     yield env
     env.close()
 
@@ -239,7 +240,7 @@ def test_env_on_a_user_repository(tmp_path: Path):
     # The sandbox may read the mount as an unprivileged user; pytest's tmp folders are private.
     for folder in [tmp_path, *[p for p in root.rglob("*") if p.is_dir()], root]:
         folder.chmod(0o755)
-    env = make_env(codebase=root, backend="local")
+    env = skillgym.make("codebase-explorer-v0", codebase=root, backend="local")
     try:
         source = env.env_spec.tasks
         tasks = source.tasks("train") + source.tasks("test")
@@ -250,9 +251,39 @@ def test_env_on_a_user_repository(tmp_path: Path):
         assert golds[("constant", "MAX_ITEMS")] == "shop.cart: 50"
         assert golds[("callers", "price_with_tax")] == "Cart.total, checkout"
         assert env.env_spec.metadata["codebase_hash"] == load_codebase(root).content_hash
+        assert env.env_spec.subject_dir == str(root.resolve())  # the documented field pipelines read
         expert = ExpertPolicy()
         for task in tasks:
             traj = run_episode(env, expert, task_id=task.id)
             assert traj.reward_components.get("correct") == 1.0, (task.prompt, task.reference, traj.final_answer)
     finally:
         env.close()
+
+
+def test_ablation_records_no_skill_it_did_not_see(tmp_path: Path):
+    spec = skillgym.make_spec("codebase-explorer-v0", instruction_mode="none", backend="local")
+    assert spec.skill is None and spec.instruction_mode == "none"
+    env = skillgym.make("codebase-explorer-v0", instruction_mode="none", backend="local", split="test")
+    try:
+        task = env.env_spec.tasks.tasks("test")[0]
+        traj = run_episode(env, ExpertPolicy(), task_id=task.id)
+        assert "Exploring a codebase" not in traj.messages[0]["content"], "the ablation showed the skill"
+        assert traj.skill_hash is None and traj.reward == 1.0
+    finally:
+        env.close()
+    with_skill = skillgym.make_spec("codebase-explorer-v0", backend="local")
+    assert with_skill.skill is not None and with_skill.skill.name == "codebase-explorer"
+    assert with_skill.skill.source_path.endswith("skill/SKILL.md")  # read by the core skills loader
+    assert with_skill.skill.files == [] and with_skill.skill.allowed_tools == ["grep", "glob", "read_file", "list_dir", "bash", "submit"]
+
+
+def test_codebase_tasks_is_a_task_list(source: CodebaseTasks):
+    from skillgym.tasks import TaskList
+
+    assert isinstance(source, TaskList)
+    first = source.tasks("test")[0]
+    assert source.get(first.id) is first
+    with pytest.raises(ValueError, match="unknown split 'validation'"):
+        source.tasks("validation")
+    with pytest.raises(KeyError, match="codebase-explorer"):
+        source.get("nope")

@@ -11,7 +11,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import skillgym
-from skillgym.compiler import SKILL_DIR, CompileError, detect_dependencies, from_skill, make_from_library
+from skillgym.compiler import SKILL_DIR, CompileError, detect_dependencies, from_skill, spec_from_library
 from skillgym.episode import run_episode
 from skillgym.policies.base import Policy
 from skillgym.skills import load_any
@@ -196,12 +196,12 @@ def test_make_skill_name_from_the_library(monkeypatch, tmp_path):
     assert env.env_spec.id == "sql-pro-v0" and env.env_spec.max_turns == 4 and env.env_spec.instruction_mode == "none"
     env.close()
     with pytest.raises(LookupError, match="qualify it"):
-        make_from_library("sql-pro", tasks=str(tasks))
+        skillgym.make_spec("skill:sql-pro", tasks=str(tasks))
     monkeypatch.setenv("SKILLGYM_TASKS_DIR", str(tmp_path / "none-here"))
     with pytest.raises(CompileError, match="has no tasks.*skillgym tasks generate"):
-        make_from_library("systematic-debugging", library_paths=[CORPUS])
+        skillgym.make("skill:systematic-debugging", library_paths=[CORPUS])
     with pytest.raises(CompileError, match=r"unknown option\(s\) \['max_turn'\]"):
-        make_from_library("systematic-debugging", library_paths=[CORPUS], tasks=str(tasks), max_turn=3)
+        spec_from_library("systematic-debugging", library_paths=[CORPUS], tasks=str(tasks), max_turn=3)
 
 
 def test_dependency_detection(tmp_path):

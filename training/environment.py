@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from skillgym.env import SkillEnv
+from skillgym.env import SkillEnv, spec_tools, system_prompt_for
 from skillgym.tools.base import Tool
 
 _ids = itertools.count()
@@ -105,11 +105,8 @@ def trl_environment(env_id: str, **env_kwargs: Any) -> type[SkillEnvAdapter]:
     """
     import skillgym
 
-    probe = skillgym.make(env_id, **env_kwargs)
-    try:
-        methods = {name: _tool_method(tool) for name, tool in probe.tools.items()}
-    finally:
-        probe.close()
+    # The tools come from the spec alone: reading it starts no sandbox.
+    methods = {tool.name: _tool_method(tool) for tool in spec_tools(skillgym.make_spec(env_id, **env_kwargs))}
     for reserved in ("reset", "get_reward", "trajectory"):
         if reserved in methods:
             raise ValueError(f"{env_id}: a tool named {reserved!r} would clash with the TRL environment protocol")
@@ -128,11 +125,8 @@ def grpo_dataset(env_id: str, split: str = "train", n: int | None = None, **env_
 
     import skillgym
 
-    env = skillgym.make(env_id, split=split, **env_kwargs)
-    try:
-        tasks = list(env.env_spec.tasks.tasks(split))[:n]
-        system = env.system_prompt()
-    finally:
-        env.close()
+    spec = skillgym.make_spec(env_id, **env_kwargs)
+    tasks = list(spec.tasks.tasks(split))[:n]
+    system = system_prompt_for(spec)
     head = [{"role": "system", "content": system}] if system else []
     return Dataset.from_list([{"prompt": head + [{"role": "user", "content": ""}], "task_id": t.id} for t in tasks])

@@ -12,8 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from skillgym.env import SkillEnv
 from skillgym.sandbox.base import Mount, SandboxConfig
+from skillgym.skills.loader import load_skill as _load_skill_file
 from skillgym.spec import EnvSpec, InstructionMode
 from skillgym.types import SkillSpec
 
@@ -22,11 +22,12 @@ from .expert import ExpertPolicy
 from .grader import CodebaseGrader
 from .tasks import REPO_DIR, CodebaseTasks
 
-__all__ = ["CodebaseGrader", "CodebaseTasks", "ExpertPolicy", "ENV_ID", "load_skill", "make_env", "make_spec"]
+__all__ = ["CodebaseGrader", "CodebaseTasks", "ExpertPolicy", "ENV_ID", "load_skill", "make_spec"]
 
 ENV_ID = "codebase-explorer-v0"
 TOOLS = ["grep", "glob", "read_file", "list_dir", "bash", "submit"]
-SKILL_PATH = Path(__file__).with_name("SKILL.md")
+# The skill sits in a folder of its own, so that the loader sees no bundled files but SKILL.md.
+SKILL_PATH = Path(__file__).with_name("skill") / "SKILL.md"
 ENV_NOTES = (
     f"The codebase is mounted read-only at /workspace/{REPO_DIR}. "
     "When you have the answer, call submit with the answer alone."
@@ -34,29 +35,8 @@ ENV_NOTES = (
 
 
 def load_skill(path: Path = SKILL_PATH) -> SkillSpec:
-    """Parse the project's SKILL.md: a ``key: value`` frontmatter between ``---`` lines, then the body."""
-    text = path.read_text(encoding="utf-8")
-    lines = text.splitlines()
-    if not lines or lines[0].strip() != "---" or "---" not in (line.strip() for line in lines[1:]):
-        raise ValueError(f"{path}:1: expected a frontmatter block between '---' lines")
-    end = next(i for i, line in enumerate(lines[1:], start=1) if line.strip() == "---")
-    fields: dict[str, str] = {}
-    for lineno, line in enumerate(lines[1:end], start=2):
-        key, sep, value = line.partition(":")
-        if not sep:
-            raise ValueError(f"{path}:{lineno}: expected 'key: value' in the frontmatter")
-        fields[key.strip()] = value.strip()
-    for key in ("name", "description"):
-        if not fields.get(key):
-            raise ValueError(f"{path}: frontmatter field {key!r} is missing or empty")
-    tools = fields.get("allowed-tools")
-    return SkillSpec(
-        name=fields["name"],
-        description=fields["description"],
-        instructions="\n".join(lines[end + 1 :]).strip() + "\n",
-        allowed_tools=tools.split() if tools else None,
-        source_path=str(path),
-    )
+    """The project-written skill text, read with the core skills loader."""
+    return _load_skill_file(path)
 
 
 def make_spec(
@@ -66,7 +46,18 @@ def make_spec(
     backend: str = "auto",
     **spec_kwargs: Any,
 ) -> EnvSpec:
-    """The EnvSpec for ``codebase`` (a folder of Python sources; None: the stdlib subset)."""
+    """The EnvSpec of codebase-explorer-v0 (registered as its spec factory).
+
+    Args:
+        codebase: A folder of Python sources; None: a fixed subset of the standard library.
+        seed: Orders the tasks (splits do not depend on it).
+        instruction_mode: ``system``, ``load_skill`` or ``none`` (no skill in the spec at all).
+        backend: The sandbox backend (``auto``, ``docker``, ``local``).
+        **spec_kwargs: Other :class:`EnvSpec` fields (``max_turns``, ``max_tool_output``, ...).
+
+    Returns:
+        The spec; ``subject_dir`` is the codebase's folder.
+    """
     default = codebase is None
     root = default_codebase() if default else Path(codebase).expanduser().resolve()
     tasks = CodebaseTasks(load_codebase(root), seed=seed)
@@ -86,7 +77,9 @@ def make_spec(
     return EnvSpec(
         id=ENV_ID,
         description="Answer questions about a Python codebase with grep and read; return a compact exact answer.",
-        skill=load_skill(),
+        # The ablation keeps the skill out of the spec, as the compiler does: nothing can leak
+        # it, and trajectories record no skill hash for text the model never saw.
+        skill=None if instruction_mode == "none" else load_skill(),
         tools=list(TOOLS),
         sandbox=SandboxConfig(backend=backend, mounts=[Mount(source=root, target=REPO_DIR, read_only=True)]),
         tasks=tasks,
@@ -94,23 +87,7 @@ def make_spec(
         system_prompt=ENV_NOTES,
         instruction_mode=instruction_mode,
         expert=ExpertPolicy,
+        subject_dir=str(root),
         metadata=metadata,
         **options,
     )
-
-
-def make_env(
-    codebase: str | Path | None = None,
-    split: str = "train",
-    seed: int = 0,
-    instruction_mode: InstructionMode = "system",
-    backend: str = "auto",
-    **env_kwargs: Any,
-) -> SkillEnv:
-    """A SkillEnv over ``codebase``. Extra keyword arguments go to :class:`EnvSpec` when they are
-    spec fields (``max_turns``, ``max_tool_output``, ...) and to :class:`SkillEnv` otherwise."""
-    spec_fields = set(EnvSpec.model_fields)
-    spec_kwargs = {k: v for k, v in env_kwargs.items() if k in spec_fields}
-    other = {k: v for k, v in env_kwargs.items() if k not in spec_fields}
-    spec = make_spec(codebase, seed=seed, instruction_mode=instruction_mode, backend=backend, **spec_kwargs)
-    return SkillEnv(spec, split=split, **other)

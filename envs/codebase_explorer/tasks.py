@@ -30,6 +30,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
+from skillgym.tasks import TaskList
 from skillgym.types import Task
 
 from .codebase import Codebase, SourceFile, load_codebase
@@ -37,6 +38,7 @@ from .codebase import Codebase, SourceFile, load_codebase
 QTYPES: tuple[str, ...] = ("where", "default", "callers", "methods", "constant")
 TEST_PERCENT = 20  # share of symbols (by hash) that belong to the test split
 REPO_DIR = "repo"  # the codebase's folder inside the workspace
+SPLITS = ("train", "test")
 MAX_VALUE_CHARS = 60
 MAX_CALLERS = 6
 # A module outline (def/class lines) must fit one tool result with room to spare.
@@ -332,7 +334,7 @@ def generate_tasks(codebase: Codebase) -> list[Task]:
     return _GENERATED[codebase.content_hash]
 
 
-class CodebaseTasks:
+class CodebaseTasks(TaskList):
     """Task source for codebase-explorer: procedurally generated, seeded, split by symbol.
 
     ``tasks(split)`` interleaves the question types (each shuffled by the seed), so any prefix
@@ -347,8 +349,8 @@ class CodebaseTasks:
         self.seed = seed
         self.qtypes = tuple(qtypes)
         tasks = [t for t in generate_tasks(self.codebase) if t.metadata["qtype"] in self.qtypes]
-        self._by_id = {t.id: t for t in tasks}
-        self._splits = {split: self._order([t for t in tasks if t.split == split]) for split in ("train", "test")}
+        ordered = [t for split in SPLITS for t in self._order([t for t in tasks if t.split == split])]
+        super().__init__(ordered, name="codebase-explorer", splits=SPLITS)
 
     def _order(self, tasks: list[Task]) -> list[Task]:
         rng = random.Random(self.seed)
@@ -362,22 +364,6 @@ class CodebaseTasks:
             ordered.extend(g[i] for g in groups if i < len(g))
         return ordered
 
-    def tasks(self, split: str) -> list[Task]:
-        if split not in self._splits:
-            raise ValueError(f"unknown split {split!r}; codebase-explorer has 'train' and 'test'")
-        return list(self._splits[split])
-
-    def get(self, task_id: str) -> Task:
-        try:
-            return self._by_id[task_id]
-        except KeyError:
-            raise KeyError(f"no codebase-explorer task {task_id!r} (this codebase has {len(self)} tasks)") from None
-
     def counts(self) -> dict[str, dict[str, int]]:
         """Tasks per split and question type."""
-        return {
-            split: dict(Counter(t.metadata["qtype"] for t in tasks)) for split, tasks in self._splits.items()
-        }
-
-    def __len__(self) -> int:
-        return len(self._by_id)
+        return {split: dict(Counter(t.metadata["qtype"] for t in self.tasks(split))) for split in SPLITS}

@@ -13,12 +13,13 @@ from skillgym.compiler.build import (
     default_task_file,
     find_task_file,
     from_skill,
-    make_from_library,
     resolve_tasks,
+    spec_from_library,
+    spec_from_skill,
 )
 from skillgym.compiler.deps import SkillDependencies, detect_dependencies
 
 __all__ = [
     "MODES", "SKILL_DIR", "SKILL_MOUNT", "CompileError", "SkillDependencies", "default_env_id", "default_task_file",
-    "detect_dependencies", "find_task_file", "from_skill", "make_from_library", "resolve_tasks",
+    "detect_dependencies", "find_task_file", "from_skill", "resolve_tasks", "spec_from_library", "spec_from_skill",
 ]

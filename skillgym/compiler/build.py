@@ -51,7 +51,7 @@ class CompileError(ValueError):
     """The skill, its tasks or the options given cannot make an environment."""
 
 
-def from_skill(
+def spec_from_skill(
     skill: str | Path | SkillSpec,
     tasks: TaskSource | str | Path | Sequence[Task | dict[str, Any]] | None = None,
     grader: Grader | dict[str, Any] | None = None,
@@ -62,16 +62,29 @@ def from_skill(
     judge: Any = None,
     build_image: bool = True,
     sandbox: SandboxConfig | dict[str, Any] | None = None,
-    **env_kwargs: Any,
-) -> SkillEnv:
-    """Compile a skill folder, ``SKILL.md``, agent ``.md`` file or :class:`SkillSpec` into an env.
+    **spec_kwargs: Any,
+) -> EnvSpec:
+    """Compile a skill folder, ``SKILL.md``, agent ``.md`` file or :class:`SkillSpec` into an
+    :class:`EnvSpec` (no sandbox starts; a derived image may be built, see ``build_image``).
 
-    ``tasks``: a task source, a JSONL path, or a list of tasks; None looks for the skill's
-    default task file (:func:`default_task_file`). ``grader``: a grader, a config dict
-    (:func:`~skillgym.graders.grader_from_config`) or None, which grades each task as its
-    ``reference`` says. ``judge`` is the rubric judge's model spec where a rubric is used.
-    Other keyword arguments go to :class:`EnvSpec` (``max_turns``, ``tools``,
-    ``system_prompt``, ...) or to :class:`SkillEnv` (``split``, ``render_mode``, ...).
+    Args:
+        skill: The skill or subagent.
+        tasks: A task source, a JSONL path, or a list of tasks; None looks for the skill's
+            default task file (:func:`default_task_file`).
+        grader: A grader, a config dict (:func:`~skillgym.graders.grader_from_config`) or
+            None, which grades each task as its ``reference`` says.
+        instruction_mode: ``system``, ``load_skill`` or ``none`` (see the module docstring).
+        env_id: The env's id (default: ``<skill-name>-v0``).
+        backend: The sandbox backend (``auto``, ``docker``, ``local``).
+        judge: The rubric judge's model spec, where a rubric is used.
+        build_image: Build the skill's derived image when its scripts need packages.
+        sandbox: Sandbox settings (a :class:`SandboxConfig` or its dict).
+        **spec_kwargs: Other :class:`EnvSpec` fields (``max_turns``, ``tools``,
+            ``system_prompt``, ...). :class:`SkillEnv` options (``split``, ...) are ignored
+            here (see :func:`skillgym.make_spec`).
+
+    Returns:
+        The env's spec.
     """
     spec = _load(skill)
     if isinstance(build_image, str):  # from a command line: --env-arg build_image=false
@@ -79,7 +92,7 @@ def from_skill(
     if instruction_mode not in MODES:
         raise CompileError(f"instruction_mode {instruction_mode!r} is not one of {', '.join(MODES)}")
     source = resolve_tasks(tasks, spec)
-    env_args = {k: env_kwargs.pop(k) for k in list(env_kwargs) if k in _SKILLENV_KWARGS}
+    env_kwargs = {k: v for k, v in spec_kwargs.items() if k not in _SKILLENV_KWARGS}
     unknown = sorted(set(env_kwargs) - _ENVSPEC_FIELDS)
     if unknown:
         raise CompileError(
@@ -130,7 +143,7 @@ def from_skill(
         "dependencies": deps.model_dump(),
         "image": image_note,
     }
-    env_spec = EnvSpec(
+    return EnvSpec(
         id=env_id or default_env_id(spec),
         description=spec.description,
         # The ablation keeps the skill out of the spec entirely, so nothing can leak it.
@@ -144,15 +157,30 @@ def from_skill(
         metadata=metadata,
         **env_kwargs,
     )
-    return SkillEnv(env_spec, **env_args)
 
 
-def make_from_library(name: str, library_paths: Sequence[str | Path] | str | None = None, **kwargs: Any) -> SkillEnv:
-    """``skillgym.make("skill:<name>")``: find ``name`` in the skill library and compile it.
+def from_skill(skill: str | Path | SkillSpec, *args: Any, **kwargs: Any) -> SkillEnv:
+    """A convenience: ``SkillEnv(spec_from_skill(skill, ...), split=..., ...)``.
 
-    ``library_paths`` defaults to ``$SKILLGYM_SKILLS_PATH`` (folders separated by ``os.pathsep``).
-    ``name`` may be qualified with part of its path (``wshobson-agents/sql-pro``) when
-    several skills share it. Other arguments are those of :func:`from_skill`.
+    Takes the arguments of :func:`spec_from_skill`, plus :class:`SkillEnv` options
+    (``split``, ``render_mode``, ``sandbox_factory``, ...).
+    """
+    env_args = {k: kwargs.pop(k) for k in list(kwargs) if k in _SKILLENV_KWARGS and k != "sandbox"}
+    return SkillEnv(spec_from_skill(skill, *args, **kwargs), **env_args)
+
+
+def spec_from_library(name: str, library_paths: Sequence[str | Path] | str | None = None, **kwargs: Any) -> EnvSpec:
+    """``skillgym.make_spec("skill:<name>")``: find ``name`` in the skill library and compile it.
+
+    Args:
+        name: The skill's name, optionally qualified with part of its path
+            (``wshobson-agents/sql-pro``) when several skills share it.
+        library_paths: Folders to search; default ``$SKILLGYM_SKILLS_PATH`` (separated by
+            ``os.pathsep``).
+        **kwargs: As for :func:`spec_from_skill`.
+
+    Returns:
+        The compiled spec.
     """
     from skillgym.skills import SkillLibrary
 
@@ -165,7 +193,7 @@ def make_from_library(name: str, library_paths: Sequence[str | Path] | str | Non
             f"(separated by {os.pathsep!r}) or pass library_paths=[...]"
         )
     spec = SkillLibrary(paths).get(name)
-    return from_skill(spec, **kwargs)
+    return spec_from_skill(spec, **kwargs)
 
 
 def resolve_tasks(tasks: Any, spec: SkillSpec) -> TaskSource:
@@ -311,5 +339,5 @@ def _choose_image(spec: SkillSpec, deps: SkillDependencies, config: SandboxConfi
 
 __all__ = [
     "CompileError", "SKILL_DIR", "SKILL_MOUNT", "default_task_file", "find_task_file", "from_skill",
-    "make_from_library", "resolve_tasks",
+    "resolve_tasks", "spec_from_library", "spec_from_skill",
 ]
