@@ -89,6 +89,32 @@ class _Retryable(Exception):
         self.reason, self.status, self.retry_after, self.body = reason, status, retry_after, body
 
 
+class _Tries:
+    """The tries of one request under a :class:`RetryPolicy`: iterating gives the pause before
+    each try (0 before the first); :meth:`recording` keeps a retryable failure and lets the
+    next try start, while any other error propagates."""
+
+    def __init__(self, policy: RetryPolicy, rng: random.Random):
+        self.policy, self.rng = policy, rng
+        self.number = 0  # tries started
+        self.last: _Retryable | None = None
+
+    def __iter__(self) -> Iterator[float]:
+        for number in range(1, self.policy.max_retries + 2):
+            self.number = number
+            retry_after = self.last.retry_after if self.last else None
+            yield self.policy.delay(self.number - 1, retry_after, self.rng) if self.number > 1 else 0.0
+
+    @contextmanager
+    def recording(self) -> Iterator[None]:
+        try:
+            yield
+        except _TRANSPORT_ERRORS as exc:
+            self.last = _Retryable(f"{type(exc).__name__}: {exc}")
+        except _Retryable as exc:
+            self.last = exc
+
+
 class OpenAIClient:
     """Chat completions against ``{base_url}/chat/completions``, sync and async.
 
@@ -147,38 +173,28 @@ class OpenAIClient:
             OpenAIError: A non-retryable answer, a body that is not a chat completion, or
                 retries spent.
         """
-        last: _Retryable | None = None
-        for attempt in range(self.retry.max_retries + 1):
-            if attempt:
-                time.sleep(self.retry.delay(attempt, last.retry_after if last else None, self._rng))
-            try:
-                with self._sync.client() as client:
-                    self._count()
-                    response = client.post(self.url, json=body, headers=self._headers)
-                return self._completion(response, body, attempt + 1)
-            except _TRANSPORT_ERRORS as exc:
-                last = _Retryable(f"{type(exc).__name__}: {exc}")
-            except _Retryable as exc:
-                last = exc
-        raise self._exhausted(body, last)
+        tries = _Tries(self.retry, self._rng)
+        for pause in tries:
+            if pause:
+                time.sleep(pause)
+            with tries.recording(), self._sync.client() as client:
+                self._count()
+                return self._completion(client.post(self.url, json=body, headers=self._headers), body, tries.number)
+        raise self._exhausted(body, tries)
 
     async def acomplete(self, body: dict[str, Any]) -> dict[str, Any]:
         """The async face of :meth:`complete` (same retries, same errors); never blocks the loop."""
         slots = self._async_slots()
-        last: _Retryable | None = None
-        for attempt in range(self.retry.max_retries + 1):
-            if attempt:
-                await asyncio.sleep(self.retry.delay(attempt, last.retry_after if last else None, self._rng))
-            try:
+        tries = _Tries(self.retry, self._rng)
+        for pause in tries:
+            if pause:
+                await asyncio.sleep(pause)
+            with tries.recording():
                 async with slots.client() as client:
                     self._count()
                     response = await client.post(self.url, json=body, headers=self._headers)
-                return self._completion(response, body, attempt + 1)
-            except _TRANSPORT_ERRORS as exc:
-                last = _Retryable(f"{type(exc).__name__}: {exc}")
-            except _Retryable as exc:
-                last = exc
-        raise self._exhausted(body, last)
+                return self._completion(response, body, tries.number)
+        raise self._exhausted(body, tries)
 
     def _count(self) -> None:
         with self._lock:
@@ -210,8 +226,8 @@ class OpenAIClient:
             ) from None
         return data
 
-    def _exhausted(self, body: dict[str, Any], last: _Retryable | None) -> OpenAIError:
-        attempts = self.retry.max_retries + 1
+    def _exhausted(self, body: dict[str, Any], tries: _Tries) -> OpenAIError:
+        attempts, last = tries.number, tries.last
         reason = last.reason if last else "no attempt was made"
         return OpenAIError(
             f"POST {self.url} (model {body.get('model')!r}) failed after {attempts} attempt(s); last error: {reason}. "

@@ -1,6 +1,6 @@
 """Policies against real things: a real loopback HTTP server, a real tiny Qwen3 model.
 
-The acceptance check of issue 3 lives here: episodes through ``openai:MODEL@<server>``
+Parity lives here: episodes through ``openai:MODEL@<server>``
 against a server that replays the env's scripted expert give the same trajectories as the
 in-process expert.
 """
