@@ -7,13 +7,17 @@ All printing happens here; the library reports through return values and a log c
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from .recipes import RecipeError, bundled_recipe_path, load_recipe
+
+R = TypeVar("R")
 
 app = typer.Typer(help="Train students: SFT on TRL (LoRA or full fine-tuning).", no_args_is_help=True)
 console = Console()
@@ -26,6 +30,20 @@ def _recipe_path(config: str) -> Path:
     return path if path.exists() or "/" in config else bundled_recipe_path(config)
 
 
+def _recipe(load: Callable[[Path, list[str]], R], config: str, overrides: list[str]) -> R:
+    """Load a recipe; a bad one is a usage error (exit 2) that says what is wrong."""
+    try:
+        return load(_recipe_path(config), overrides)
+    except RecipeError as exc:
+        err_console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+
+
+def _log(as_json: bool) -> Callable[[str], None]:
+    """Progress lines for people; none with --json (stdout is the result's)."""
+    return (lambda message: None) if as_json else (lambda message: console.print(f"[dim]{message}[/dim]"))
+
+
 @app.command()
 def sft(
     config: str = typer.Option(..., "--config", "-c", help="Recipe YAML, or a bundled name: tiny-cpu, qwen3-4b-lora."),
@@ -35,14 +53,9 @@ def sft(
     """Supervised fine-tuning of a student on an exported dataset."""
     from .sft import train_sft
 
+    recipe = _recipe(load_recipe, config, overrides)
     try:
-        recipe = load_recipe(_recipe_path(config), overrides)
-    except RecipeError as exc:
-        err_console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
-    log = (lambda message: None) if as_json else (lambda message: console.print(f"[dim]{message}[/dim]"))
-    try:
-        result = train_sft(recipe, log=log)
+        result = train_sft(recipe, log=_log(as_json))
     except (ValueError, FileNotFoundError) as exc:
         err_console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from None
@@ -65,13 +78,7 @@ def grpo(
     """GRPO with a skillgym env: its tools as the model's tools, its grader as the reward."""
     from .grpo import load_grpo_recipe, train_grpo
 
-    try:
-        recipe = load_grpo_recipe(_recipe_path(config), overrides)
-    except RecipeError as exc:
-        err_console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
-    log = (lambda message: None) if as_json else (lambda message: console.print(f"[dim]{message}[/dim]"))
-    result = train_grpo(recipe, log=log)
+    result = train_grpo(_recipe(load_grpo_recipe, config, overrides), log=_log(as_json))
     if as_json:
         print(result.model_dump_json(indent=2))
         return
