@@ -39,6 +39,7 @@ def generate(
 ) -> None:
     """Generate N tasks for SKILL with a teacher model and write them as JSONL."""
     from skillgym.compiler import default_task_file
+    from skillgym.io import atomic_write_text
     from skillgym.taskgen import ChatClient, GenerationConfig, generate_tasks
     from skillgym.tasks import save_tasks_jsonl
 
@@ -56,7 +57,7 @@ def generate(
     if learnability_k:
         tasks, learn_summary = _filter(spec, tasks, teacher, judge or teacher, learnability_k, learnability_threshold, backend)
     save_tasks_jsonl(tasks, out)
-    out.with_name(out.name + ".topics.json").write_text(result.topics.model_dump_json(indent=2), encoding="utf-8")
+    atomic_write_text(out.with_name(out.name + ".topics.json"), result.topics.model_dump_json(indent=2) + "\n")
     summary = {
         "skill": spec.name, "out": str(out), "tasks": len(tasks), "generated": len(result.tasks),
         "duplicates_removed": result.duplicates, "batch_calls": result.calls, "http_calls": result.http_calls,
