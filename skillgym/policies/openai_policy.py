@@ -19,12 +19,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from skillgym.openai_client import DEFAULT_BASE_URL, OpenAIClient, OpenAIError, RetryPolicy
+from skillgym.openai_client import OpenAIClient, OpenAIError, RetryPolicy
 from skillgym.policies.base import Action, Policy
 from skillgym.toolcalls import render_openai_call_text
 from skillgym.types import Message
 
-__all__ = ["DEFAULT_BASE_URL", "OpenAIPolicy", "OpenAIPolicyError", "response_to_action", "to_openai_messages"]
+__all__ = ["OpenAIPolicy", "OpenAIPolicyError", "response_to_action", "to_openai_messages"]
 
 OpenAIPolicyError = OpenAIError
 """A chat-completions request failed for good; ``status`` is the last HTTP status, if any."""
