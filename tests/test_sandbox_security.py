@@ -126,9 +126,11 @@ def test_bwrap_mounts_only_system_folders(backend: str, make: Callable[..., Sand
     assert probe.count("No such file") == 4, probe
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not Path("/var/run/docker.sock").exists(),
-                    reason="needs root (to create a throwaway user) and a Docker socket")
-def test_bwrap_as_a_docker_group_user_cannot_reach_the_docker_socket(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def docker_group_user() -> Iterator[str]:
+    """A throwaway non-root user in the docker group (the usual developer set-up)."""
+    if os.geteuid() != 0 or not Path("/var/run/docker.sock").exists():
+        pytest.skip("needs root (to create a throwaway user) and a Docker socket")
     if not bwrap_works():
         pytest.skip("bubblewrap is missing")
     if subprocess.run(["getent", "group", "docker"], capture_output=True).returncode != 0:
@@ -136,24 +138,53 @@ def test_bwrap_as_a_docker_group_user_cannot_reach_the_docker_socket(tmp_path: P
     user = f"sgprobe{secrets.token_hex(3)}"
     subprocess.run(["useradd", "-M", "-G", "docker", user], check=True)
     try:
-        connect = ("python3 -c \"import socket; s = socket.socket(socket.AF_UNIX); "
-                   "s.connect('/var/run/docker.sock'); print('CONNECTED')\"")
-        # The test can fail: outside the sandbox this user does reach the socket.
-        bare = subprocess.run(["runuser", "-u", user, "--", "bash", "-c", connect], capture_output=True, text=True,
-                              cwd="/", timeout=30)
-        assert "CONNECTED" in bare.stdout, bare.stderr
-        workspace = tmp_path / "ws"
-        workspace.mkdir()
-        argv = LocalSandbox(SandboxConfig(), isolation="bwrap")._bwrap_argv(workspace, privileged=False)
-        request = json.dumps({"id": 1, "op": "run", "args": {"cmd": connect, "timeout": 10}})
-        inside = subprocess.run(["runuser", "-u", user, "--", *argv], input=request + "\n", capture_output=True,
-                                text=True, cwd="/", timeout=60)
-        answers = [json.loads(line) for line in inside.stdout.splitlines()]
-        result = next(a for a in answers if a["id"] == 1)["result"]
-        assert "CONNECTED" not in result["stdout"] and result["exit_code"] != 0, result
-        assert "FileNotFoundError" in result["stderr"], result  # the socket is simply not there
+        yield user
     finally:
         subprocess.run(["userdel", user], capture_output=True)
+
+
+def _serve_as(user: str, tmp_path: Path, requests: list[dict]) -> dict:
+    """Run the unprivileged bubblewrap executor as ``user``; answers by request id."""
+    workspace = tmp_path / "ws"
+    workspace.mkdir(exist_ok=True)
+    argv = LocalSandbox(SandboxConfig(), isolation="bwrap")._bwrap_argv(workspace, privileged=False)
+    lines = "".join(json.dumps(dict(r, id=i)) + "\n" for i, r in enumerate(requests, start=1))
+    done = subprocess.run(["runuser", "-u", user, "--", *argv], input=lines, capture_output=True, text=True,
+                          cwd="/", timeout=120)
+    answers = {a["id"]: a for a in map(json.loads, done.stdout.splitlines()) if a["id"] is not None}
+    assert len(answers) == len(requests), (done.stdout[-2000:], done.stderr[-2000:])
+    return answers
+
+
+CONNECT = ("python3 -c \"import socket; s = socket.socket(socket.AF_UNIX); "
+           "s.connect('/var/run/docker.sock'); print('CONNECTED')\"")
+
+
+def test_bwrap_as_a_docker_group_user_cannot_reach_the_docker_socket(docker_group_user: str, tmp_path: Path) -> None:
+    # The test can fail: outside the sandbox this user does reach the socket.
+    bare = subprocess.run(["runuser", "-u", docker_group_user, "--", "bash", "-c", CONNECT], capture_output=True,
+                          text=True, cwd="/", timeout=30)
+    assert "CONNECTED" in bare.stdout, bare.stderr
+    result = _serve_as(docker_group_user, tmp_path, [{"op": "run", "args": {"cmd": CONNECT, "timeout": 10}}])[1]
+    result = result["result"]
+    assert "CONNECTED" not in result["stdout"] and result["exit_code"] != 0, result
+    assert "FileNotFoundError" in result["stderr"], result  # the socket is simply not there
+
+
+def test_bwrap_as_a_non_root_user_keeps_the_executor_out_of_reach(docker_group_user: str, tmp_path: Path) -> None:
+    attacks = [
+        "echo '{\"id\": 9, \"ok\": true, \"result\": {\"exit_code\": 0}}' > /proc/$PPID/fd/1; "
+        "kill -STOP $PPID; kill -9 $PPID; ps -eo args",
+        "setsid bash -c 'while :; do for f in /proc/[0-9]*/fd/1; do echo FORGED > $f; done 2>/dev/null; done' "
+        "> /dev/null 2>&1 < /dev/null & sleep 0.2; echo left",
+        "echo real; sleep 0.2; exit 3",
+        "ps -eo args",
+    ]
+    answers = _serve_as(docker_group_user, tmp_path, [{"op": "run", "args": {"cmd": a, "timeout": 10}} for a in attacks])
+    assert "executor.py" not in answers[1]["result"]["stdout"]  # out of sight
+    graded = answers[3]["result"]
+    assert (graded["exit_code"], graded["stdout"]) == (3, "real\n"), graded
+    assert "while" not in answers[4]["result"]["stdout"]  # the forger died with its command
 
 
 # Critical 4: local resources are bounded per sandbox -----------------------------------------

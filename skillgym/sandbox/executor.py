@@ -157,9 +157,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tool-uid", type=int, default=None)
     parser.add_argument("--tool-gid", type=int, default=None)
     parser.add_argument("--op-timeout", type=float, default=OP_TIMEOUT_S)
+    parser.add_argument("--pid-namespace-per-command", action="store_true",
+                        help="run each command in its own pid namespace (nested bubblewrap)")
     args = parser.parse_args(argv)
     OP_TIMEOUT_S = args.op_timeout
     apply_limits(args.root, args.memory_mb, args.nproc, args.tool_uid, args.tool_gid)
+    if args.pid_namespace_per_command:
+        ops.configure(pid_namespace_per_command=True)
     os.chdir(args.root)
     # Responses own the real stdout; anything else that writes to sys.stdout (a stray print
     # in an op) goes to stderr instead of corrupting the protocol.

@@ -52,17 +52,24 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]|\r(?!\n)")
 # (uid, gid) of tool commands when it differs from the executor's; set by :func:`configure`.
 _TOOL_IDS: tuple[int, int] | None = None
 _NPROC: int | None = None
+# Without a second uid (bubblewrap as a non-root user), each command gets its own pid namespace
+# instead: it cannot see, signal or trace the executor, and all it started dies with it.
+_COMMAND_PREFIX: list[str] = []
+PID_NAMESPACE_PREFIX = ["bwrap", "--dev-bind", "/", "/", "--unshare-pid", "--proc", "/proc", "--die-with-parent", "--"]
 
 
-def configure(tool_uid: int | None = None, tool_gid: int | None = None, nproc: int | None = None) -> None:
+def configure(tool_uid: int | None = None, tool_gid: int | None = None, nproc: int | None = None,
+              pid_namespace_per_command: bool = False) -> None:
     """Run tool commands (and file ops, as effective uid) as ``tool_uid``; ``nproc`` caps its processes.
 
-    Only for an executor running as root inside its own pid namespace (a container, or
-    bubblewrap): after each command every process of ``tool_uid`` is killed.
+    ``tool_uid`` is only for an executor running as root inside its own pid namespace (a
+    container, or bubblewrap): after each command every process of ``tool_uid`` is killed.
+    ``pid_namespace_per_command`` runs each command under a nested bubblewrap instead.
     """
-    global _TOOL_IDS, _NPROC
+    global _TOOL_IDS, _NPROC, _COMMAND_PREFIX
     _TOOL_IDS = None if tool_uid is None else (tool_uid, tool_gid if tool_gid is not None else tool_uid)
     _NPROC = nproc
+    _COMMAND_PREFIX = list(PID_NAMESPACE_PREFIX) if pid_namespace_per_command else []
 
 
 @contextlib.contextmanager
@@ -218,7 +225,7 @@ def run(root: str, cmd: str, timeout: float = 30.0, max_output: int = DEFAULT_MA
     started = time.monotonic()
     try:
         proc = subprocess.Popen(
-            [shell, "-c", cmd], cwd=workdir, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            [*_COMMAND_PREFIX, shell, "-c", cmd], cwd=workdir, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, start_new_session=True, env=env, **ids,
         )
     except OSError as exc:
