@@ -76,6 +76,54 @@ def test_stages_do_not_import_the_pipeline():
         assert violations(stage, ("skillgym.pipeline", "skillgym.orchestrator", "skillgym.benchmarks")) == []
 
 
+def import_graph(folders: tuple[str, ...]) -> tuple[dict[str, set[str]], dict[str, set[tuple[int, str]]]]:
+    """(module-level edges, function-level edges with their line) between the modules of ``folders``."""
+    paths = {module_name(p): p for folder in folders for p in (ROOT / folder).rglob("*.py")}
+
+    def known(name: str) -> str | None:  # `from a.b import c` names module a.b.c or attribute c of a.b
+        while name and name not in paths:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    top: dict[str, set[str]] = {}
+    inner: dict[str, set[tuple[int, str]]] = {}
+    for module, path in paths.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        late = {n.lineno for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
+                for n in ast.walk(f) if isinstance(n, (ast.Import, ast.ImportFrom, ast.Call))}
+        for line, name in imported_modules(path):
+            target = known(name)
+            if target is None or target == module:
+                continue
+            if line in late:
+                inner.setdefault(module, set()).add((line, target))
+            else:
+                top.setdefault(module, set()).add(target)
+    return top, inner
+
+
+def reaches(top: dict[str, set[str]], start: str, goal: str) -> bool:
+    seen, todo = set(), [start]
+    while todo:
+        module = todo.pop()
+        if module == goal:
+            return True
+        if module not in seen:
+            seen.add(module)
+            todo += top.get(module, ())
+    return False
+
+
+def test_no_function_level_import_hides_a_cycle():
+    """An import inside a function may save start-up time, never hide a cycle: moving any of them
+    to the top of its module must not close a loop of module-level imports."""
+    top, inner = import_graph(("skillgym", "envs", "rollouts", "training", "pipeline"))
+    hiding = [f"{module}:{line} imports {target} late, and {target} imports {module} back"
+              for module, edges in sorted(inner.items()) for line, target in sorted(edges)
+              if reaches(top, target, module)]
+    assert hiding == []
+
+
 @pytest.mark.parametrize(
     "source, expected",
     [
@@ -92,3 +140,13 @@ def test_the_checker_sees_every_form_of_import(tmp_path, monkeypatch, source, ex
     (folder / "bad.py").write_text(source + "\n", encoding="utf-8")
     monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
     assert any(expected in v for v in violations("skillgym", STAGES))
+
+
+def test_the_cycle_check_can_fail(tmp_path, monkeypatch):
+    pkg = tmp_path / "skillgym"
+    pkg.mkdir()
+    (pkg / "a.py").write_text("from skillgym import b\n", encoding="utf-8")
+    (pkg / "b.py").write_text("def f():\n    from skillgym import a\n", encoding="utf-8")
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    top, inner = import_graph(("skillgym",))
+    assert inner == {"skillgym.b": {(2, "skillgym.a")}} and reaches(top, "skillgym.a", "skillgym.b")
