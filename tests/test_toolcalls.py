@@ -141,3 +141,123 @@ def test_valid_arguments_parse():
 def test_render_round_trip():
     text = render_tool_call_text("grep", {"pattern": "déf"})
     assert parse_turn(text).calls[0].arguments == {"pattern": "déf"}
+
+
+# -- hostile and malformed input: bounded work, precise errors, never an exception ---------------
+def _nested(depth: int) -> list:
+    root: list = []
+    node = root
+    for _ in range(depth):
+        node.append([])
+        node = node[0]
+    return root
+
+
+HOSTILE_TEXT = [
+    ("call nested 100,000 deep", "<tool_call>" + "[" * 100_000 + "</tool_call>", "nested more than"),
+    ("arguments nested 100,000 deep", '<tool_call>{"name": "grep", "arguments": ' + "[" * 100_000 + "}</tool_call>", "nested more than"),
+    ("5,000-digit integer", '<tool_call>{"name": "read_file", "arguments": {"path": "a", "limit": ' + "9" * 5000 + "}}</tool_call>", "more than 4300 digits"),
+    ("duplicate key", '<tool_call>{"name": "grep", "arguments": {"pattern": "a", "pattern": "b"}}</tool_call>', "'pattern' appears twice"),
+    ("duplicate key in an arguments string", tc({"name": "grep", "arguments": '{"pattern": "a", "pattern": "b"}'}), "'pattern' appears twice"),
+    ("10 MB call", tc({"name": "write_file", "arguments": {"path": "a", "content": "x" * 10_000_000}}), "the limit is 1,000,000"),
+]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("case,action,message", HOSTILE_TEXT, ids=[row[0] for row in HOSTILE_TEXT])
+def test_hostile_text_is_a_precise_error(case, action, message):
+    parsed = parse_turn(action)
+    assert len(parsed.calls) == 1 and parsed.calls[0].arguments is None
+    assert message in parsed.calls[0].error
+
+
+def test_too_many_calls_in_one_turn_is_a_turn_error():
+    parsed = parse_turn(tc(GREP) * 1_000_000)
+    assert parsed.errors and "at most 32" in parsed.errors[0]
+    assert len(parsed.calls) <= 32  # a million calls are counted, not parsed
+
+
+def test_lone_surrogates_are_replaced_and_reported():
+    parsed = parse_turn('<tool_call>{"name": "grep", "arguments": {"pattern": "a\\ud800b"}}</tool_call>')
+    assert parsed.calls[0].arguments == {"pattern": "a\ufffdb"}
+    assert parsed.repairs and "1 lone UTF-16 surrogate" in parsed.repairs[0]
+    # A surrogate pair written as two escapes is one real character, not a repair.
+    parsed = parse_turn('<tool_call>{"name": "grep", "arguments": {"pattern": "\\ud83d\\ude00"}}</tool_call>')
+    assert parsed.calls[0].arguments == {"pattern": "\U0001f600"} and not parsed.repairs
+    # Raw surrogates in a message dict (text, arguments object, arguments string) too.
+    msg = {"content": "\udc00", "tool_calls": [{"function": {"name": "grep", "arguments": {"pattern": "\ud800"}}}]}
+    parsed = parse_turn(msg)
+    assert parsed.content == "\ufffd" and parsed.calls[0].arguments == {"pattern": "\ufffd"}
+    assert "2 lone" in parsed.repairs[0]
+    parsed.model_dump_json()  # storable
+
+
+MALFORMED_MESSAGES = [
+    ("content as a dict", {"content": {"text": "42"}}, "content must be a string or a list of text parts, got an object"),
+    ("content as a list of strings", {"content": ["4", "2"]}, "content[0] must be a text part"),
+    ("content part without text", {"content": [{"type": "text", "text": 5}]}, 'without a string "text"'),
+    ("image part", {"content": [{"type": "image_url", "image_url": {}}]}, "only text parts can be read"),
+    ("content as a number", {"content": 42}, "got a number"),
+    ("reasoning_content as a list", {"content": "hi", "reasoning_content": ["x"]}, "reasoning_content must be a string, got an array"),
+    ("reasoning as a dict", {"content": "hi", "reasoning": {"a": 1}}, "reasoning must be a string, got an object"),
+    ("forty structured calls", {"tool_calls": [{"function": {"name": "list_dir"}}] * 40}, "the turn makes 40 tool calls"),
+]
+
+
+@pytest.mark.parametrize("case,message,error", MALFORMED_MESSAGES, ids=[row[0] for row in MALFORMED_MESSAGES])
+def test_malformed_message_fields_are_turn_errors(case, message, error):
+    parsed = parse_turn(message)
+    assert any(error in e for e in parsed.errors), parsed.errors
+
+
+def test_structured_arguments_that_json_cannot_carry_are_errors():
+    cyclic: dict = {}
+    cyclic["self"] = cyclic
+    cases = [
+        ({"pattern": _nested(100_000)}, "nested more than"),
+        (cyclic, "nested more than"),
+        ({"pattern": 10**5000}, "more than 4300 digits"),
+        ({"pattern": b"bytes"}, "cannot be written as JSON"),
+        ({(1, 2): "x"}, "cannot be written as JSON"),
+    ]
+    for arguments, error in cases:
+        msg = {"tool_calls": [{"id": _nested(100_000), "function": {"name": "grep", "arguments": arguments}}]}
+        parsed = parse_turn(msg)
+        assert parsed.calls[0].arguments is None and error in parsed.calls[0].error, (error, parsed.calls[0].error)
+        # The record of the turn holds only plain JSON: the call's id was not a string, so a fresh one.
+        assert parsed.source_tool_calls[0]["id"] == "call_0"
+        assert isinstance(parsed.source_tool_calls[0]["function"]["arguments"], str)
+
+
+def test_source_keeps_what_the_model_sent_for_the_record():
+    msg = {"content": "see", "tool_calls": [{"id": "c1", "function": {"name": "grep", "arguments": '{"pattern": '}}]}
+    parsed = parse_turn(msg)
+    assert parsed.source == "see"
+    assert parsed.source_tool_calls == [
+        {"id": "c1", "type": "function", "function": {"name": "grep", "arguments": '{"pattern": '}}
+    ]
+
+
+STRICT_ARGS = [
+    ("boolean for an int", "read_file", {"path": "a", "limit": True}, "not a boolean"),
+    ("boolean for a float", "bash", {"command": "ls", "timeout": True}, "not a boolean"),
+    ("number for a boolean", "grep", {"pattern": "x", "ignore_case": 1}, "argument 'ignore_case'"),
+    ("string for a boolean", "edit_file", {"path": "a", "old_string": "a", "new_string": "b", "replace_all": "true"}, "argument 'replace_all'"),
+    ("NUL in a command", "bash", {"command": "echo a\x00b"}, "nul character"),
+]
+
+
+@pytest.mark.parametrize("case,tool,args,message", STRICT_ARGS, ids=[row[0] for row in STRICT_ARGS])
+def test_arguments_are_strictly_typed(case, tool, args, message):
+    parsed, error = validate_arguments(tool, args, BUILTIN_TOOLS[tool].Args)
+    assert parsed is None and message in error
+
+
+def test_numeric_strings_are_still_numbers():
+    parsed, error = validate_arguments("read_file", {"path": "a", "limit": "50"}, BUILTIN_TOOLS["read_file"].Args)
+    assert error is None and parsed.limit == 50
+
+
+def test_validation_messages_stay_short_for_huge_values():
+    _, error = validate_arguments("grep", {"pattern": ["x" * 1_000_000]}, BUILTIN_TOOLS["grep"].Args)
+    assert len(error) < 500

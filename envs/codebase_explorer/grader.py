@@ -17,7 +17,9 @@ from skillgym.sandbox.base import Sandbox
 from skillgym.types import Grade, Message, Task
 
 _PATH_PREFIXES = ("/workspace/repo/", "workspace/repo/", "repo/", "./")
-_PATH_TOKEN_RE = re.compile(r"[\w./-]+\.py\b")
+_PATH_RUN_RE = re.compile(r"[\w./-]+")
+_WORD_CHAR_RE = re.compile(r"\w")
+_MAX_COUNT_DIGITS = 100  # no method count is longer; int() refuses past 4,300 digits anyway
 _INT_RE = re.compile(r"(?<![\w.])-?\d+(?![\w.])")
 _EDGES = " \t\r\n`'\"*"
 
@@ -38,12 +40,32 @@ def path_variants(text: str) -> set[str]:
     return variants
 
 
+def path_tokens(text: str) -> list[str]:
+    r"""The ``.py`` paths written in ``text``: in each run of path characters (word characters,
+    ``.``, ``/``, ``-``), the longest prefix that ends in ``.py`` at a word boundary.
+
+    This is what ``re.findall(r"[\w./-]+\.py\b", text)`` finds, in linear time: that regex
+    retries from every start inside a long run, which is quadratic (a 100,000-character answer
+    took over a minute to grade).
+    """
+    tokens = []
+    for run in _PATH_RUN_RE.findall(text):
+        end = run.rfind(".py")
+        while end >= 1:  # at least one path character before ".py"
+            after = run[end + 3 : end + 4]
+            if not after or not _WORD_CHAR_RE.match(after):
+                tokens.append(run[: end + 3])
+                break
+            end = run.rfind(".py", 0, end)
+    return tokens
+
+
 def match_path(answer: str, gold: str) -> bool:
     """The answer names the gold file: alone, with a workspace prefix, or as the only path in a sentence."""
     if gold in path_variants(_strip(answer)):
         return True
-    found = {p for token in _PATH_TOKEN_RE.findall(answer) for p in path_variants(token)}
-    tokens = set(_PATH_TOKEN_RE.findall(answer))
+    tokens = set(path_tokens(answer))
+    found = {p for token in tokens for p in path_variants(token)}
     return len(tokens) == 1 and gold in found
 
 
@@ -51,7 +73,7 @@ def _expr_key(text: str) -> str | None:
     """Canonical form of a Python expression (quote style and spacing fall away)."""
     try:
         return ast.dump(ast.parse(text.strip(), mode="eval"))
-    except (SyntaxError, ValueError):
+    except (SyntaxError, ValueError, RecursionError, MemoryError):  # deep nesting (a.a.a..., -----1)
         return None
 
 
@@ -85,8 +107,10 @@ def match_names(answer: str, gold: str) -> bool:
 
 def match_count(answer: str, gold: str) -> bool:
     """Exactly one integer in the answer, equal to the gold count."""
-    numbers = {int(n) for n in _INT_RE.findall(_strip(answer))}
-    return numbers == {int(gold)}
+    found = _INT_RE.findall(_strip(answer))
+    if any(len(n) > _MAX_COUNT_DIGITS for n in found):
+        return False  # an integer that long is not the count, and int() could not even read it
+    return {int(n) for n in found} == {int(gold)}
 
 
 def _module_variants(text: str) -> set[str]:

@@ -4,17 +4,37 @@ runs against a sandbox and returns text for the model."""
 from __future__ import annotations
 
 import abc
+import types
+import typing
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 
 from skillgym.sandbox.base import Sandbox
 
 
 class ToolArgs(BaseModel):
-    """Base for argument models: unknown arguments are an error the model must hear about."""
+    """Base for argument models: unknown arguments are an error the model must hear about, and
+    so is a boolean given for a number (JSON ``true`` is not the number 1, whatever pydantic's
+    lax mode would make of it)."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_boolean_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, bool) and info.field_name and _is_number(cls.model_fields[info.field_name].annotation):
+            raise PydanticCustomError("number_type", "Input should be a number, not a boolean")
+        return value
+
+
+def _is_number(annotation: Any) -> bool:
+    """Whether a field's type is a number (``int``, ``float``, optionally ``| None``), not ``bool``."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        options = typing.get_args(annotation)
+        return bool not in options and any(o in (int, float) for o in options)
+    return annotation in (int, float)
 
 
 class Tool(abc.ABC):

@@ -4,17 +4,31 @@ format the result as compact text for the model."""
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_core import PydanticCustomError
 
 from skillgym.sandbox.base import Sandbox
 from skillgym.tools.base import Tool, ToolArgs
 
 MAX_TIMEOUT = 120.0
 
+# Number arguments never take a boolean (see ToolArgs); a boolean argument takes only one.
+Bool = Annotated[bool, Field(strict=True)]
+"""A boolean argument: JSON true or false only (not 1, "yes" or "true")."""
+
 
 class BashArgs(ToolArgs):
     command: str = Field(description="The shell command to run in /workspace.")
     timeout: float | None = Field(default=None, gt=0, le=MAX_TIMEOUT, description="Seconds before the command is killed.")
+
+    @field_validator("command")
+    @classmethod
+    def _no_nul(cls, command: str) -> str:
+        if "\x00" in command:
+            raise PydanticCustomError("nul_in_command", "the command contains a NUL character (\\x00), which no shell command can hold")
+        return command
 
 
 class Bash(Tool):
@@ -78,7 +92,7 @@ class EditFileArgs(ToolArgs):
     path: str = Field(description="File to edit.")
     old_string: str = Field(description="Exact text to replace; must occur once unless replace_all.")
     new_string: str = Field(description="Replacement text.")
-    replace_all: bool = Field(default=False, description="Replace every occurrence.")
+    replace_all: Bool = Field(default=False, description="Replace every occurrence.")
 
 
 class EditFile(Tool):
@@ -118,7 +132,7 @@ class GrepArgs(ToolArgs):
     path: str = Field(default=".", description="File or folder to search.")
     glob: str | None = Field(default=None, description="Only search files matching this glob, e.g. '*.py'.")
     context: int = Field(default=0, ge=0, le=20, description="Lines of context around each match.")
-    ignore_case: bool = Field(default=False, description="Case-insensitive search.")
+    ignore_case: Bool = Field(default=False, description="Case-insensitive search.")
 
 
 class Grep(Tool):
