@@ -94,8 +94,10 @@ def test_an_adversarial_policy_cannot_change_grades(backend: str, request: pytes
     try:
         started = time.monotonic()
         # 1. The attacker, without solving the task: the honest grade is 0.5 (exit-3 passes).
-        reward, _ = _episode(env, "t0", ATTACKS)
+        reward, results = _episode(env, "t0", ATTACKS)
         assert reward == 0.5
+        # Every attack was refused, not merely survived: the executor was never killed or replaced.
+        assert not any("stopped working" in r for r in results), results
         # 2. An honest episode right after, in the same sandbox: clean workspace, true results.
         reward, results = _episode(env, "t1", ["ls -A /workspace /tmp; echo end", "echo hi; exit 7"])
         assert reward == 0.5, "something the attacker left solved (or broke) the next episode"
