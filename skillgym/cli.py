@@ -149,6 +149,10 @@ def _doctor_report() -> dict[str, dict[str, Any]]:
                 version = "installed"
         report[extra] = {"ok": spec is not None, "detail": version or "not installed"}
     report["transformers serve"] = _serve_check()
+    from skillgym.skills.search import available_modes
+
+    for mode, (ok, why) in available_modes().items():
+        report[f"skill search: {mode}"] = {"ok": ok, "detail": why}
     return report
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -13,7 +13,7 @@ from rich.table import Table
 
 from skillgym.skills.library import AmbiguousSkillName, SkillLibrary
 from skillgym.skills.loader import SkillLoadError
-from skillgym.skills.search import SearchError
+from skillgym.skills.search import MODES, SearchError, available_modes, default_embedding_model
 from skillgym.skills.validate import has_errors, validate_path
 
 app = typer.Typer(help="Find, inspect and validate agent skills and subagents.", no_args_is_help=True)
@@ -25,13 +25,16 @@ PathsOption = Annotated[
     typer.Option("--path", "-p", help="Folder, skill, agent file, manifest or saved index; repeatable."),
 ]
 EmbeddingOption = Annotated[
-    Optional[Path],
-    typer.Option("--embedding-model", help="Local sentence-transformers model folder (embedding/hybrid modes)."),
+    str | None,
+    typer.Option(
+        "--embedding-model",
+        help="'wordllama' (offline, the default when installed) or a local sentence-transformers model folder.",
+    ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 
-def _open(paths: list[Path], embedding_model: Path | None = None) -> SkillLibrary:
+def _open(paths: list[Path], embedding_model: str | None = None) -> SkillLibrary:
     try:
         lib = SkillLibrary.open(paths, embedding_model=embedding_model)
     except (SkillLoadError, SearchError) as exc:
@@ -48,9 +51,10 @@ def index(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the index to (replaced).")],
     embedding_model: EmbeddingOption = None,
 ) -> None:
-    """Load every skill and agent under the paths and save a searchable index."""
+    """Load every skill and agent under the paths and save a searchable index (with embeddings
+    when an embedding model is available, so hybrid search needs no re-encoding later)."""
     with console.status("loading and indexing skills"):
-        lib = _open(path, embedding_model)
+        lib = _open(path, embedding_model or default_embedding_model())
         try:
             target = lib.save(out)
         except SearchError as exc:
@@ -65,15 +69,26 @@ def search(
     query: Annotated[str, typer.Argument(help="What you want done, in your own words.")],
     path: PathsOption,
     k: Annotated[int, typer.Option("-k", help="Number of results.")] = 5,
-    mode: Annotated[str, typer.Option("--mode", help="bm25, embedding or hybrid.")] = "bm25",
+    mode: Annotated[
+        str, typer.Option("--mode", help="auto (hybrid when an embedding model is available, else bm25), bm25, embedding or hybrid.")
+    ] = "auto",
     embedding_model: EmbeddingOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Rank skills and agents for a request; each hit says why it matched."""
-    if mode not in ("bm25", "embedding", "hybrid"):
-        err.print(f"[red]error:[/red] --mode must be bm25, embedding or hybrid, not {mode!r}")
+    """Rank skills and agents for a request; each hit says why it matched, and the output says
+    which mode ran."""
+    if mode not in ("auto", *MODES):
+        err.print(f"[red]error:[/red] --mode must be auto, bm25, embedding or hybrid, not {mode!r}")
         raise typer.Exit(2)
-    lib = _open(path, embedding_model)
+    model = embedding_model or default_embedding_model()
+    lib = _open(path, model)
+    note = ""
+    if mode == "auto":
+        if model or lib.embedding_model_id:
+            mode = "hybrid"
+        else:
+            mode = "bm25"
+            note = f"bm25 only: {available_modes()['embedding'][1]}"
     try:
         hits = lib.search(query, k=k, mode=mode)  # type: ignore[arg-type]
     except SearchError as exc:
@@ -82,17 +97,22 @@ def search(
     if as_json:
         rows = [{"rank": i, "name": h.skill.name, "kind": h.skill.kind, "score": h.score, "why": h.why,
                  "matched": h.matched, "description": h.skill.description, "source_path": h.skill.source_path,
-                 "content_hash": h.skill.content_hash} for i, h in enumerate(hits, start=1)]
-        print(json.dumps({"query": query, "mode": mode, "hits": rows}, indent=2))
+                 "content_hash": h.skill.content_hash, "duplicate_count": h.duplicate_count,
+                 "duplicates": h.duplicates} for i, h in enumerate(hits, start=1)]
+        print(json.dumps({"query": query, "mode": mode, "embedding_model": lib.embedding_model_id if mode != "bm25" else None,
+                          "note": note or None, "hits": rows}, indent=2))
         return
     if not hits:
         console.print("no match")
         return
-    table = Table(title=f"{escape(query)}  [dim]({mode}, {len(lib)} skills)[/dim]")
+    if note:
+        err.print(f"[yellow]{escape(note)}[/yellow]")
+    table = Table(title=f"{escape(query)}  [dim]({mode} search, {len(lib)} skills)[/dim]")
     for column in ("#", "score", "kind", "name", "why"):
         table.add_column(column, overflow="fold")
     for i, h in enumerate(hits, start=1):
-        table.add_row(str(i), f"{h.score:.3f}", h.skill.kind, escape(h.skill.name), escape(h.why))
+        copies = f" (+{h.duplicate_count} near-duplicates)" if h.duplicate_count else ""
+        table.add_row(str(i), f"{h.score:.3f}", h.skill.kind, escape(h.skill.name) + copies, escape(h.why))
     console.print(table)
 
 

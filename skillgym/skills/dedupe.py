@@ -18,7 +18,7 @@ from skillgym.types import SkillSpec
 SHINGLE = 3  # words per shingle: long enough that shared boilerplate phrases do not merge skills
 THRESHOLD = 0.5  # estimated Jaccard similarity above which two skills are one group
 NUM_PERM = 64
-TEXT_CHARS = 4000  # description plus the start of the body: enough to tell skills apart
+TEXT_CHARS = 2000  # description plus the start of the body: enough to tell skills apart
 _WORD = re.compile(r"[a-z0-9]+")
 
 
@@ -75,9 +75,10 @@ def near_duplicate_groups(
         if not sets[i]:
             continue
         for j in lsh.query(mh):
+            a, b = root(i), root(int(j))
             # LSH returns candidates; confirm with the estimated Jaccard so the threshold holds.
-            if j != i and mh.jaccard(hashes[j]) >= threshold:
-                a, b = root(i), root(int(j))
-                if a != b:
-                    parent[max(a, b)] = min(a, b)
+            # Pairs already joined through other members skip the check: with a hundred copies
+            # of one skill that is most pairs.
+            if a != b and mh.jaccard(hashes[j]) >= threshold:
+                parent[max(a, b)] = min(a, b)
     return np.array([root(i) for i in range(len(skills))], dtype=np.int32)

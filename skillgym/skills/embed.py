@@ -103,7 +103,13 @@ class WordLlamaEmbedder:
 def wordllama_available() -> tuple[bool, str]:
     """Whether the offline embedder can load here, and why (for ``skillgym doctor``)."""
     try:
-        weights, _ = wordllama_files()
+        wordllama_files()
     except EmbedderUnavailable as exc:
         return False, str(exc)
-    return True, f"wordllama {WORDLLAMA_CONFIG}_{WORDLLAMA_DIM} from {weights.parent.parent}"
+    try:
+        from importlib.metadata import version
+
+        release = version(WORDLLAMA)
+    except Exception:  # an unusual install without metadata still works
+        release = "installed"
+    return True, f"wordllama {release} ({WORDLLAMA_CONFIG}_{WORDLLAMA_DIM}, offline: weights ship in its wheel)"

@@ -23,11 +23,13 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from skillgym.skills.dedupe import near_duplicate_groups
+from skillgym.skills.embed import WordLlamaEmbedder
 from skillgym.skills.loader import SkillLoadError, load_collection
 from skillgym.skills.search import (
     DEFAULT_WEIGHTS,
     HYBRID_RRF_K,
     HYBRID_WEIGHTS,
+    MAX_LISTED_DUPLICATES,
     MODES,
     Embedder,
     FieldedBM25,
@@ -36,6 +38,7 @@ from skillgym.skills.search import (
     SearchMode,
     Tokenizer,
     cosine_scores,
+    default_embedding_model,
     explain,
     is_builtin_model,
     load_embedder,
@@ -177,59 +180,67 @@ class SkillLibrary:
         if k <= 0 or not self._skills:
             return []
         groups = self._group_ids()
-        depth = k
-        while True:
-            ranked = self._ranked(query, mode, depth)
-            chosen: list[tuple[int, float]] = []
-            seen: set[int] = set()
-            for i, score in ranked:
-                if int(groups[i]) not in seen:
-                    seen.add(int(groups[i]))
-                    chosen.append((i, score))
-                    if len(chosen) == k:
-                        break
-            # Copies crowd the head of a ranking; look deeper until k distinct skills show up
-            # or the ranking is exhausted.
-            if len(chosen) == k or len(ranked) < depth or depth >= len(self._skills):
-                break
-            depth *= 4
-        return [self._hit(query, mode, i, score, groups) for i, score in chosen]
+        return [self._hit(query, mode, i, score, groups) for i, score in self._ranked(query, mode, k)]
+
+    def _collapse(self, scores: np.ndarray, depth: int, *, positive_only: bool) -> list[int]:
+        """The best member of each of the ``depth`` best near-duplicate groups, best first.
+
+        Collapsing before fusing (instead of filtering a fused list) keeps a query in
+        milliseconds when a skill has a hundred copies: one sort, no re-ranking deeper and deeper.
+        """
+        if not self.group_duplicates:
+            return top_k(scores, depth, positive_only=positive_only)
+        order = np.argsort(-scores, kind="stable")
+        if positive_only:
+            order = order[scores[order] > 0]
+        _, first = np.unique(self._group_ids()[order], return_index=True)
+        first.sort()
+        return [int(i) for i in order[first[:depth]]]
 
     def _ranked(self, query: str, mode: SearchMode, depth: int) -> list[tuple[int, float]]:
         if mode == "bm25":
             scores = self._bm25_scores(query)
-            return [(i, float(scores[i])) for i in top_k(scores, depth, positive_only=True)]
+            return [(i, float(scores[i])) for i in self._collapse(scores, depth, positive_only=True)]
         cosine = self._embedding_scores(query)
         if mode == "embedding":
-            return [(i, float(cosine[i])) for i in top_k(cosine, depth, positive_only=False)]
-        # Hybrid: fuse the two rankings well beyond the depth asked for, so a skill ranked
-        # modestly by both can still beat one ranked well by only one.
+            return [(i, float(cosine[i])) for i in self._collapse(cosine, depth, positive_only=False)]
+        # Hybrid: fuse the two rankings of groups well beyond the depth asked for, so a skill
+        # ranked modestly by both can still beat one ranked well by only one.
+        groups = self._group_ids()
         pool = max(50, 4 * depth)
-        self._last_lexical = top_k(self._bm25_scores(query), pool, positive_only=True)
-        self._last_semantic = top_k(cosine, pool, positive_only=False)
+        lexical = self._collapse(self._bm25_scores(query), pool, positive_only=True)
+        semantic = self._collapse(cosine, pool, positive_only=False)
+        # A group's representative: its best lexical member (whose matched words explain the
+        # hit), else its best semantic one.
+        representative = {int(groups[i]): i for i in semantic}
+        representative.update({int(groups[i]): i for i in lexical})
+        self._last_lexical = [int(groups[i]) for i in lexical]
+        self._last_semantic = [int(groups[i]) for i in semantic]
         self._last_cosine = cosine
         fused = reciprocal_rank_fusion(
             [self._last_lexical, self._last_semantic],
             k=HYBRID_RRF_K,
             weights=[self.hybrid_weights["bm25"], self.hybrid_weights["embedding"]],
         )
-        best = sorted(fused, key=lambda i: (-fused[i], i))[:depth]
-        return [(i, fused[i]) for i in best]
+        best = sorted(fused, key=lambda g: (-fused[g], g))[:depth]
+        return [(representative[g], fused[g]) for g in best]
 
     def _hit(self, query: str, mode: SearchMode, i: int, score: float, groups: np.ndarray) -> SearchHit:
         skill = self._skills[i]
-        duplicates = [s.source_path or s.name for j in np.flatnonzero(groups == groups[i]) if j != i
-                      for s in [self._skills[int(j)]]] if self.group_duplicates else []
+        copies = [int(j) for j in np.flatnonzero(groups == groups[i]) if j != i] if self.group_duplicates else []
+        dup = {"duplicates": [self._skills[j].source_path or self._skills[j].name for j in copies[:MAX_LISTED_DUPLICATES]],
+               "duplicate_count": len(copies)}
         if mode == "embedding":
-            return SearchHit(skill=skill, score=score, why=f"embedding similarity {score:.3f}", duplicates=duplicates)
+            return SearchHit(skill=skill, score=score, why=f"embedding similarity {score:.3f}", **dup)
         matched = self._bm25.matches(query, i)
         if mode == "bm25":
-            return SearchHit(skill=skill, score=score, why=explain(matched), matched=matched, duplicates=duplicates)
+            return SearchHit(skill=skill, score=score, why=explain(matched), matched=matched, **dup)
+        g = int(groups[i])
         lexical, semantic = self._last_lexical, self._last_semantic
-        parts = [f"bm25 rank {lexical.index(i) + 1} ({explain(matched)})" if i in lexical else "no bm25 match"]
-        parts.append(f"embedding rank {semantic.index(i) + 1} (similarity {self._last_cosine[i]:.3f})"
-                     if i in semantic else f"embedding similarity {self._last_cosine[i]:.3f}")
-        return SearchHit(skill=skill, score=score, why="; ".join(parts), matched=matched, duplicates=duplicates)
+        parts = [f"bm25 rank {lexical.index(g) + 1} ({explain(matched)})" if g in lexical else "no bm25 match"]
+        parts.append(f"embedding rank {semantic.index(g) + 1} (similarity {self._last_cosine[i]:.3f})"
+                     if g in semantic else f"embedding similarity {self._last_cosine[i]:.3f}")
+        return SearchHit(skill=skill, score=score, why="; ".join(parts), matched=matched, **dup)
 
     def _group_ids(self) -> np.ndarray:
         if self._groups is None or len(self._groups) != len(self._skills):
@@ -356,8 +367,6 @@ class SkillLibrary:
     def _route_embedder(self) -> Embedder | None:
         """The library's embedder, else the offline default; None leaves routing lexical."""
         if self._embedder is None and self._embedding_model is None:
-            from skillgym.skills.search import default_embedding_model
-
             model = default_embedding_model()
             if model is None:
                 return None
@@ -419,7 +428,7 @@ class SkillLibrary:
             embedding_model: overrides the model recorded in the index (its vectors are then
                 recomputed with the new model).
             embedder: a ready embedder to use for queries.
-            mmap: memory-map the BM25 matrices and the embeddings instead of reading them.
+            mmap: memory-map the BM25 score matrices instead of reading them.
 
         Returns:
             The library, ready to search.
@@ -433,7 +442,10 @@ class SkillLibrary:
             raise SearchError(f"{manifest_file}: index format {manifest.get('format')} is not {INDEX_FORMAT}; rebuild it")
         with (root / _SKILLS_FILE).open(encoding="utf-8") as lines:
             skills = [SkillSpec.model_validate_json(line) for line in lines if line.strip()]
-        model = embedding_model or manifest.get("embedding_model")
+        recorded = manifest.get("embedding_model")
+        # The same model named differently ("wordllama" vs its recorded id) keeps the stored vectors.
+        same_model = embedding_model is None or _model_id(embedding_model) == recorded
+        model = recorded if same_model else embedding_model
         lib = cls(skills=skills, embedding_model=model, embedder=embedder,
                   field_weights=manifest.get("field_weights"), group_duplicates=manifest.get("group_duplicates", True))
         lib.hybrid_weights.update(manifest.get("hybrid_weights") or {})
@@ -448,8 +460,10 @@ class SkillLibrary:
         if (root / _GROUPS_FILE).is_file():
             lib._groups = np.load(root / _GROUPS_FILE)
         vectors = root / _EMBEDDINGS_FILE
-        if vectors.is_file() and embedding_model is None:
-            lib._vectors = np.load(vectors, mmap_mode="r" if mmap else None)
+        if vectors.is_file() and same_model:
+            # Read, not mapped: 10 MB per 10,000 skills loads in milliseconds, and a matrix-vector
+            # product over a memory map measured several times slower per query.
+            lib._vectors = np.load(vectors)
         return lib
 
     @classmethod
@@ -467,6 +481,10 @@ class SkillLibrary:
             else:
                 folders.append(p)
         return cls(folders, skills=skills, **kwargs)
+
+
+def _model_id(model: str | Path) -> str:
+    return WordLlamaEmbedder.model_id if is_builtin_model(model) else str(Path(model).expanduser().resolve())
 
 
 def is_index(path: Path) -> bool:

@@ -37,6 +37,7 @@ RRF_K = 60  # the usual reciprocal-rank-fusion constant: damps the gap between r
 HYBRID_RRF_K = 5
 HYBRID_WEIGHTS: dict[str, float] = {"bm25": 1.0, "embedding": 1.0}
 HEAD_VECTOR_WEIGHT = 0.5  # see skill_vectors()
+MAX_LISTED_DUPLICATES = 10
 _WORD = re.compile(r"[a-z0-9]+")
 _EXAMPLE = re.compile(r"<example>(.*?)</example>", re.DOTALL | re.IGNORECASE)
 # English function words. bm25s ships only ~30; requests ("how do I ... for our ...") carry many
@@ -67,8 +68,9 @@ class SearchHit(BaseModel):
     )
     duplicates: list[str] = Field(
         default_factory=list,
-        description="Source paths of near-duplicate copies folded into this hit (grouped by MinHash).",
+        description=f"Source paths of near-duplicate copies folded into this hit (MinHash; first {MAX_LISTED_DUPLICATES}).",
     )
+    duplicate_count: int = Field(default=0, description="How many near-duplicate copies were folded into this hit.")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -166,13 +168,11 @@ class FieldedBM25:
         self.weights = {f: float(w) for f, w in (weights or DEFAULT_WEIGHTS).items() if f in FIELDS}
         self._indexes: dict[str, Any] = {}
         self._skills: Sequence[SkillSpec] = ()
-        self._terms: dict[int, dict[str, frozenset[str]]] = {}  # per shown hit, for "why"
 
     def build(self, skills: Sequence[SkillSpec]) -> FieldedBM25:
         bm25s = _bm25s()
         self._skills = skills
         self._indexes = {}
-        self._terms = {}
         texts = [field_texts(s) for s in skills]
         for f in self._active_fields():
             index = bm25s.BM25()
@@ -201,26 +201,21 @@ class FieldedBM25:
                 total += self.weights[f] * np.asarray(index.get_scores(ids), dtype=np.float64)
         return total
 
-    def _doc_terms(self, doc: int) -> dict[str, frozenset[str]]:
-        if doc not in self._terms:
-            if len(self._terms) >= 512:  # bounded: a long-running router sees many hits
-                self._terms.clear()
-            texts = field_texts(self._skills[doc])
-            self._terms[doc] = {f: frozenset(self.tokenizer(texts[f])) for f in FIELDS if f != "head"}
-        return self._terms[doc]
-
     def matches(self, query: str, doc: int) -> dict[str, list[str]]:
         """Field -> the query's own words (not stems) that occur in that field of ``doc``.
 
-        Computed for the few hits shown, not stored for every skill: a 10,000-skill index then
-        loads in a fraction of a second. ``head`` is part of ``body`` and not listed twice.
+        Read from the indexes' own token -> documents columns (a scan), not by
+        re-tokenizing the skill: explaining five hits costs microseconds at any library size.
+        ``head`` is part of ``body`` and not listed twice.
         """
         words = list(dict.fromkeys(self.tokenizer.words(query)))
         stems = self.tokenizer.stem(words)
-        terms = self._doc_terms(doc)
         out: dict[str, list[str]] = {}
-        for f, field_terms in terms.items():
-            hit = [w for w, s in zip(words, stems) if s in field_terms]
+        for f in FIELDS:
+            index = self._indexes.get(f)
+            if f == "head" or index is None or not getattr(index, "vocab_dict", None):
+                continue
+            hit = [w for w, s in zip(words, stems) if _contains(index, s, doc)]
             if hit:
                 out[f] = hit
         return out
@@ -236,7 +231,6 @@ class FieldedBM25:
         if not skills:
             return self.build(skills)
         self._skills = skills
-        self._terms = {}
         if not folder.is_dir():
             raise SearchError(f"index folder {folder} is missing; rebuild it with `skillgym skills index`")
         for f in self._active_fields():
@@ -248,6 +242,17 @@ class FieldedBM25:
         if not any(getattr(i, "vocab_dict", None) for i in self._indexes.values()):
             raise SearchError(f"index folder {folder} holds no BM25 index; rebuild it with `skillgym skills index`")
         return self
+
+
+def _contains(index: Any, stem: str, doc: int) -> bool:
+    """Whether ``doc`` has ``stem`` in a bm25s index (its score matrix is token-major CSC)."""
+    token = index.vocab_dict.get(stem)
+    if token is None:
+        return False
+    indptr, indices = index.scores["indptr"], index.scores["indices"]
+    # A linear scan, not a binary search: bm25s does not promise sorted columns, and even a
+    # word in every one of 10,000 skills is a 40 kB comparison.
+    return bool(np.any(indices[int(indptr[token]):int(indptr[token + 1])] == doc))
 
 
 def _bm25s() -> Any:
