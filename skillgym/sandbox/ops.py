@@ -45,6 +45,7 @@ MAX_COMMAND_BYTES = 128 * 1024 - 1
 MAX_READ_BYTES = 16_000_000  # read_file shows at most 2000 lines x 2000 chars anyway
 MAX_TEXT_BYTES = 32_000_000  # read_text (graders): larger files are refused, never loaded whole
 MAX_GREP_FILE_BYTES = 4_000_000
+MAX_PATTERN_CHARS = 10_000  # a longer regex or glob is a mistake, and compiling it could take seconds
 DRAIN_S = 0.3  # after a command ends, how long its pipes may still be read
 # Terminal control characters (ANSI escapes, backspace, a lone CR...) shown to the model as text.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]|\r(?!\n)")
@@ -109,6 +110,13 @@ def check_text(name: str, value: object) -> str:
             f"{name} contains invalid Unicode (a lone surrogate {value[exc.start]!r} at character {exc.start}); "
             "use valid UTF-8 text"
         ) from None
+    return value
+
+
+def _pattern(value: object, name: str = "pattern") -> str:
+    value = check_text(name, value)
+    if len(value) > MAX_PATTERN_CHARS:
+        raise OpError(f"{name} is {len(value)} characters long; at most {MAX_PATTERN_CHARS} are accepted")
     return value
 
 
@@ -532,7 +540,7 @@ def glob(root: str, pattern: str, path: str = ".") -> dict:
     """Files matching a glob (``**`` spans folders), relative to ``path``."""
     if not pattern:
         raise OpError("pattern is empty")
-    pattern = check_text("pattern", pattern)
+    pattern = _pattern(pattern)
     base = resolve(root, path)
     if not os.path.isdir(base):
         raise OpError(f"{path!r} is not a directory")
@@ -581,7 +589,7 @@ def grep(
 
     A pattern that backtracks catastrophically is stopped by the executor's per-op time limit.
     """
-    pattern = check_text("pattern", pattern)
+    pattern = _pattern(pattern)
     try:
         regex = re.compile(pattern, re.IGNORECASE if ignore_case else 0)
     except (re.error, RecursionError, OverflowError, ValueError) as exc:
@@ -591,7 +599,7 @@ def grep(
         raise OpError(f"path {path!r} does not exist")
     context = _int_arg("context", context, 0, 20)
     max_matches = _int_arg("max_matches", max_matches, 1, 1000)
-    name_filter = _glob_regex(check_text("glob", glob)) if glob else None
+    name_filter = _glob_regex(_pattern(glob, "glob")) if glob else None
     lines_out: list[str] = []
     n_matches, n_files = 0, 0
     for full in _walk_files(root, base):
