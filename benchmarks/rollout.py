@@ -25,6 +25,7 @@ tools themselves, not the engine, then bound throughput.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -64,9 +65,22 @@ class _LookupExpert:
 def make_bench_spec(backend: str = "docker") -> Any:
     """The framework benchmark's env spec: cheap tools, a deterministic three-turn expert."""
     from skillgym.graders import AnswerMatch
-    from skillgym.policies.base import Policy
     from skillgym.sandbox.base import SandboxConfig
     from skillgym.spec import EnvSpec
+
+    skill, tasks, expert = _bench_parts()
+    return EnvSpec(
+        id="rollout-bench-v0", skill=skill, tools=["list_dir", "read_file", "submit"],
+        sandbox=SandboxConfig(backend=backend), tasks=tasks, grader=AnswerMatch("normalized"),
+        max_turns=6, expert=expert,
+    )
+
+
+@functools.cache
+def _bench_parts() -> tuple[Any, Any, Any]:
+    """Skill, task list and expert, made once per process: every env slot shares them (4000
+    tasks take a while to validate, and slots are built while the clock is stopped anyway)."""
+    from skillgym.policies.base import Policy
     from skillgym.tasks import TaskList
     from skillgym.types import SkillSpec, Task
 
@@ -81,11 +95,9 @@ def make_bench_spec(backend: str = "docker") -> Any:
         for i in range(N_BENCH_TASKS)
     ]
     skill = SkillSpec(name="lookup", description="Reads numbers from files.", instructions="Find the file, read it, submit the number.")
-    return EnvSpec(
-        id="rollout-bench-v0", skill=skill, tools=["list_dir", "read_file", "submit"],
-        sandbox=SandboxConfig(backend=backend), tasks=TaskList(tasks), grader=AnswerMatch("normalized"),
-        max_turns=6, expert=expert,
-    )
+    return skill, TaskList(tasks), expert
+
+
 TARGET_LEVEL, TARGET_EFFICIENCY, TARGET_OVERHEAD_AT_1 = 64, 0.80, 0.05
 
 

@@ -105,10 +105,19 @@ class EpisodeWorker:
 
     async def warm(self, count: int | None = None) -> int:
         """Build ``count`` slots (default: all) and start their sandboxes now, concurrently, so
-        the first episodes do not pay for it. Returns how many slots are idle."""
+        the first episodes do not pay for it. Returns how many slots are idle.
+
+        A policy with an ``awarm(concurrency)`` coroutine is warmed too (an HTTP policy opens
+        this loop's clients: imports, TLS context), for the same reason.
+        """
         missing = min(self.size, self.size if count is None else count) - len(self._idle)
         slots = await asyncio.gather(*(self._new_slot(start_sandbox=True) for _ in range(max(0, missing))))
         self._idle.extend(slots)
+        policies = {id(slot.policy): slot.policy for slot in self._idle}.values()
+        for policy in policies:
+            awarm = getattr(policy, "awarm", None)
+            if awarm is not None:
+                await awarm(len(self._idle))
         return len(self._idle)
 
     async def _acquire(self) -> Slot:
