@@ -16,7 +16,16 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from skillgym.cli_options import parse_env_args, parse_variants, validated
+from skillgym.cli_options import (
+    check_out_dir,
+    check_policy_specs,
+    error_message,
+    fail,
+    parse_env_args,
+    parse_variants,
+    user_errors,
+    validated,
+)
 
 console = Console()
 err_console = Console(stderr=True)
@@ -42,6 +51,8 @@ def rollout(
     """Run a policy on an env's tasks and store every trajectory (resumable: run it again)."""
     from skillgym.rollouts import ManifestMismatch, RolloutConfig, RolloutProgress, StoreError, run_rollouts
 
+    check_policy_specs([policy])
+    check_out_dir(out)
     config = validated(
         RolloutConfig, env=env, env_kwargs=parse_env_args(env_arg), policy=policy, split=split, n_tasks=tasks,
         samples=samples, concurrency=concurrency, backend=backend, num_actors=actors, out=out, seed=seed,
@@ -63,9 +74,8 @@ def rollout(
     try:
         with progress:
             summary = run_rollouts(config, on_progress, force=force)
-    except (ManifestMismatch, StoreError, ValueError, KeyError) as exc:
-        err_console.print(f"[red]error:[/red] {escape(str(exc))}")
-        raise typer.Exit(2) from None
+    except (ManifestMismatch, StoreError, ValueError, KeyError, OSError) as exc:
+        fail(error_message(exc))
     if as_json:
         print(summary.model_dump_json(indent=2))
         return
@@ -103,6 +113,7 @@ def export(
     """Turn a run's trajectories into an SFT dataset (messages + tools) with a stats report."""
     from skillgym.rollouts.export import ExportConfig, export_dataset
 
+    check_out_dir(out)
     config = validated(
         ExportConfig, run_dir=run_dir, out=out, min_reward=min_reward, max_turns=max_turns, dedupe=dedupe,
         dedupe_threshold=dedupe_threshold, val_fraction=val_fraction, tools=tools,
@@ -111,9 +122,8 @@ def export(
     try:
         with err_console.status("exporting", spinner="dots") if not as_json else contextlib.nullcontext():
             report = export_dataset(config)
-    except (FileExistsError, FileNotFoundError) as exc:
-        err_console.print(f"[red]error:[/red] {escape(str(exc))}")
-        raise typer.Exit(2) from None
+    except (OSError, ValueError, KeyError) as exc:  # a missing run, an existing --out, an unreadable manifest
+        fail(error_message(exc))
     if as_json:
         print(report.model_dump_json(indent=2))
         return
@@ -147,6 +157,8 @@ def eval_command(
     reward, turns, tokens, answer vs trace length, latency; writes eval.json and eval.png."""
     from skillgym.rollouts.evaluate import EvalConfig, run_eval
 
+    check_policy_specs(policy)
+    check_out_dir(out)
     config = validated(
         EvalConfig, env=env_id, env_kwargs=parse_env_args(env_arg), policies=policy, variants=parse_variants(variant),
         split=split, n_tasks=tasks, samples=samples, concurrency=concurrency, backend=backend, out=out, seed=seed,
@@ -161,21 +173,39 @@ def eval_command(
             bars[label] = progress.add_task(label, total=p.total)
         progress.update(bars[label], completed=p.already_done + p.finished)
 
-    with progress:
+    from skillgym.rollouts import ManifestMismatch, StoreError
+
+    with user_errors(ManifestMismatch, StoreError), progress:
         report = run_eval(config, on_cell)
+    errored = [cell for cell in report.cells if cell.errors]
     if as_json:
         print(report.model_dump_json(indent=2))
+        if errored:
+            raise typer.Exit(1)
         return
     table = Table("policy", "success (95% CI)", "pass^k", "reward", "turns", "tokens/ep", "answer/trace", "latency p50",
                   title=f"{report.env} · {report.split} · {report.cells[0].metrics.tasks} tasks × {report.samples}")
     for cell in report.cells:
         m = cell.metrics
         passk = " ".join(f"{k}:{v:.2f}" for k, v in m.pass_k.items())
-        table.add_row(cell.label, f"{m.success_rate:.3f} [{m.success_ci95[0]:.2f}, {m.success_ci95[1]:.2f}]", passk,
+        success = f"{m.success_rate:.3f} [{m.success_ci95[0]:.2f}, {m.success_ci95[1]:.2f}]"
+        if cell.errors:
+            success = f"[red]errored[/red] ({m.failed_episodes}/{m.episodes} did not run)"
+        table.add_row(cell.label, success, passk,
                       f"{m.mean_reward:.3f}", f"{m.mean_turns:.2f}", f"{m.tokens_per_episode:.0f}",
                       f"{m.answer_chars:.0f}/{m.trace_chars:.0f}", f"{m.latency_p50_s:.2f}s")
     console.print(table)
     console.print(f"report: {out / 'eval.json'} · chart: {out / 'eval.png'}")
+    for cell in errored:
+        # A server that is down or a policy that cannot run is not a model that answered wrong.
+        err_console.print(
+            f"[red]error:[/red] {escape(cell.label)}: {cell.metrics.failed_episodes} of {cell.metrics.episodes} episodes "
+            f"failed to run, so its success is not a measurement: {escape(cell.errors[0])} "
+            f"(fix the cause, remove {escape(cell.run_dir)} and run again)",
+            soft_wrap=True,
+        )
+    if errored:
+        raise typer.Exit(1)
 
 
 app = typer.Typer(help="Rollouts, dataset export and side-by-side evaluation.", no_args_is_help=True)

@@ -60,6 +60,16 @@ class EvalCell(BaseModel):
     role: Role | None = None
     run_dir: str
     metrics: PolicyMetrics
+    errors: list[str] = Field(
+        default_factory=list,
+        description="Why episodes failed to run (a server down, a policy that cannot load), first lines, at most 5. "
+        "Not empty: the cell's success is no measurement of the model (the CLI exits non-zero).",
+    )
+
+    @property
+    def errored(self) -> bool:
+        """Some episodes of this cell failed to run (they score 0 but say nothing of the model)."""
+        return bool(self.errors)
 
 
 class EvalReport(BaseModel):
@@ -92,7 +102,9 @@ def run_eval(config: EvalConfig, on_cell: Callable[[str, Any], None] | None = No
         on_cell: Receives ``(label, progress)`` with each cell's rollout progress (for a progress bar).
 
     Returns:
-        The report also written to ``out/eval.json``.
+        The report also written to ``out/eval.json``. A cell whose episodes failed to run (a
+        server down, a model that does not load) lists why in ``errors``: its success rate is
+        no measurement of the policy, and callers should treat it as an error.
     """
     cells = []
     for variant, overrides in config.variants.items():
@@ -108,8 +120,10 @@ def run_eval(config: EvalConfig, on_cell: Callable[[str, Any], None] | None = No
             run_rollouts(rollout, callback)
             trajectories = list(iter_trajectories(run_dir))
             metrics = policy_metrics(label, trajectories, config.success_threshold)
+            errors = list(dict.fromkeys((t.error or "unknown error").splitlines()[0][:300]
+                                        for t in trajectories if t.status == "failed"))[:5]
             cells.append(EvalCell(variant=variant, policy=policy, label=label, role=config.roles.get(policy),
-                                  run_dir=str(run_dir), metrics=metrics))
+                                  run_dir=str(run_dir), metrics=metrics, errors=errors))
     report = EvalReport(env=config.env, split=config.split, n_tasks=config.n_tasks, samples=config.samples, cells=cells)
     config.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(config.out / "eval.json", report.model_dump_json(indent=2) + "\n")

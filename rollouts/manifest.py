@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from skillgym.io import atomic_write_text
 from skillgym.rollouts.config import RolloutConfig
@@ -117,14 +117,27 @@ def build_manifest(config: RolloutConfig, env_spec: Any, task_ids: list[str]) ->
     )
 
 
+class ManifestUnreadable(ManifestMismatch):
+    """``manifest.json`` is not a run manifest (garbage, truncated, another tool's file)."""
+
+
 def read_manifest(root: Path) -> RunManifest | None:
     path = Path(root) / MANIFEST_NAME
     if not path.exists():
         return None
     try:
-        return RunManifest.model_validate_json(path.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise ManifestMismatch(f"{path} is not a skillgym run manifest ({exc}); pick another --out") from None
+        return RunManifest.model_validate_json(path.read_bytes())
+    except (ValidationError, OSError) as exc:
+        if isinstance(exc, ValidationError):
+            first = exc.errors()[0]
+            where = ".".join(map(str, first["loc"]))
+            why = f"{where}: {first['msg']}" if where else first["msg"]
+        else:
+            why = str(exc)
+        raise ManifestUnreadable(
+            f"{path} is not a skillgym run manifest ({why}); pick another --out, or run `skillgym rollout` "
+            "there with --force to keep its records and write a new manifest (the bad file is kept beside it)"
+        ) from None
 
 
 def differences(old: RunManifest, new: RunManifest) -> list[str]:
@@ -146,7 +159,17 @@ def reconcile(root: Path, new: RunManifest, force: bool = False) -> RunManifest:
     Raises :class:`ManifestMismatch` naming every difference unless ``force``; with ``force``
     the old identity is kept in ``history`` so the mix stays visible.
     """
-    old = read_manifest(root)
+    try:
+        old = read_manifest(root)
+    except ManifestUnreadable:
+        if not force:
+            raise
+        # The records are still good; only what produced them is unknown. Keep the bad file
+        # for inspection and say so in the new manifest's history.
+        kept = Path(root) / f"{MANIFEST_NAME}.unreadable-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}"
+        (Path(root) / MANIFEST_NAME).replace(kept)
+        new = new.model_copy(update={"history": [{"unreadable_manifest": kept.name, "until": _now()}]})
+        old = None
     if old is not None:
         diffs = differences(old, new)
         if diffs and not force:

@@ -60,13 +60,20 @@ def play(
 ) -> None:
     """Play episodes with a policy and print each transcript and its score."""
     import skillgym
+    from skillgym.cli_options import check_policy_specs, user_errors
     from skillgym.episode import run_episode
     from skillgym.policies.spec import make_policy
 
-    env = skillgym.make(env_id, split=split, backend=backend)
+    check_policy_specs([policy])
+    with user_errors():
+        env = skillgym.make(env_id, split=split, backend=backend)
     rewards = []
     try:
-        agent = make_policy(policy, env)
+        with user_errors():  # an unknown split or task fails here, before any sandbox starts
+            env.env_spec.tasks.tasks(split)
+            if task is not None:
+                env.env_spec.tasks.get(task)
+            agent = make_policy(policy, env)
         for i in range(episodes):
             traj = run_episode(env, agent, seed=seed + i, task_id=task)
             rewards.append(traj.reward or 0.0)

@@ -6,15 +6,22 @@ appear, and a config that fails validation becomes a usage error naming the opti
 
 from __future__ import annotations
 
+import contextlib
 import json
-from typing import Any, TypeVar
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
 
 import typer
 from pydantic import BaseModel, ValidationError
 
 M = TypeVar("M", bound=BaseModel)
 
-__all__ = ["parse_env_args", "parse_key_values", "parse_variants", "validated"]
+__all__ = [
+    "check_out_dir", "check_policy_specs", "error_message", "fail", "parse_env_args", "parse_key_values",
+    "parse_variants", "user_errors", "validated",
+]
 
 
 def parse_key_values(pairs: list[str]) -> dict[str, Any]:
@@ -102,3 +109,96 @@ def validated(model: type[M], **fields: Any) -> M:
     except ValidationError as exc:
         first = exc.errors()[0]
         raise typer.BadParameter(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+
+
+# -- user errors: one line on stderr, never a traceback ------------------------------------------
+USER_ERRORS: tuple[type[BaseException], ...] = (KeyError, ValueError, OSError)
+"""What a wrong input raises from the library (an unknown env, task or split is a KeyError or
+ValueError, a bad config a pydantic ValidationError, a missing model folder an OSError)."""
+
+
+def error_message(exc: BaseException) -> str:
+    """The text of a user error, on one line where the library wrote one.
+
+    Args:
+        exc: The exception.
+
+    Returns:
+        A ``KeyError``'s message without the quotes ``str()`` adds; a pydantic error as
+        ``Model.field: message (got value)``; otherwise ``str(exc)`` or the exception's type.
+    """
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]
+        where = ".".join([exc.title, *map(str, first["loc"])])
+        return f"{where}: {first['msg']} (got {first.get('input')!r})"
+    if isinstance(exc, KeyError) and exc.args:
+        return str(exc.args[0])
+    return str(exc) or type(exc).__name__
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """Print ``error: message`` on stderr, unwrapped, and exit with ``code``.
+
+    Args:
+        message: What was wrong and what to do.
+        code: The exit status (2: a usage error; 1: the work itself failed).
+
+    Raises:
+        typer.Exit: Always.
+    """
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+@contextlib.contextmanager
+def user_errors(*extra: type[BaseException], code: int = 2) -> Iterator[None]:
+    """Turn the library's errors about the user's input into :func:`fail` (no traceback).
+
+    ``SKILLGYM_TRACEBACK=1`` re-raises instead, for a bug report.
+
+    Args:
+        *extra: More exception types to treat as user errors.
+        code: The exit status.
+    """
+    try:
+        yield
+    except (*USER_ERRORS, *extra) as exc:
+        if os.environ.get("SKILLGYM_TRACEBACK"):
+            raise
+        fail(error_message(exc), code)
+
+
+def check_policy_specs(specs: list[str], option: str = "--policy") -> None:
+    """Reject a policy spec that cannot name a policy before any work starts.
+
+    Args:
+        specs: The option's values.
+        option: The option named in the error.
+
+    Raises:
+        typer.BadParameter: The spec does not parse, or an ``hf:`` spec names a local path
+            (``/...``, ``./...``, ``~/...``) that does not exist.
+    """
+    from skillgym.policies.spec import parse_policy_spec
+
+    for spec in specs:
+        try:
+            parsed = parse_policy_spec(spec)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint=option) from None
+        path = parsed.path or ""
+        if parsed.kind == "hf" and path.startswith(("/", ".", "~")) and not Path(path).expanduser().exists():
+            raise typer.BadParameter(
+                f"{spec!r}: no model folder at {path} (hf: takes a folder with config.json, or a hub id)",
+                param_hint=option,
+            )
+
+
+def check_out_dir(out: Path, option: str = "--out") -> None:
+    """Reject an output path that exists but is not a folder.
+
+    Raises:
+        typer.BadParameter: ``out`` is a file (or another non-folder).
+    """
+    if out.exists() and not out.is_dir():
+        raise typer.BadParameter(f"{out} exists and is not a folder; a run directory is a folder", param_hint=option)
