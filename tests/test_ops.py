@@ -202,3 +202,65 @@ def test_executor_round_trips_and_survives_bad_requests(root: str, monkeypatch: 
     assert by_id[5]["kind"] == "internal" and "unexpected keyword" in by_id[5]["error"]
     assert by_id[6]["result"]["entries"] == ["a.py", "b.txt"]
     assert sum(1 for a in rest if a["id"] is None) == 2  # the malformed line and the list
+
+
+# Hardening (issue 9) ---------------------------------------------------------------------------
+def test_run_ends_with_the_shell_not_with_its_background_children(root: str) -> None:
+    started = time.monotonic()
+    out = ops.run(root, "sleep 30 & echo quick", timeout=10)
+    assert (out["stdout"], out["exit_code"], out["timed_out"]) == ("quick\n", 0, False)
+    assert time.monotonic() - started < 3
+
+
+def test_run_caps_output_while_reading(root: str) -> None:
+    out = ops.run(root, "head -c 300000000 /dev/zero | tr '\\0' x", timeout=60, max_output=1000)
+    assert out["truncated"] and len(out["stdout"]) < 1100
+    assert "299999000 more characters not shown" in out["stdout"]
+
+
+@pytest.mark.parametrize(("cmd", "message"), [
+    ("echo \ud800", "lone surrogate"), ("echo a\x00b", "NUL"), ("x" * 200_000, "limit is"), (5, "must be a string"),
+])
+def test_run_refuses_what_no_shell_can_take(root: str, cmd: object, message: str) -> None:
+    with pytest.raises(OpError, match=message):
+        ops.run(root, cmd)
+
+
+def test_control_characters_are_shown_as_text(root: str) -> None:
+    out = ops.run(root, "printf '\\033[31mred\\r\\n\\a'")
+    assert out["stdout"] == "\\x1b[31mred\r\n\\x07"
+    Path(root, "esc.txt").write_text("a\x1b[2Jb\n")
+    assert ops.read_file(root, "esc.txt")["content"] == "     1\ta\\x1b[2Jb"
+    assert ops.read_text(root, "esc.txt")["content"] == "a\x1b[2Jb\n"  # raw for graders
+
+
+def test_grep_and_glob_skip_symlinks_out_of_the_workspace_and_fifos(root: str, tmp_path: Path) -> None:
+    os.symlink(tmp_path / "secret.txt", Path(root) / "leak.txt")
+    os.mkfifo(Path(root) / "pipe.txt")
+    assert ops.grep(root, "secret")["matches"] == []
+    assert "/workspace/leak.txt" not in ops.glob(root, "*.txt")["matches"]
+    with pytest.raises(OpError, match="not a regular file"):
+        ops.read_file(root, "pipe.txt")
+    with pytest.raises(OpError, match="not a regular file"):
+        ops.read_text(root, "pipe.txt")
+
+
+def test_big_files_are_read_in_part_and_refused_whole(root: str) -> None:
+    with open(Path(root, "big.txt"), "wb") as fh:
+        fh.write(b"line\n" * 2000)
+        fh.truncate(ops.MAX_TEXT_BYTES + 10)  # sparse tail of NULs, past the 8 KiB binary probe
+    out = ops.read_file(root, "big.txt", limit=3)
+    assert out["content"].endswith("3\tline") and "only its first" in out["note"]
+    with pytest.raises(OpError, match="at most"):
+        ops.read_text(root, "big.txt")
+
+
+def test_executor_stops_a_runaway_op(root: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    Path(root, "a.txt").write_text("a" * 40 + "b\n")
+    monkeypatch.setattr(executor, "OP_TIMEOUT_S", 0.5)
+    started = time.monotonic()
+    answer = _serve(root, [{"id": 1, "op": "grep", "args": {"pattern": "(a+)+$"}}])[1]
+    assert answer["kind"] == "op" and "did not finish within 0.5 s" in answer["error"]
+    assert time.monotonic() - started < 3
+    nested = b'{"id": 2, "op": "ping", "args": ' + b"[" * 100_000 + b"]" * 100_000 + b"}\n"
+    assert _serve(root, [nested])[1]["kind"] == "internal"  # answered, the loop goes on
