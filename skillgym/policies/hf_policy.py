@@ -5,16 +5,25 @@ schemas (the project's Qwen3 template when the tokenizer has none), generation s
 ``<|im_end|>``, and the completion is decoded *with* special tokens and then cut at the
 end-of-turn token: decoding with ``skip_special_tokens=True`` would delete ``<tool_call>``
 markup from tokenizers that mark it special, and the env would never see the call.
+
+One policy object serves every concurrent episode of a worker. Their turns are generated
+together by :class:`~skillgym.policies.hf_batching.BatchedGenerator` (continuous batching,
+a key/value cache carried across turns, outputs independent of which turns share a batch);
+``batch_size=0``, ``generate_kwargs`` or an architecture it does not know fall back to one
+``model.generate`` call at a time.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import threading
 from pathlib import Path
 from typing import Any
 
 from skillgym.chat_template import IM_END, qwen3_template
 from skillgym.policies.base import Action, Policy
+from skillgym.policies.hf_batching import BatchedGenerator, GenerationRequest, batching_supported
 from skillgym.types import Message
 
 
@@ -22,8 +31,14 @@ class HFPolicy(Policy):
     """Generate each assistant turn with ``model.generate``; greedy unless ``temperature > 0``.
 
     ``path_or_model`` is a local folder / hub id or an already-loaded model (then pass its
-    ``tokenizer``). ``seed`` makes sampling reproducible (re-seeded at every turn from the
-    seed and the turn index). ``generate_kwargs`` go to ``model.generate`` unchanged.
+    ``tokenizer``). ``seed`` makes sampling reproducible: each turn samples from its own
+    stream, derived from the seed, the episode (task id, and the env's ``seed`` when its info
+    carries one) and the turn's index, so a turn's tokens do not depend on what else runs.
+    ``generate_kwargs`` go to ``model.generate`` unchanged (and select the unbatched path).
+
+    ``batch_size`` is the most turns generated together (0: one ``model.generate`` at a time,
+    as before batching); ``batch_wait_s`` how long an idle generator waits for company;
+    ``prefix_cache`` keeps each conversation's keys/values for its next turn.
     """
 
     def __init__(
@@ -38,6 +53,9 @@ class HFPolicy(Policy):
         seed: int | None = None,
         enable_thinking: bool | None = None,
         generate_kwargs: dict[str, Any] | None = None,
+        batch_size: int = 32,
+        batch_wait_s: float = 0.002,
+        prefix_cache: bool = True,
     ):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -69,6 +87,34 @@ class HFPolicy(Policy):
         self._turn = 0
         self._torch = torch
         self._lock = threading.Lock()  # one generate at a time: the model is shared
+        self.batch_size = batch_size
+        self.batch_wait_s = batch_wait_s
+        self.prefix_cache = prefix_cache
+        self.unbatched_reason = self._unbatched_reason()
+        self._generator: BatchedGenerator | None = None
+        self._generator_lock = threading.Lock()
+
+    def _unbatched_reason(self) -> str | None:
+        if self.batch_size < 1:
+            return "batch_size=0"
+        if self.generate_kwargs:
+            return "generate_kwargs go to model.generate"
+        return batching_supported(self.model)
+
+    @property
+    def batched(self) -> bool:
+        """Whether turns go through the batched generator."""
+        return self.unbatched_reason is None
+
+    def generator(self) -> BatchedGenerator:
+        """The batched generator (made on first use: its start-up probe runs the model's shapes)."""
+        with self._generator_lock:
+            if self._generator is None:
+                self._generator = BatchedGenerator(
+                    self.model, batch_size=self.batch_size, batch_wait_s=self.batch_wait_s,
+                    prefix_cache=self.prefix_cache,
+                )
+            return self._generator
 
     def reset(self, observation: list[Message], info: dict[str, Any]) -> None:
         self._turn = 0
@@ -89,6 +135,46 @@ class HFPolicy(Policy):
         return list(encoded["input_ids"])
 
     def act(self, observation: list[Message], info: dict[str, Any]) -> Action:
+        if not self.batched:
+            return self._act_unbatched(observation, info)
+        prompt, request = self._request(observation, info)
+        return self._action(prompt, self.generator().generate(request))
+
+    async def aact(self, observation: list[Message], info: dict[str, Any]) -> Action:
+        """Queue the turn with the batched generator and await it without holding a thread."""
+        if not self.batched:
+            return await asyncio.to_thread(self._act_unbatched, observation, info)
+        prompt, request = self._request(observation, info)
+        completion = await asyncio.wrap_future(self.generator().submit(request))
+        return self._action(prompt, completion)
+
+    def _request(self, observation: list[Message], info: dict[str, Any]) -> tuple[list[int], GenerationRequest]:
+        prompt = self.prompt_ids(observation, info)
+        sample = self.temperature > 0
+        seed = self._turn_seed(observation, info) if sample and self.seed is not None else None
+        return prompt, GenerationRequest(
+            prompt=prompt, max_new_tokens=self.max_new_tokens, temperature=self.temperature if sample else 0.0,
+            top_p=self.top_p, seed=seed, stop_ids=frozenset(self.end_ids),
+        )
+
+    def _turn_seed(self, observation: list[Message], info: dict[str, Any]) -> int:
+        """The sampling stream of one turn: the policy seed, the episode and the turn index
+        (assistant messages so far), so it does not depend on the order turns arrive in."""
+        turn = sum(1 for message in observation if message.get("role") == "assistant")
+        episode = f"{info.get('env_id')}|{info.get('task_id')}|{info.get('seed')}"
+        digest = hashlib.sha256(f"{self.seed}|{episode}|{turn}".encode()).digest()
+        return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+    def _action(self, prompt: list[int], completion: list[int]) -> Action:
+        return {
+            "role": "assistant",
+            "content": self.decode(completion),
+            "token_ids": completion,
+            "usage": {"prompt_tokens": len(prompt), "completion_tokens": len(completion)},
+        }
+
+    def _act_unbatched(self, observation: list[Message], info: dict[str, Any]) -> Action:
+        """One ``model.generate`` call behind the lock (the path before batching)."""
         torch = self._torch
         prompt = self.prompt_ids(observation, info)
         self._turn += 1
@@ -111,13 +197,7 @@ class HFPolicy(Policy):
             output = self.model.generate(
                 input_ids=input_ids, attention_mask=torch.ones_like(input_ids), **options
             )
-        completion = output[0, len(prompt) :].tolist()
-        return {
-            "role": "assistant",
-            "content": self.decode(completion),
-            "token_ids": completion,
-            "usage": {"prompt_tokens": len(prompt), "completion_tokens": len(completion)},
-        }
+        return self._action(prompt, output[0, len(prompt) :].tolist())
 
     def decode(self, token_ids: list[int]) -> str:
         """Completion text up to the end-of-turn token, keeping every markup token."""
@@ -129,4 +209,7 @@ class HFPolicy(Policy):
         return self.tokenizer.decode(ids, skip_special_tokens=False)
 
     def close(self) -> None:
+        if self._generator is not None:
+            self._generator.close()
+            self._generator = None
         self.model = None  # type: ignore[assignment]

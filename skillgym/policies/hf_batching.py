@@ -1,0 +1,442 @@
+"""Batched, batch-invariant generation for the in-process ``hf:`` policy.
+
+One worker thread owns the model. Episodes hand it their turns (:meth:`BatchedGenerator.submit`)
+and wait on a future; the thread packs the tokens of every sequence in flight into one matrix
+per forward pass (no padding: the rows of a step are the new prompt tokens of sequences that
+just arrived and the last token of each running one), so a new turn joins at the next step
+and a finished one leaves at once (continuous batching). Each sequence keeps its own key/value
+cache; attention runs per sequence over that cache.
+
+Why batch invariance takes care. On CPU a BLAS matrix product can give a row different bits
+depending on how many rows the call has (MKL: calls with fewer than 4 to 12 rows, depending on
+the thread count, round differently from its blocked kernel; measured up to 2e-5 on a logit),
+and the CPU attention kernel gives a query row different bits depending on how many keys and
+query rows the call has. A greedy token would then depend on which other episodes shared the
+step, or on whether the prompt's keys came from a cache. So:
+
+- every matrix product runs with at least :attr:`BatchedGenerator.min_rows` rows (ghost rows
+  of zeros are added), a count probed at start-up on the model's own shapes, from which every
+  row comes out the same whatever the other rows are;
+- every query attends in its own kernel call, over exactly the keys of its prefix: the call
+  is the same whether the token is decoded or part of a prefill, batched or alone.
+
+Every token's hidden state then depends on its own prefix only: greedy outputs are identical
+for any batch composition, and keys/values carried over from an earlier turn (or copied from
+an episode whose prompt starts the same) are exactly those a fresh prefill would compute.
+They can differ in the last bits from ``model.generate`` (whose decode steps are one-row
+products), so a near-tie between two tokens can rarely break the other way.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import sys
+import threading
+import time
+from collections import OrderedDict
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+SUPPORTED_MODEL_TYPES = frozenset({"qwen3", "qwen2", "llama"})
+_ROW_CANDIDATES = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64)
+_PROBE_ROWS = 300
+_PROBED: dict[tuple, int] = {}  # probe results by (dtype, device, threads, shapes): models share them
+
+
+def batching_supported(model: Any) -> str | None:
+    """None when :class:`BatchedGenerator` can run ``model``; otherwise why not."""
+    config = getattr(model, "config", None)
+    model_type = getattr(config, "model_type", None)
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        return f"model type {model_type!r} is not one of {sorted(SUPPORTED_MODEL_TYPES)}"
+    if getattr(config, "use_sliding_window", False) or any(
+        kind != "full_attention" for kind in (getattr(config, "layer_types", None) or [])
+    ):
+        return "sliding-window attention is not supported"
+    inner = getattr(model, "model", None)
+    if inner is None or not hasattr(inner, "layers") or not hasattr(model, "lm_head"):
+        return "the model has no .model.layers / .lm_head"
+    return None
+
+
+@dataclass
+class GenerationRequest:
+    """One assistant turn to generate."""
+
+    prompt: list[int]
+    max_new_tokens: int
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None  # sampling stream of this turn (None: the global torch RNG)
+    stop_ids: frozenset[int] = frozenset()
+
+
+@dataclass
+class _Sequence:
+    request: GenerationRequest
+    future: Future
+    keys: list[Any]  # per layer: [kv_heads, capacity, head_dim]
+    values: list[Any]
+    length: int = 0  # tokens whose keys/values are in the cache
+    pending: list[int] = field(default_factory=list)  # tokens to feed at the next step
+    generated: list[int] = field(default_factory=list)
+    generator: Any = None
+
+
+class BatchedGenerator:
+    """Generate many sequences together with one model, on a worker thread.
+
+    Args:
+        model: A Qwen3/Qwen2/Llama-architecture ``*ForCausalLM`` (see :func:`batching_supported`).
+        batch_size: Most sequences in one forward pass.
+        batch_wait_s: When idle, how long the first arrival waits for company before the
+            first step (later arrivals join running batches at the next step anyway).
+        prefix_cache: Keep each finished sequence's keys/values (LRU, ``cache_entries``) and
+            start a new prompt from the longest cached prefix instead of re-encoding it.
+        cache_entries: Finished sequences kept for reuse (default: twice ``batch_size``).
+        cache_bytes: Most memory the kept keys/values may hold.
+        min_rows: Rows every matrix product gets (None: probed, see the module docstring).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        *,
+        batch_size: int = 32,
+        batch_wait_s: float = 0.002,
+        prefix_cache: bool = True,
+        cache_entries: int | None = None,
+        cache_bytes: int = 1 << 30,
+        min_rows: int | None = None,
+    ) -> None:
+        import torch
+
+        reason = batching_supported(model)
+        if reason is not None:
+            raise ValueError(f"batched generation cannot run this model: {reason}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self._torch = torch
+        self.model = model
+        self.inner = model.model
+        config = model.config
+        self.layers = list(self.inner.layers)
+        self.num_heads = config.num_attention_heads
+        self.num_kv_heads = getattr(config, "num_key_value_heads", None) or self.num_heads
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.num_heads
+        self.param = next(model.parameters())
+        self.batch_size = batch_size
+        self.batch_wait_s = batch_wait_s
+        self.prefix_cache = prefix_cache
+        self.cache_entries = cache_entries if cache_entries is not None else 2 * batch_size
+        self.cache_bytes = cache_bytes
+        self._cached_bytes = 0
+        self._rope = sys.modules[type(self.layers[0].self_attn).__module__].apply_rotary_pos_emb
+        self.min_rows = min_rows  # probed by the worker thread when None
+        self._queue: queue.Queue[tuple[GenerationRequest, Future] | None] = queue.Queue()
+        self._cache: OrderedDict[int, tuple[tuple[int, ...], list[Any], list[Any], int]] = OrderedDict()
+        self._cache_key = 0
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self._closed = False
+        self.stats = {"steps": 0, "rows": 0, "prefill_tokens": 0, "reused_tokens": 0, "generated_tokens": 0}
+
+    # -- public -------------------------------------------------------------------------------
+
+    def submit(self, request: GenerationRequest) -> Future:
+        """Queue one turn; the future resolves to its generated token ids (stop token included)."""
+        if self._closed:
+            raise RuntimeError("the batched generator is closed")
+        if not request.prompt:
+            raise ValueError("an empty prompt cannot be generated from")
+        future: Future = Future()
+        self._ensure_thread()
+        self._queue.put((request, future))
+        return future
+
+    def generate(self, request: GenerationRequest) -> list[int]:
+        """Blocking :meth:`submit`."""
+        return self.submit(request).result()
+
+    def close(self) -> None:
+        """Stop the worker thread (turns in flight fail) and free the caches."""
+        self._closed = True
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout=60)
+        self._cache.clear()
+        self._cached_bytes = 0
+
+    # -- the probe ------------------------------------------------------------------------------
+
+    def _probe_min_rows(self) -> int:
+        """Smallest row count from which every matrix product of this model gives each row the
+        same bits whatever the other rows are. Run in the worker thread: the BLAS path can
+        depend on the thread count."""
+        torch = self._torch
+        dtype, device = self.param.dtype, self.param.device
+        attn, mlp = self.layers[0].self_attn, self.layers[0].mlp
+        linears = [attn.q_proj, attn.k_proj, attn.o_proj, mlp.gate_proj, mlp.down_proj, self.model.lm_head]
+        key = (str(dtype), str(device), torch.get_num_threads(), *(tuple(x.weight.shape) for x in linears))
+        if key in _PROBED:
+            return _PROBED[key]
+        _PROBED[key] = rows = self._probe(linears)
+        return rows
+
+    def _probe(self, linears: list[Any]) -> int:
+        torch = self._torch
+        F = torch.nn.functional
+        generator = torch.Generator().manual_seed(0)
+        dtype, device = self.param.dtype, self.param.device
+        with torch.inference_mode():
+            checks = []
+            for linear in linears:
+                x = torch.randn(_PROBE_ROWS, linear.in_features, generator=generator).to(device, dtype)
+                checks.append((linear, x, F.linear(x, linear.weight, linear.bias)))
+            for rows in _ROW_CANDIDATES:
+                counts = [*range(rows, 2 * rows + 8), 97, 200, _PROBE_ROWS - 1]
+                if all(
+                    torch.equal(F.linear(x[:count], linear.weight, linear.bias), reference[:count])
+                    for linear, x, reference in checks
+                    for count in counts
+                ):
+                    return rows
+        log.warning(
+            "batched generation: no row count up to %d makes this BLAS batch-invariant; greedy outputs may "
+            "depend on which turns share a batch", _ROW_CANDIDATES[-1],
+        )
+        return _ROW_CANDIDATES[-1]
+
+    # -- the worker thread ----------------------------------------------------------------------
+
+    def _ensure_thread(self) -> None:
+        with self._start_lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="skillgym-hf-batcher", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        torch = self._torch
+        if self.min_rows is None:
+            self.min_rows = self._probe_min_rows()
+        running: list[_Sequence] = []
+        stop = False
+        while not stop:
+            arrivals: list[tuple[GenerationRequest, Future]] = []
+            if not running:
+                item = self._queue.get()
+                if item is None:
+                    break
+                arrivals.append(item)
+                deadline = time.monotonic() + self.batch_wait_s
+                while len(arrivals) < self.batch_size:
+                    try:
+                        item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                    except queue.Empty:
+                        break
+                    if item is None:
+                        stop = True
+                        break
+                    arrivals.append(item)
+            while len(running) + len(arrivals) < self.batch_size:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stop = True
+                    break
+                arrivals.append(item)
+            for request, future in arrivals:
+                if future.set_running_or_notify_cancel():
+                    try:
+                        running.append(self._admit(request, future))
+                    except Exception as exc:
+                        future.set_exception(exc)
+            if not running:
+                continue
+            try:
+                with torch.inference_mode():
+                    running = self._step(running)
+            except Exception as exc:  # a failed step fails its turns, never the thread
+                log.exception("batched generation step failed")
+                for sequence in running:
+                    if not sequence.future.done():
+                        sequence.future.set_exception(exc)
+                running = []
+        for sequence in running:
+            if not sequence.future.done():
+                sequence.future.set_exception(RuntimeError("the batched generator was closed"))
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None and not item[1].done():
+                item[1].set_exception(RuntimeError("the batched generator was closed"))
+
+    def _admit(self, request: GenerationRequest, future: Future) -> _Sequence:
+        torch = self._torch
+        prompt = request.prompt
+        capacity = len(prompt) + request.max_new_tokens + 1
+        shape = (self.num_kv_heads, capacity, self.head_dim)
+        dtype, device = self.param.dtype, self.param.device
+        keys = [torch.empty(shape, dtype=dtype, device=device) for _ in self.layers]
+        values = [torch.empty(shape, dtype=dtype, device=device) for _ in self.layers]
+        reused = self._reuse(prompt, keys, values) if self.prefix_cache else 0
+        sequence = _Sequence(request, future, keys, values, length=reused, pending=list(prompt[reused:]))
+        if request.temperature > 0 and request.seed is not None:
+            sequence.generator = torch.Generator(device=device).manual_seed(request.seed)
+        self.stats["reused_tokens"] += reused
+        self.stats["prefill_tokens"] += len(prompt) - reused
+        return sequence
+
+    def _reuse(self, prompt: list[int], keys: list[Any], values: list[Any]) -> int:
+        """Copy the longest cached prefix of ``prompt`` (at most all but its last token, whose
+        logits are needed) into the new cache; a cached entry the prompt fully extends is
+        dropped (its conversation moved on)."""
+        best, best_key = 0, None
+        limit = len(prompt) - 1
+        for key, (tokens, *_) in self._cache.items():
+            common = _common_prefix(tokens, prompt, limit)
+            if common > best:
+                best, best_key = common, key
+        if best_key is None or best < self.min_rows:
+            return 0
+        tokens, cached_keys, cached_values, _ = self._cache[best_key]
+        for layer in range(len(self.layers)):
+            keys[layer][:, :best].copy_(cached_keys[layer][:, :best])
+            values[layer][:, :best].copy_(cached_values[layer][:, :best])
+        if best >= len(tokens):
+            self._cached_bytes -= self._cache.pop(best_key)[3]
+        else:
+            self._cache.move_to_end(best_key)
+        return best
+
+    def _remember(self, sequence: _Sequence) -> None:
+        if not self.prefix_cache or self.cache_entries < 1:
+            return
+        tokens = tuple(sequence.request.prompt + sequence.generated)[: sequence.length]
+        size = sum(t.numel() * t.element_size() for t in (*sequence.keys, *sequence.values))
+        if size > self.cache_bytes:
+            return
+        self._cache_key += 1
+        self._cache[self._cache_key] = (tokens, sequence.keys, sequence.values, size)
+        self._cached_bytes += size
+        while len(self._cache) > self.cache_entries or self._cached_bytes > self.cache_bytes:
+            self._cached_bytes -= self._cache.popitem(last=False)[1][3]
+
+    def _step(self, running: list[_Sequence]) -> list[_Sequence]:
+        """One forward pass over every running sequence's pending tokens; returns those still running."""
+        torch = self._torch
+        device = self.param.device
+        ids: list[int] = []
+        positions: list[int] = []
+        spans: list[tuple[int, int]] = []
+        for sequence in running:
+            start = len(ids)
+            ids.extend(sequence.pending)
+            positions.extend(range(sequence.length, sequence.length + len(sequence.pending)))
+            spans.append((start, len(ids)))
+        real = len(ids)
+        ghost = max(0, self.min_rows - real)
+        ids.extend([0] * ghost)
+        positions.extend([0] * ghost)
+        last_rows = [end - 1 for _, end in spans]
+        logits = self._forward(
+            torch.tensor(ids, device=device), torch.tensor(positions, device=device), running, spans, last_rows
+        )
+        self.stats["steps"] += 1
+        self.stats["rows"] += real
+        still: list[_Sequence] = []
+        for index, sequence in enumerate(running):
+            sequence.length += len(sequence.pending)
+            token = self._choose(logits[index], sequence)
+            sequence.generated.append(token)
+            self.stats["generated_tokens"] += 1
+            request = sequence.request
+            if token in request.stop_ids or len(sequence.generated) >= request.max_new_tokens:
+                sequence.pending = []
+                sequence.future.set_result(list(sequence.generated))
+                self._remember(sequence)
+            else:
+                sequence.pending = [token]
+                still.append(sequence)
+        return still
+
+    def _choose(self, logits: Any, sequence: _Sequence) -> int:
+        torch = self._torch
+        request = sequence.request
+        if request.temperature <= 0:
+            return int(torch.argmax(logits))
+        scores = logits.float() / request.temperature
+        probs = torch.softmax(scores, dim=-1)
+        if request.top_p < 1.0:
+            sorted_probs, order = torch.sort(probs, descending=True)
+            keep = torch.cumsum(sorted_probs, dim=-1) - sorted_probs < request.top_p
+            keep[0] = True
+            filtered = torch.zeros_like(probs)
+            filtered[order[keep]] = sorted_probs[keep]
+            probs = filtered / filtered.sum()
+        return int(torch.multinomial(probs, 1, generator=sequence.generator))
+
+    def _forward(self, ids: Any, positions: Any, running: list[_Sequence], spans: list, last_rows: list[int]) -> Any:
+        """The decoder over packed rows (Qwen3/Qwen2/Llama block structure), writing each
+        sequence's new keys/values into its cache; logits of each sequence's last row."""
+        torch = self._torch
+        F = torch.nn.functional
+        rows = ids.shape[0]
+        hidden = self.inner.embed_tokens(ids)
+        cos, sin = self.inner.rotary_emb(hidden, positions)
+        for layer_index, layer in enumerate(self.layers):
+            attn = layer.self_attn
+            x = layer.input_layernorm(hidden)
+            q = attn.q_proj(x).view(rows, self.num_heads, self.head_dim)
+            k = attn.k_proj(x).view(rows, self.num_kv_heads, self.head_dim)
+            v = attn.v_proj(x).view(rows, self.num_kv_heads, self.head_dim)
+            if getattr(attn, "q_norm", None) is not None:
+                q, k = attn.q_norm(q), attn.k_norm(k)
+            q, k = self._rope(q, k, cos, sin, unsqueeze_dim=1)
+            out = torch.zeros(rows, self.num_heads, self.head_dim, dtype=q.dtype, device=q.device)
+            gqa = self.num_kv_heads != self.num_heads
+            for sequence, (start, end) in zip(running, spans):
+                count = end - start
+                past = sequence.length
+                total = past + count
+                cache_k, cache_v = sequence.keys[layer_index], sequence.values[layer_index]
+                cache_k[:, past:total].copy_(k[start:end].transpose(0, 1))
+                cache_v[:, past:total].copy_(v[start:end].transpose(0, 1))
+                query = q[start:end].transpose(0, 1).unsqueeze(0)  # [1, heads, count, dim]
+                for row in range(count):  # each query row sees exactly its own keys (see the docstring)
+                    keys_end = past + row + 1
+                    result = F.scaled_dot_product_attention(
+                        query[:, :, row : row + 1], cache_k[None, :, :keys_end], cache_v[None, :, :keys_end],
+                        scale=attn.scaling, enable_gqa=gqa,
+                    )
+                    out[start + row] = result[0, :, 0]
+            hidden = hidden + attn.o_proj(out.reshape(rows, -1))
+            hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+        hidden = self.inner.norm(hidden)
+        picked = hidden[torch.tensor(last_rows, device=hidden.device)]
+        if picked.shape[0] < self.min_rows:
+            picked = torch.cat([picked, picked.new_zeros(self.min_rows - picked.shape[0], picked.shape[1])])
+        return self.model.lm_head(picked)[: len(last_rows)]
+
+
+def _common_prefix(a: tuple[int, ...], b: list[int], limit: int) -> int:
+    """Length of the common prefix of ``a`` and ``b``, at most ``limit``."""
+    n = min(len(a), len(b), limit)
+    if a[:n] == tuple(b[:n]):
+        return n
+    low, high = 0, n  # binary search on prefix equality: slices compare in C
+    while low < high:
+        mid = (low + high + 1) // 2
+        if a[:mid] == tuple(b[:mid]):
+            low = mid
+        else:
+            high = mid - 1
+    return low
