@@ -18,11 +18,12 @@ from typing import Any
 
 import gymnasium as gym
 
+from skillgym.graders.base import MAX_ANSWER_CHARS
 from skillgym.sandbox.base import Sandbox, SandboxError
 from skillgym.sandbox.ops import OpError, truncate
 from skillgym.spaces import AssistantAction, ChatObservation
 from skillgym.spec import EnvSpec
-from skillgym.toolcalls import ParsedCall, parse_turn, validate_arguments
+from skillgym.toolcalls import ParsedCall, ParsedTurn, parse_turn, replace_lone_surrogates, validate_arguments
 from skillgym.tools import get_tools
 from skillgym.tools.base import Tool
 from skillgym.tools.skill import LoadSkill
@@ -141,6 +142,10 @@ class SkillEnv(gym.Env[list[Message], Any]):
                 and ``split``.
         """
         super().reset(seed=seed)
+        if options is not None and not isinstance(options, dict):
+            raise TypeError(
+                f"reset(options=...) takes a dict such as {{'task_id': 'ID'}} or None, got {type(options).__name__}"
+            )
         options = options or {}
         self._task = self._pick_task(options)
         sandbox = self.sandbox
@@ -195,28 +200,31 @@ class SkillEnv(gym.Env[list[Message], Any]):
         broken = [c for c in parsed.calls if c.name is None or c.arguments is None]
         answer: str | None = None
         tool_messages: list[Message] = []
-        turn_errors: list[str] = []
+        errors: list[ToolError] = []
+        repairs = list(parsed.repairs)
 
-        if broken:
-            # The turn's markup could not be read: keep the text as written so the model sees
-            # its own mistake, run nothing, and say precisely what was wrong.
-            self._messages.append(_assistant_raw(action))
-            problems = "\n".join(f"- call {i + 1}: {c.error}" for i, c in enumerate(parsed.calls) if c.error)
-            note = "" if len(broken) == len(parsed.calls) else " The other calls in this turn were not run; send them again."
-            text = f"Error: your tool call could not be parsed, so nothing was run.{note}\n{problems}"
-            tool_messages.append({"role": "tool", "tool_call_id": f"call_{self._turn}_error", "content": text})
-            turn_errors.extend(c.error for c in broken if c.error)
+        if parsed.errors or broken:
+            # The turn could not be read: record it as written (in a form every chat template
+            # and provider accepts), run nothing, and say precisely what was wrong.
+            message = _assistant_raw(action, parsed)
+            self._messages.append(message)
+            tool_messages.extend(_unreadable_turn_replies(self._turn, parsed, message))
+            errors.extend(ToolError(turn=self._turn, tool=None, error=e) for e in parsed.errors)
+            errors.extend(ToolError(turn=self._turn, tool=c.name, error=c.error) for c in broken if c.error)
         else:
             self._messages.append(_assistant_message(parsed.content, parsed.reasoning, parsed.calls))
             if not parsed.calls:
                 answer = parsed.content
-            for index, call in enumerate(parsed.calls):
+            for call in parsed.calls:
                 if answer is not None:
                     tool_messages.append(_tool_message(call, "Not run: the answer was already submitted in this turn."))
                     continue
                 text, error, submitted = self._run_call(call)
+                text, fixed = replace_lone_surrogates(text)
+                if fixed:
+                    repairs.append(f"output of {call.name}: {fixed} lone UTF-16 surrogate(s) replaced by U+FFFD")
                 if error:
-                    turn_errors.append(error)
+                    errors.append(ToolError(turn=self._turn, tool=call.name, error=error))
                 if submitted is not None:
                     answer = submitted
                 tool_messages.append(_tool_message(call, text))
@@ -225,10 +233,15 @@ class SkillEnv(gym.Env[list[Message], Any]):
         tool_seconds = time.perf_counter() - started
         traj = self._trajectory
         traj.timings.append(StepTiming(turn=self._turn, tool_seconds=round(tool_seconds, 6)))
-        traj.tool_errors.extend(ToolError(turn=self._turn, tool=None, error=e) for e in turn_errors)
+        traj.tool_errors.extend(errors)
+        if repairs:
+            # The record holds what the model sent, but it must be storable as UTF-8: say what changed.
+            traj.metadata.setdefault("repairs", []).extend({"turn": self._turn, "repair": r} for r in repairs)
 
         reward, terminated, truncated = 0.0, False, False
-        info: dict[str, Any] = {"turn": self._turn, "tool_errors": turn_errors}
+        info: dict[str, Any] = {"turn": self._turn, "tool_errors": [e.error for e in errors]}
+        if repairs:
+            info["repairs"] = repairs
         if answer is not None:
             terminated = True
             reward = self._grade(answer, info)
@@ -248,38 +261,72 @@ class SkillEnv(gym.Env[list[Message], Any]):
         assert call.name is not None and call.arguments is not None
         tool = self.tools.get(call.name)
         if tool is None:
-            error = f"unknown tool {call.name!r}; available tools: {', '.join(self.tools)}"
+            error = f"unknown tool {_clip(repr(call.name), 80)}; available tools: {', '.join(self.tools)}"
             return f"Error: {error}", error, None
         args, error = validate_arguments(call.name, call.arguments, tool.Args)
         if error:
             return f"Error: {error}", error, None
+        # The sandbox as it is, not through the ``sandbox`` property: that would quietly swap a
+        # dead one for an empty one, and the model would never hear its workspace was lost.
+        sandbox = self._sandbox if self._sandbox is not None else self.sandbox
         if tool.ends_episode:
-            return tool(self.sandbox, args), None, getattr(args, "answer", "")
+            return tool(sandbox, args), None, getattr(args, "answer", "")
         try:
-            text = tool(self.sandbox, args)
+            text = tool(sandbox, args)
         except OpError as exc:
             return f"Error: {exc}", str(exc), None
-        except SandboxError:
-            raise  # the sandbox is broken: not the model's doing, the caller must know
+        except SandboxError as exc:
+            # What the call did killed or hung the sandbox (``kill -9 $PPID``, a process that
+            # holds the executor's pipe): the model's doing, so the episode goes on in a new one.
+            error = self._replace_sandbox(call, exc)
+            return f"Error: {error}", error, None
         text, _ = truncate(text, self.env_spec.max_tool_output)
         return text, None, None
+
+    def _replace_sandbox(self, call: ParsedCall, failure: SandboxError) -> str:
+        """Swap a sandbox that died under ``call`` for a fresh one holding the task's files.
+
+        Returns the error for the model. Starting the new sandbox is the machine's business:
+        if that fails, its :class:`SandboxError` propagates (the episode cannot go on).
+        """
+        assert self._trajectory is not None and self._task is not None
+        dead, self._sandbox = self._sandbox, None
+        if dead is not None and self._owns_sandbox:
+            try:
+                dead.close()
+            except Exception as exc:  # a dead sandbox that also fails to close must not hide the episode
+                warnings.warn(f"closing a failed sandbox: {type(exc).__name__}: {exc}", stacklevel=3)
+        reason = _clip(str(failure).replace(" Close this sandbox and start a new one.", "").strip(), 400)
+        self.sandbox.put_files(self._task.files)  # the property starts the replacement
+        self._trajectory.metadata.setdefault("sandbox_replaced", []).append(
+            {"turn": self._turn, "tool": call.name, "error": reason}
+        )
+        return (
+            f"the sandbox stopped working while {call.name} ran ({reason}). It was replaced by a fresh "
+            "one: the workspace holds the task's starting files again and every process you started "
+            "is gone. Do not signal the tool executor, and give long commands a short timeout."
+        )
 
     def _grade(self, answer: str, info: dict[str, Any]) -> float:
         assert self._task is not None and self._trajectory is not None
         traj = self._trajectory
         traj.final_answer = answer
+        # Graders see a bounded answer (graders.base.MAX_ANSWER_CHARS) so no matcher, judge
+        # prompt or check can be made slow by a huge one; the record keeps the whole answer.
+        graded, cut = answer[:MAX_ANSWER_CHARS], max(0, len(answer) - MAX_ANSWER_CHARS)
+        extra = {"answer_truncated": {"answer_chars": len(answer), "graded_chars": MAX_ANSWER_CHARS}} if cut else {}
         try:
-            grade = self.env_spec.grader.grade(self._task, answer, self._messages, self._sandbox)
-        except SandboxError:
-            raise
-        except Exception as exc:  # a grader must not take an evaluation down with it
-            message = f"grader failed on task {self._task.id!r}: {type(exc).__name__}: {exc}"
+            grade = self.env_spec.grader.grade(self._task, graded, self._messages, self._sandbox)
+        except Exception as exc:  # a grader (or a sandbox the episode broke) must not take an evaluation down
+            where = "the sandbox failed while grading" if isinstance(exc, SandboxError) else "grader failed"
+            message = f"{where} task {self._task.id!r}: {type(exc).__name__}: {_clip(str(exc), 2000)}"
             warnings.warn(message, stacklevel=2)
             info["reward_components"], info["grader_error"] = {}, message
-            traj.reward, traj.grade_details = 0.0, {"grader_error": message}
+            traj.reward, traj.grade_details = 0.0, {"grader_error": message, **extra}
             return 0.0
         info["reward_components"] = dict(grade.components)
-        traj.reward, traj.reward_components, traj.grade_details = grade.score, dict(grade.components), grade.details
+        traj.reward, traj.reward_components = grade.score, dict(grade.components)
+        traj.grade_details = {**grade.details, **extra}
         return grade.score
 
     def render(self) -> str | None:
@@ -414,15 +461,43 @@ def _assistant_message(content: str, reasoning: str | None, calls: list[ParsedCa
     return message
 
 
-def _assistant_raw(action: Any) -> Message:
-    if isinstance(action, dict):
-        message = {k: v for k, v in action.items() if k in ("content", "tool_calls", "reasoning_content")}
-        message = copy.deepcopy(message)
-        message["role"] = "assistant"
-        message.setdefault("content", "")
-        return message
-    return {"role": "assistant", "content": action if isinstance(action, str) else repr(action)}
+def _assistant_raw(action: Any, parsed: ParsedTurn) -> Message:
+    """The record of a turn that could not run: its text as written, its structured calls in
+    OpenAI form with the arguments text as sent. Never the action object itself, which may hold
+    anything (wrong types, cycles, a million levels of nesting)."""
+    message: Message = {"role": "assistant", "content": parsed.source}
+    if isinstance(action, dict) and parsed.reasoning and isinstance(
+        action.get("reasoning_content") or action.get("reasoning"), str
+    ):
+        message["reasoning_content"] = parsed.reasoning
+    if parsed.source_tool_calls:
+        message["tool_calls"] = copy.deepcopy(parsed.source_tool_calls)
+    return message
+
+
+def _unreadable_turn_replies(turn: int, parsed: ParsedTurn, message: Message) -> list[Message]:
+    """Tool messages answering a turn that could not run: one per recorded call id (providers
+    reject a call left unanswered), else one; the first says everything that was wrong."""
+    problems = [f"- {e}" for e in parsed.errors]
+    problems += [f"- call {i + 1}: {c.error}" for i, c in enumerate(parsed.calls) if c.error]
+    if parsed.errors:
+        head = "Error: your turn could not be read, so nothing was run."
+    else:
+        runnable = sum(1 for c in parsed.calls if c.error is None)
+        note = " The other calls in this turn were not run; send them again." if runnable else ""
+        head = f"Error: your tool call could not be parsed, so nothing was run.{note}"
+    text = head + "\n" + "\n".join(problems)
+    ids = [c["id"] for c in message.get("tool_calls") or []]
+    if not ids:
+        return [{"role": "tool", "tool_call_id": f"call_{turn}_error", "content": text}]
+    rest = "Not run: this turn could not be read (see the error above)."
+    return [{"role": "tool", "tool_call_id": call_id, "content": text if i == 0 else rest} for i, call_id in enumerate(ids)]
 
 
 def _tool_message(call: ParsedCall, text: str) -> Message:
     return {"role": "tool", "tool_call_id": call.id, "name": call.name, "content": text}
+
+
+def _clip(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, for quoting model output in a message."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -502,7 +502,8 @@ def validate_arguments(name: str, args: dict[str, Any], model: type[BaseModel]) 
             elif kind == "extra_forbidden":
                 problems.append(f"unexpected argument {_clip(repr(field), 60)}")
             else:
-                problems.append(f"argument {_clip(repr(field), 60)}: {err['msg'].lower()} (got {_preview(err.get('input'))})")
+                msg = err["msg"][:1].lower() + err["msg"][1:]
+                problems.append(f"argument {_clip(repr(field), 60)}: {msg} (got {_preview(err.get('input'))})")
     except (TypeError, ValueError, RecursionError) as exc:  # raised outside pydantic's own error reports
         problems = [_clip(str(exc), 200)]
     allowed = ", ".join(f"{k}{'' if f.is_required() else '?'}" for k, f in model.model_fields.items())

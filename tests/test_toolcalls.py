@@ -243,7 +243,7 @@ STRICT_ARGS = [
     ("boolean for a float", "bash", {"command": "ls", "timeout": True}, "not a boolean"),
     ("number for a boolean", "grep", {"pattern": "x", "ignore_case": 1}, "argument 'ignore_case'"),
     ("string for a boolean", "edit_file", {"path": "a", "old_string": "a", "new_string": "b", "replace_all": "true"}, "argument 'replace_all'"),
-    ("NUL in a command", "bash", {"command": "echo a\x00b"}, "nul character"),
+    ("NUL in a command", "bash", {"command": "echo a\x00b"}, "NUL character"),
 ]
 
 
