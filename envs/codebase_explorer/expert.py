@@ -59,9 +59,12 @@ CALLERS_COMMAND = (
     "/(^|[^A-Za-z0-9_]){callee}\\(/{{match($0,/^ */);if(u!=\"\"&&RLENGTH>d&&!(u in s)){{s[u]=1;o=o p u;p=\", \"}}}} "
     "END{{print o}}' {path}"
 )
-# The default's source text, from the syntax tree of the file that defines the owner.
+# The default's source text, from the syntax tree of the file that defines the owner. `-I`
+# (isolated mode) keeps the working directory, the repository, off Python's import path: a
+# codebase with a module named like a standard-library one (click's `types.py`) would
+# otherwise replace it inside `import ast` and the script would fail on every question.
 DEFAULT_COMMAND = (
-    "cd repo && python3 -c \"import ast,sys,glob\n"
+    "cd repo && python3 -I -c \"import ast,sys,glob\n"
     "*c,f=sys.argv[1].split('.')\n"
     "for p in glob.glob('**/*.py',recursive=True):\n"
     " s=open(p,encoding='utf8').read()\n"
