@@ -171,10 +171,50 @@ def run(corpus: Path, *, modes: list[SearchMode] | None = None, k: int = 5, embe
         h: {mode: {m: r[m] for m in ("recall@1", f"recall@{k}", "mrr")} for mode, r in report["halves"][h].items()}
         for h in HALVES
     }
+    report["routing"] = evaluate_routing(lib, halves["heldout"])
     if scale:
         report["scale"] = run_scale(lib.skills, halves["heldout"], n=scale, k=k, seed=seed,
                                     modes=["hybrid" if "hybrid" in modes else "bm25"], embedding_model=model)
     return report
+
+
+# Requests no skill in the corpus serves: a router should keep these and not delegate.
+OFF_TOPIC = [
+    "bake a chocolate cake for my grandma's birthday",
+    "what's the weather like in Paris tomorrow",
+    "recommend a good fantasy novel for the holidays",
+    "how many calories are in a banana",
+    "plan a weekend hiking trip in the alps",
+    "translate 'good morning' into Japanese",
+    "who won the football match last night",
+    "suggest a name for my new puppy",
+]
+
+
+def evaluate_routing(lib: SkillLibrary, queries: list[LabelledQuery]) -> dict[str, Any]:
+    """``SkillLibrary.route`` with the whole corpus as the roster (names and descriptions only,
+    as a router sees subagents): how often it picks an acceptable one, how often it declines a
+    request it should take, and how often it declines requests nothing in the corpus serves."""
+    roster = {}
+    for skill in lib:
+        roster.setdefault(skill.name, skill.description)  # two catalogs' sql-pro: one roster entry
+    correct = declined = 0
+    started = time.perf_counter()
+    for q in queries:
+        decision = lib.route(q.query, roster)
+        correct += decision.choice in q.expected
+        declined += decision.choice is None
+    off = [lib.route(text, roster) for text in OFF_TOPIC]
+    seconds = time.perf_counter() - started
+    n = max(len(queries), 1)
+    return {
+        "roster": len(roster),
+        "queries": len(queries),
+        "accuracy": round(correct / n, 4),
+        "declined_on_topic": round(declined / n, 4),
+        "declined_off_topic": round(sum(d.choice is None for d in off) / len(off), 4),
+        "ms_per_route": round(1000 * seconds / (len(queries) + len(off)), 2),
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -353,6 +393,9 @@ def main(argv: list[str] | None = None) -> int:
         for mode, result in results.items():
             print(f"{half:8s} {mode:9s} recall@1={result['recall@1']:.3f} recall@{args.k}={result[f'recall@{args.k}']:.3f} "
                   f"mrr={result['mrr']:.3f} ({result['queries']} queries, {report['skills']} skills)")
+    r = report["routing"]
+    print(f"routing (held-out, roster of {r['roster']}): accuracy {r['accuracy']:.3f}, declined on-topic "
+          f"{r['declined_on_topic']:.3f}, declined off-topic {r['declined_off_topic']:.3f}")
     if "scale" in report:
         s = report["scale"]
         print(f"scale: {s['skills']} skills, load+build {s['load_and_build_seconds']} s, save {s['save_seconds']} s, "

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import re
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +15,9 @@ from typer.testing import CliRunner
 
 from skillgym.benchmarks.skill_search import find_corpus
 from skillgym.skills.cli import app
+from skillgym.skills.embed import WordLlamaEmbedder, wordllama_files
 from skillgym.skills.library import AmbiguousSkillName, SkillLibrary
-from skillgym.skills.search import SearchError, reciprocal_rank_fusion
+from skillgym.skills.search import SearchError, available_modes, is_builtin_model, reciprocal_rank_fusion
 
 CORPUS = find_corpus()
 needs_corpus = pytest.mark.skipif(
@@ -182,3 +185,193 @@ def test_cli_validate_exit_codes_and_format(tmp_path: Path) -> None:
     as_json = runner.invoke(app, ["validate", str(bad.parent), "--json"])
     assert as_json.exit_code == 1
     assert {(i["line"], i["field"]) for i in json.loads(as_json.stdout)} >= {(2, "name"), (3, "description")}
+
+
+# ---------------------------------------------------------------------------------------------
+# offline embeddings, near-duplicates, routing, the benchmark's split and scale (issue 17)
+
+
+needs_wordllama = pytest.mark.skipif(
+    importlib.util.find_spec("wordllama") is None, reason="wordllama not installed (pip install 'skillgym[skills]')"
+)
+
+
+@pytest.fixture()
+def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any attempt to open a network connection fails the test: nothing may be downloaded."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"network access attempted: {args!r}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+@needs_wordllama
+def test_wordllama_embedder_loads_offline_and_matches_wordllamas_own_pooling(no_network: None) -> None:
+    from safetensors.numpy import load_file
+    from tokenizers import Tokenizer as HFTokenizer
+
+    embedder = WordLlamaEmbedder()
+    texts = ["my app crashes randomly", "debug a crash in production", "bake a chocolate cake", ""]
+    vectors = embedder.encode(texts)
+    assert vectors.shape == (4, 256) and vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors[:3], axis=1), 1.0, atol=1e-5) and not vectors[3].any()
+    sims = vectors[:3] @ vectors[:3].T
+    assert sims[0, 1] > sims[0, 2] + 0.2  # the crash texts are closer to each other than to the cake
+    # Reference: wordllama's own dense inference over the same shipped files.
+    from wordllama.inference import WordLlamaInference
+
+    weights, tokenizer = wordllama_files()
+    reference = WordLlamaInference(load_file(str(weights))["embedding.weight"], HFTokenizer.from_file(str(tokenizer)))
+    assert np.allclose(reference.embed(texts[:3], norm=True), vectors[:3], atol=1e-5)
+
+
+def test_embedding_backends_report_clear_errors(tmp_path: Path) -> None:
+    assert is_builtin_model("wordllama") and not is_builtin_model(tmp_path)
+    (tmp_path / "wordllama").mkdir()
+    # A folder that happens to be called wordllama is a sentence-transformers model, not the builtin.
+    assert not is_builtin_model(tmp_path / "wordllama")
+    modes = available_modes()
+    assert set(modes) == {"bm25", "embedding", "hybrid"}
+    assert modes["bm25"][0] and all(reason for _, reason in modes.values())
+    assert modes["hybrid"][0] == (modes["bm25"][0] and modes["embedding"][0])
+
+
+@needs_wordllama
+@needs_corpus
+def test_cli_search_defaults_to_hybrid_offline_and_says_so(no_network: None) -> None:
+    result = runner.invoke(app, ["search", "my app crashes randomly and I can't figure out why", "--path", str(CORPUS),
+                                 "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["mode"] == "hybrid" and out["embedding_model"].startswith("wordllama")
+    debugging = {"systematic-debugging", "debugging-strategies", "debugger", "debugging-toolkit-debugger"}
+    assert out["hits"][0]["name"] in debugging
+    assert "bm25 rank" in out["hits"][0]["why"] and "embedding rank" in out["hits"][0]["why"]
+    table = runner.invoke(app, ["search", "threat model with STRIDE", "--path", str(CORPUS), "--mode", "bm25"])
+    assert table.exit_code == 0 and "(bm25 search," in table.stdout
+
+
+def _variant(text: str, n: int) -> str:
+    return text.replace("Use", "Apply" if n % 2 else "Use").replace("the", "the" if n % 3 else "this") + f"\nCopy {n}."
+
+
+def test_near_duplicates_are_grouped_so_top_k_are_different_skills(tmp_path: Path) -> None:
+    src = tmp_path / "skills"
+    body = ("Use the profiler to find slow functions, then read the flame graph from the widest frame down. "
+            "Check allocations in the hot loop and compare timings before and after each change. ") * 4
+    for n in range(4):
+        _write(src / f"col{n}" / f"perf-tuning-{n}" / "SKILL.md",
+               f"---\nname: perf-tuning{'-pro' * (n % 2)}\ndescription: Make slow Python code fast with a profiler.\n---\n"
+               f"{_variant(body, n)}\n")
+    _write(src / "charts" / "SKILL.md", "---\nname: charts\ndescription: Draw bar charts of slow endpoints.\n---\n"
+           "Plot latency per endpoint with matplotlib, sorted by p95.\n")
+    _write(src / "flame" / "SKILL.md", "---\nname: flame-graphs\ndescription: Read flame graphs.\n---\n"
+           "A flame graph shows stacks; width is time spent. Start from the widest frame.\n")
+    lib = SkillLibrary([src])
+    groups = lib.duplicate_groups()
+    assert len(groups) == 1 and len(groups[0]) == 4
+    hits = lib.search("profiler slow python code flame graph", k=3)
+    assert len({h.skill.name.removesuffix("-pro") for h in hits}) == 3
+    perf = next(h for h in hits if h.skill.name.startswith("perf-tuning"))
+    assert perf.duplicate_count == 3 and len(perf.duplicates) == 3 and perf.skill.source_path not in perf.duplicates
+    assert all(h.duplicate_count == 0 for h in hits if h is not perf)
+    ungrouped = SkillLibrary([src], group_duplicates=False).search("profiler slow python code flame graph", k=3)
+    # Without grouping the copies crowd out a different skill.
+    assert sum(h.skill.name.startswith("perf-tuning") for h in ungrouped) >= 2
+
+
+def test_save_and_memory_mapped_reload_keep_groups_vectors_and_explanations(tmp_path: Path) -> None:
+    src = tmp_path / "skills"
+    for n in range(3):
+        _write(src / f"c{n}" / "git-rescue" / "SKILL.md",
+               "---\nname: git-rescue\ndescription: Recover lost commits after a bad rebase.\n---\n"
+               + "Run git reflog, find the commit before the rebase, and reset a new branch to it. " * 5 + f"v{n}\n")
+    _write(src / "agents" / "sql.md", "---\nname: sql\ndescription: Tunes slow SQL queries.\ntools: Read, Bash\n"
+           "---\nYou read EXPLAIN plans and add indexes.\n")
+    lib = SkillLibrary([src], embedder=HashingEmbedder())
+    before = [(h.skill.name, round(h.score, 6), h.why, h.duplicate_count) for h in lib.search("lost commits rebase", k=2,
+                                                                                             mode="hybrid")]
+    lib.save(tmp_path / "index")
+    assert (tmp_path / "index" / "groups.npy").is_file() and (tmp_path / "index" / "embeddings.npy").is_file()
+    loaded = SkillLibrary.load(tmp_path / "index", embedder=HashingEmbedder())
+    assert loaded._vectors is not None  # the stored vectors, not recomputed
+    after = [(h.skill.name, round(h.score, 6), h.why, h.duplicate_count) for h in loaded.search("lost commits rebase",
+                                                                                               k=2, mode="hybrid")]
+    assert before == after and before[0][:1] == ("git-rescue",) and before[0][3] == 2
+    assert before[1][0] == "sql"  # the two other copies were folded into the first hit
+    tools_hit = loaded.search("bash", k=1)[0]
+    assert tools_hit.skill.name == "sql" and tools_hit.matched == {"tools": ["bash"]}
+
+
+def test_route_picks_a_roster_member_with_score_and_margin_or_declines(tmp_path: Path) -> None:
+    roster = {
+        "debugger": "Diagnoses and fixes bugs, crashes and failing tests; finds the root cause in stack traces.",
+        "sql-tuner": "Makes slow SQL queries fast: reads EXPLAIN plans, adds indexes.",
+        "designer": "Designs visual interfaces: colors, typography, layout of screens.",
+    }
+    lib = SkillLibrary(embedder=HashingEmbedder())
+    decision = lib.route("the app crashes with a stack trace, find the bug", roster)
+    assert decision.choice == "debugger" == decision.best
+    assert decision.ranking[0][0] == "debugger" and decision.score == decision.ranking[0][1]
+    assert decision.margin == pytest.approx(decision.ranking[0][1] - decision.ranking[1][1], abs=1e-3)
+    assert decision.margin > 0 and "debugger" in decision.reason
+    off = lib.route("bake a chocolate cake for grandma", roster)
+    assert off.choice is None and off.best is not None and "nothing fits" in off.reason
+    tie = lib.route("fix the bug", {"a": "Fixes bugs.", "b": "Fixes bugs."}, min_margin=0.05)
+    assert tie.choice is None and tie.margin == 0 and "almost equally" in tie.reason
+    assert lib.route("anything", {}).choice is None
+    # Skills and names of skills in the library are rosters too.
+    _write(tmp_path / "s" / "pdf" / "SKILL.md", "---\nname: pdf\ndescription: Fill in PDF forms.\n---\nUse pypdf.\n")
+    _write(tmp_path / "s" / "csv" / "SKILL.md", "---\nname: csv\ndescription: Clean messy CSV files.\n---\nPandas.\n")
+    named = SkillLibrary([tmp_path / "s"], embedder=HashingEmbedder())
+    assert named.route("fill in this PDF form", ["pdf", "csv"]).choice == "pdf"
+    assert named.route("clean up a messy csv file").choice == "csv"
+
+
+@needs_wordllama
+@needs_corpus
+def test_route_over_corpus_descriptions_with_the_offline_embedder(corpus_lib: SkillLibrary, no_network: None) -> None:
+    roster = {s.name: s.description for s in corpus_lib if s.kind == "agent"}
+    decision = corpus_lib.route("optimize this slow SQL query and suggest indexes", roster)
+    assert decision.choice in {"sql-pro", "postgres-pro"}
+    assert corpus_lib.route("what's the weather like in Paris tomorrow", roster).choice is None
+
+
+def test_benchmark_split_is_deterministic_disjoint_and_balanced() -> None:
+    from skillgym.benchmarks.skill_search import load_queries, split_queries
+
+    queries = load_queries()
+    user = [q for q in queries if q.style == "user"]
+    assert len(user) >= 60 and len(queries) >= 118
+    halves = split_queries(queries)
+    assert split_queries(list(reversed(queries))) == halves  # order of the file does not matter
+    tuning, heldout = ({q.id for q in halves[h]} for h in ("tuning", "heldout"))
+    assert not tuning & heldout and tuning | heldout == {q.id for q in queries}
+    for style in ("project", "user"):
+        counts = [sum(q.style == style for q in halves[h]) for h in ("tuning", "heldout")]
+        assert abs(counts[0] - counts[1]) <= 1
+
+
+@needs_wordllama
+@needs_corpus
+def test_benchmark_reports_both_halves_per_mode_and_scale(no_network: None) -> None:
+    from skillgym.benchmarks.skill_search import run
+
+    assert CORPUS is not None
+    report = run(CORPUS, scale=400)
+    for half in ("tuning", "heldout"):
+        assert set(report["halves"][half]) == {"bm25", "embedding", "hybrid"}
+        for metrics in report["halves"][half].values():
+            assert {"recall@1", "recall@5", "mrr"} <= set(metrics) and metrics["queries"] >= 59
+    held = report["halves"]["heldout"]["hybrid"]
+    # Regression floor, below the issue's target (0.95 / 0.80), which static word vectors do not
+    # reach yet: see the README's skill-search numbers.
+    assert held["recall@5"] >= 0.88 and held["recall@1"] >= 0.72
+    assert report["routing"]["accuracy"] >= 0.6 and report["routing"]["declined_off_topic"] >= 0.5
+    scale = report["scale"]
+    assert scale["skills"] >= 390 and scale["duplicate_groups"] <= scale["base_skills"]
+    hybrid = scale["modes"]["hybrid"]
+    assert hybrid["top_k_all_different_skills"] == 1.0 and hybrid["recall@5"] >= 0.85
+    assert scale["reload_seconds"] < 10 and hybrid["query_ms_p50"] > 0
