@@ -192,6 +192,29 @@ class SkillEnv(gym.Env[list[Message], Any]):
         return tasks[int(self.np_random.integers(len(tasks)))]
 
     def step(self, action: Any):
+        """Take one assistant turn: run its tool calls in order in the sandbox, or grade its answer.
+
+        Model output never raises: a call that cannot be parsed, names an unknown tool or has
+        bad arguments comes back as a ``tool`` message saying precisely what was wrong (and is
+        recorded in the trajectory's ``tool_errors``).
+
+        Args:
+            action: One assistant turn: raw model text (tool calls in ``<tool_call>{json}</tool_call>``
+                markup) or an OpenAI assistant message dict with ``tool_calls``. A turn with no
+                tool call, or a ``submit`` call, is the final answer.
+
+        Returns:
+            observation: The chat so far (the assistant turn and one ``tool`` message per call).
+            reward: 0.0 until the final step; then the grader's score in [0, 1] (0.0 when truncated).
+            terminated: The episode ended with an answer.
+            truncated: The turn budget (``max_turns``) or token budget (``max_tokens``) ran out.
+            info: ``turn``, ``tool_errors`` (this turn's), ``reward_components`` on the final
+                step, ``truncation_reason`` when truncated.
+
+        Raises:
+            RuntimeError: The episode is over or was never started (call ``reset``).
+            SandboxError: The sandbox broke and no fresh one could be started (not the model's doing).
+        """
         if self._done or self._trajectory is None or self._task is None:
             raise RuntimeError("the episode is over (or was never started): call reset() first")
         self._turn += 1
