@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import logging
 import re
 import socket
 from pathlib import Path
@@ -219,8 +220,14 @@ def test_wordllama_embedder_loads_offline_and_matches_wordllamas_own_pooling(no_
     assert np.allclose(np.linalg.norm(vectors[:3], axis=1), 1.0, atol=1e-5) and not vectors[3].any()
     sims = vectors[:3] @ vectors[:3].T
     assert sims[0, 1] > sims[0, 2] + 0.2  # the crash texts are closer to each other than to the cake
-    # Reference: wordllama's own dense inference over the same shipped files.
-    from wordllama.inference import WordLlamaInference
+    # Reference: wordllama's own dense inference over the same shipped files. Importing it calls
+    # logging.basicConfig; the root logger is restored so other tests see no change.
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        from wordllama.inference import WordLlamaInference
+    finally:
+        root.handlers[:], root.level = handlers, level
 
     weights, tokenizer = wordllama_files()
     reference = WordLlamaInference(load_file(str(weights))["embedding.weight"], HFTokenizer.from_file(str(tokenizer)))
