@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import sys
 import traceback
@@ -119,7 +120,11 @@ def serve(root: str, inp, out) -> None:
         try:
             request = json.loads(line)
         except (ValueError, RecursionError, MemoryError) as exc:
-            response = {"id": None, "ok": False, "error": f"malformed request line: {exc}", "kind": "internal"}
+            # The host writes the id first: answering under it lets the host match the error
+            # instead of waiting for an answer that never comes.
+            found = re.match(rb'\{"id": (\d{1,18}),', line)
+            response = {"id": int(found.group(1)) if found else None, "ok": False,
+                        "error": f"malformed request line: {type(exc).__name__}: {exc}"[:500], "kind": "op"}
         else:
             response = handle(root, request)
         out.write(encode(response))
