@@ -263,4 +263,5 @@ def test_executor_stops_a_runaway_op(root: str, monkeypatch: pytest.MonkeyPatch)
     assert answer["kind"] == "op" and "did not finish within 0.5 s" in answer["error"]
     assert time.monotonic() - started < 3
     nested = b'{"id": 2, "op": "ping", "args": ' + b"[" * 100_000 + b"]" * 100_000 + b"}\n"
-    assert _serve(root, [nested])[1]["kind"] == "internal"  # answered, the loop goes on
+    answer = _serve(root, [nested])[1]
+    assert (answer["id"], answer["kind"]) == (2, "op") and "RecursionError" in answer["error"]  # matched by id
