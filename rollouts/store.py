@@ -7,12 +7,16 @@ Layout of a run directory::
     OUT/trajectories/shard-00001.jsonl   one new shard per writing session (and every
     ...                                  ``shard_max_records`` records)
     OUT/.lock                       held (flock) by the one process writing
+    OUT/quarantine.jsonl            lines that were not valid records, moved out of their
+                                    shard by the writer (with shard, line and error)
 
 Durability: every record is one ``write`` of a whole line, flushed at once (so a ``kill -9``
 loses nothing already written: the data is in the kernel), and fsynced every
 ``fsync_interval_s`` (so a power cut loses at most that much). A crash can leave a torn last
 line; the writer truncates it on open and readers skip it, so the key simply counts as
-missing and is run again.
+missing and is run again. A complete line that is not a valid :class:`Trajectory` (a key-only
+record, a field of the wrong type) counts as missing too, for the writer and for every reader
+alike: the writer moves it to the quarantine file with a warning and its episode runs again.
 """
 
 from __future__ import annotations
@@ -26,14 +30,16 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
-from skillgym.io import fsync_dir
+from skillgym.io import atomic_write, fsync_dir
+from skillgym.toolcalls import replace_lone_surrogates
 from skillgym.types import Trajectory
 
 log = logging.getLogger(__name__)
 
 SHARD_RE = re.compile(r"^shard-(\d{5,})\.jsonl$")
+QUARANTINE_FILE = "quarantine.jsonl"
 Key = tuple[str, int]
 
 
@@ -170,18 +176,48 @@ class TrajectoryStore:
         self._lock_fh = fh
 
     def _scan(self, shards: list[Path]) -> None:
+        # A record counts as stored exactly when iter_trajectories (and so export) can read it:
+        # both validate it as a whole Trajectory. Anything else is quarantined and run again.
         for shard in shards:
+            bad: dict[int, str] = {}
             for lineno, line in _complete_lines(shard):
                 try:
-                    record = json.loads(line)
-                    key = (str(record["task_id"]), int(record.get("sample_index", 0)))
-                except (ValueError, KeyError, TypeError):
-                    log.warning("%s:%d: ignoring a record that does not parse; its episode will run again", shard, lineno)
+                    traj = Trajectory.model_validate_json(line)
+                except ValueError as exc:
+                    bad[lineno] = _first_error(exc)
                     continue
+                key = (traj.task_id, traj.sample_index)
                 if key in self.index:
                     self.duplicates += 1
                     continue
-                self.index[key] = _info(record)
+                self.index[key] = RecordInfo(traj.status, traj.reward, traj.num_turns, traj.usage.total_tokens)
+            if bad:
+                self._quarantine(shard, bad)
+
+    def _quarantine(self, shard: Path, bad: dict[int, str]) -> None:
+        """Move unreadable lines out of ``shard`` into ``quarantine.jsonl`` (with where they were
+        and why), so the run resumes, their episodes run again, and nothing is thrown away."""
+        target = self.root / QUARANTINE_FILE
+        with target.open("ab") as out:
+            for lineno, line in _complete_lines(shard):
+                if lineno in bad:
+                    entry = {"shard": shard.name, "line": lineno, "error": bad[lineno],
+                             "record": line.decode("utf-8", "replace").rstrip("\n")}
+                    out.write((json.dumps(entry, ensure_ascii=False) + "\n").encode())
+            out.flush()
+            os.fsync(out.fileno())
+
+        def keep_good(fh: IO[bytes]) -> None:
+            for lineno, line in _complete_lines(shard):
+                if lineno not in bad:
+                    fh.write(line)
+
+        atomic_write(shard, keep_good, binary=True)
+        for lineno, error in bad.items():
+            log.warning(
+                "%s:%d: quarantined a record that is not a valid trajectory (%s) to %s; its episode will run again",
+                shard, lineno, error, target,
+            )
 
     def close(self) -> None:
         if self._fh is not None:
@@ -213,7 +249,7 @@ class TrajectoryStore:
         key = (trajectory.task_id, trajectory.sample_index)
         if key in self.index:
             return False
-        line = (trajectory.model_dump_json() + "\n").encode()
+        line = _record_line(trajectory)
         fh = self._shard()
         fh.write(line)
         fh.flush()  # one whole line reaches the kernel now: a kill -9 cannot lose it
@@ -247,8 +283,34 @@ class TrajectoryStore:
         self._last_sync = time.monotonic()
 
 
-def _info(record: dict) -> RecordInfo:
-    usage = record.get("usage") or {}
-    turns = sum(1 for m in record.get("messages") or [] if m.get("role") == "assistant")
-    tokens = int(usage.get("prompt_tokens", 0)) + int(usage.get("completion_tokens", 0))
-    return RecordInfo(record.get("status", "ok"), record.get("reward"), turns, tokens)
+def _first_error(exc: ValueError) -> str:
+    """The first line of a validation error, short enough for a log line."""
+    return str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+
+
+def _record_line(trajectory: Trajectory) -> bytes:
+    """One record as a JSON line. Text that UTF-8 cannot hold (a lone surrogate from a model's
+    ``\\ud800`` escape, a non-UTF-8 file name) is replaced by U+FFFD rather than losing the
+    whole record, and the record says so in ``metadata["store_repairs"]``."""
+    try:
+        return (trajectory.model_dump_json() + "\n").encode()
+    except ValueError:  # pydantic's serialization error: a string UTF-8 cannot encode
+        pass
+    counter = [0]
+    data = _repair_strings(trajectory.model_dump(mode="python"), counter)
+    data.setdefault("metadata", {})["store_repairs"] = (
+        f"{counter[0]} lone UTF-16 surrogate(s) replaced by U+FFFD when the record was written"
+    )
+    return (Trajectory.model_validate(data).model_dump_json() + "\n").encode()
+
+
+def _repair_strings(value: Any, counter: list[int]) -> Any:
+    if isinstance(value, str):
+        text, fixed = replace_lone_surrogates(value)
+        counter[0] += fixed
+        return text
+    if isinstance(value, dict):
+        return {_repair_strings(k, counter): _repair_strings(v, counter) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_repair_strings(v, counter) for v in value]
+    return value

@@ -267,3 +267,93 @@ def test_a_10_mb_answer_is_graded_quickly_and_the_cut_is_recorded(filler):
             assert env.trajectory.final_answer == answer  # the record keeps what the model said
     finally:
         env.close()
+
+
+# -- lost records (issue 9, major 7) --------------------------------------------------------------
+def _record(task_id: str, **fields) -> str:
+    from skillgym.types import Trajectory
+
+    return Trajectory(env_id="x-v0", env_version=0, task_id=task_id, **fields).model_dump_json()
+
+
+def test_a_record_with_unencodable_text_is_stored_with_a_note(tmp_path):
+    from skillgym.rollouts.store import TrajectoryStore, iter_trajectories
+    from skillgym.types import Trajectory
+
+    traj = Trajectory(env_id="x-v0", env_version=0, task_id="s", messages=[{"role": "user", "content": "a\ud800b"}])
+    with TrajectoryStore(tmp_path) as store:
+        assert store.append(traj)
+    (stored,) = iter_trajectories(tmp_path)
+    assert stored.messages[0]["content"] == "a\ufffdb"
+    assert stored.metadata["store_repairs"].startswith("1 lone UTF-16 surrogate")
+    with TrajectoryStore(tmp_path) as store:
+        assert ("s", 0) in store
+
+
+def test_bad_lines_are_quarantined_and_their_episodes_run_again(tmp_path, caplog):
+    from skillgym.rollouts.store import QUARANTINE_FILE, TrajectoryStore, iter_trajectories, shard_paths
+
+    shard = tmp_path / "trajectories" / "shard-00000.jsonl"
+    shard.parent.mkdir(parents=True)
+    lines = [
+        _record("good-1"),
+        '{"task_id": "key-only", "sample_index": 0}',  # counted as stored before, but export skipped it
+        _record("bad-usage")[:-1] + ', "usage": [1, 2]}',  # AttributeError on resume before
+        json.dumps({**json.loads(_record("bad-messages")), "messages": [1]}),
+        "[1, 2, 3]",
+        "not json at all",
+        _record("good-2"),
+    ]
+    shard.write_text("\n".join(lines) + "\n")
+    with caplog.at_level("WARNING"), TrajectoryStore(tmp_path) as store:
+        assert sorted(k for k, _ in store.index) == ["good-1", "good-2"]
+        assert ("key-only", 0) not in store
+    assert sum("quarantined" in r.getMessage() for r in caplog.records) == 5
+    # The store and every reader (export) agree on what is stored.
+    assert [t.task_id for t in iter_trajectories(tmp_path)] == ["good-1", "good-2"]
+    quarantined = [json.loads(line) for line in (tmp_path / QUARANTINE_FILE).read_text().splitlines()]
+    assert [(q["shard"], q["line"]) for q in quarantined] == [("shard-00000.jsonl", n) for n in (2, 3, 4, 5, 6)]
+    assert quarantined[0]["record"] == lines[1] and quarantined[0]["error"]
+    assert shard_paths(tmp_path) == [shard] and len(shard.read_text().splitlines()) == 2
+    # Resuming again moves nothing twice, and a re-run of a quarantined key is stored normally.
+    with TrajectoryStore(tmp_path) as store:
+        from skillgym.types import Trajectory
+
+        assert store.append(Trajectory(env_id="x-v0", env_version=0, task_id="key-only"))
+    assert len((tmp_path / QUARANTINE_FILE).read_text().splitlines()) == 5
+    assert [t.task_id for t in iter_trajectories(tmp_path)] == ["good-1", "good-2", "key-only"]
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("backend_name", ["local", "docker"])
+def test_a_rollout_with_lone_surrogates_over_http_stores_every_record(tmp_path, backend_name, request):
+    """The issue's report: a lone surrogate in a model's tool-call arguments aborted the rollout
+    with 0 records (and a leaked container), and crashed again on re-run."""
+    from skillgym.rollouts import RolloutConfig, iter_trajectories, run_rollouts
+    from skillgym.testing.openai_server import ScriptedOpenAIServer, assistant_message, tool_call
+
+    if backend_name == "docker":
+        request.getfixturevalue("docker_required")
+
+    def respond(req: dict) -> dict:
+        if not any(m.get("role") == "assistant" for m in req["messages"]):
+            # The arguments text holds JSON \ud800 escapes, as a model's sampled text can.
+            args = '{"path": "s\\ud800.txt", "content": "x\\udfff"}'
+            return assistant_message("writing", [tool_call("write_file", args)])
+        return assistant_message("0")
+
+    with ScriptedOpenAIServer(respond) as server:
+        config = RolloutConfig(
+            env="test_rollouts_support:make_number_env", env_kwargs={"backend": backend_name}, n_tasks=3,
+            samples=1, concurrency=2, out=tmp_path / "run", retry_backoff_s=0.0,
+            policy=f"openai:scripted@{server.base_url}",
+        )
+        result = run_rollouts(config)
+        assert result.failed == 0 and result.completed == 3
+        again = run_rollouts(config)  # resuming finds every record stored
+        assert again.completed == again.failed == 0
+    records = list(iter_trajectories(tmp_path / "run"))
+    assert len(records) == 3
+    for traj in records:
+        assert any("lone UTF-16 surrogate" in r["repair"] for r in traj.metadata["repairs"])
+        assert "s\ufffd.txt" in traj.messages[2]["tool_calls"][0]["function"]["arguments"]
