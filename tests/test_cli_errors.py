@@ -126,3 +126,15 @@ def test_doctor_says_whether_transformers_serve_can_start(monkeypatch: pytest.Mo
     check = core_cli._serve_check()
     assert not check["ok"] and "missing skillgym_no_such_module" in check["detail"]
     assert "pip install 'skillgym[serve]'" in check["detail"]
+
+
+def test_serving_without_its_extra_says_how_to_fix_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    import importlib.util
+
+    from skillgym.training.serving import ServerError, start_server
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "fastapi" else real(name, *a))
+    with pytest.raises(ServerError, match=r"fastapi not installed; pip install 'skillgym\[serve\]'"):
+        start_server(tmp_path, backend="transformers", log_dir=tmp_path)
+    assert not list(tmp_path.glob("serve-*.log"))  # refused before any process started

@@ -13,6 +13,7 @@ The handle knows the policy spec that points rollouts and evals at it.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -144,6 +145,13 @@ def start_server(
     chosen = pick_backend(backend)
     if chosen == "vllm" and not shutil.which("vllm"):
         raise ServerError("vLLM is not installed (pip install 'skillgym[vllm]' on a GPU machine); use --backend transformers")
+    if chosen == "transformers":
+        # transformers serve only says so after it starts; `skillgym doctor` runs the same check.
+        missing = [m for m in ("fastapi", "uvicorn", "openai") if importlib.util.find_spec(m) is None]
+        if missing:
+            raise ServerError(
+                f"transformers serve cannot start: {', '.join(missing)} not installed; pip install 'skillgym[serve]'"
+            )
     port = port or free_port()
     base = Path(log_dir) if log_dir else (Path(model) if Path(model).is_dir() else Path("."))
     log_path = base / f"serve-{chosen}-{port}.log"
