@@ -8,3 +8,12 @@ register(
     spec_entry_point="skillgym.envs.codebase_explorer:make_spec",
     description="Explore-style subagent: answer questions about a Python codebase with grep and read.",
 )
+
+# The orchestrator needs its own env class (host-side subagent tools), so it registers an env
+# factory. A string, not an import: envs depend on the core only, and this names the stage that
+# implements the env without loading it until someone makes one.
+register(
+    "orchestrator-v0",
+    entry_point="skillgym.orchestrator.env:make_env",
+    description="Orchestrator: delegate to subagents with subagent(prompt, config) (Part 2).",
+)
