@@ -185,7 +185,7 @@ class SkillLibrary:
         if k <= 0 or not self._skills:
             return []
         groups = self._group_ids()
-        return [self._hit(query, mode, i, score, groups) for i, score in self._ranked(query, mode, k)]
+        return [self._hit(query, mode, i, score, groups, why) for i, score, why in self._ranked(query, mode, k)]
 
     def _collapse(self, scores: np.ndarray, depth: int, *, positive_only: bool) -> list[int]:
         """The best member of each of the ``depth`` best near-duplicate groups, best first.
@@ -202,13 +202,16 @@ class SkillLibrary:
         first.sort()
         return [int(i) for i in order[first[:depth]]]
 
-    def _ranked(self, query: str, mode: SearchMode, depth: int) -> list[tuple[int, float]]:
+    def _ranked(self, query: str, mode: SearchMode, depth: int) -> list[tuple[int, float, tuple[str, str]]]:
+        """``(skill index, score, (bm25 side, embedding side) of its explanation)`` for the best
+        ``depth`` groups; the matched words are added by :meth:`_hit`, for the shown hits only."""
         if mode == "bm25":
             scores = self._bm25_scores(query)
-            return [(i, float(scores[i])) for i in self._collapse(scores, depth, positive_only=True)]
+            return [(i, float(scores[i]), ("", "")) for i in self._collapse(scores, depth, positive_only=True)]
         cosine = self._embedding_scores(query)
         if mode == "embedding":
-            return [(i, float(cosine[i])) for i in self._collapse(cosine, depth, positive_only=False)]
+            return [(i, float(cosine[i]), ("", f"embedding similarity {cosine[i]:.3f}"))
+                    for i in self._collapse(cosine, depth, positive_only=False)]
         # Hybrid: fuse the two rankings of groups well beyond the depth asked for, so a skill
         # ranked modestly by both can still beat one ranked well by only one.
         groups = self._group_ids()
@@ -219,33 +222,40 @@ class SkillLibrary:
         # hit), else its best semantic one.
         representative = {int(groups[i]): i for i in semantic}
         representative.update({int(groups[i]): i for i in lexical})
-        self._last_lexical = [int(groups[i]) for i in lexical]
-        self._last_semantic = [int(groups[i]) for i in semantic]
-        self._last_cosine = cosine
+        lexical_groups = [int(groups[i]) for i in lexical]
+        semantic_groups = [int(groups[i]) for i in semantic]
         fused = reciprocal_rank_fusion(
-            [self._last_lexical, self._last_semantic],
+            [lexical_groups, semantic_groups],
             k=HYBRID_RRF_K,
             weights=[self.hybrid_weights["bm25"], self.hybrid_weights["embedding"]],
         )
         best = sorted(fused, key=lambda g: (-fused[g], g))[:depth]
-        return [(representative[g], fused[g]) for g in best]
+        lexical_rank = {g: r for r, g in enumerate(lexical_groups, start=1)}
+        semantic_rank = {g: r for r, g in enumerate(semantic_groups, start=1)}
+        out = []
+        for g in best:
+            i = representative[g]
+            why = (f"bm25 rank {lexical_rank[g]}" if g in lexical_rank else "no bm25 match",
+                   f"embedding rank {semantic_rank[g]} (similarity {cosine[i]:.3f})" if g in semantic_rank
+                   else f"embedding similarity {cosine[i]:.3f}")
+            out.append((i, fused[g], why))
+        return out
 
-    def _hit(self, query: str, mode: SearchMode, i: int, score: float, groups: np.ndarray) -> SearchHit:
+    def _hit(self, query: str, mode: SearchMode, i: int, score: float, groups: np.ndarray,
+             why: tuple[str, str]) -> SearchHit:
         skill = self._skills[i]
         copies = [int(j) for j in np.flatnonzero(groups == groups[i]) if j != i] if self.group_duplicates else []
         dup = {"duplicates": [self._skills[j].source_path or self._skills[j].name for j in copies[:MAX_LISTED_DUPLICATES]],
                "duplicate_count": len(copies)}
         if mode == "embedding":
-            return SearchHit(skill=skill, score=score, why=f"embedding similarity {score:.3f}", **dup)
+            return SearchHit(skill=skill, score=score, why=why[1], **dup)
         matched = self._bm25.matches(query, i)
         if mode == "bm25":
             return SearchHit(skill=skill, score=score, why=explain(matched), matched=matched, **dup)
-        g = int(groups[i])
-        lexical, semantic = self._last_lexical, self._last_semantic
-        parts = [f"bm25 rank {lexical.index(g) + 1} ({explain(matched)})" if g in lexical else "no bm25 match"]
-        parts.append(f"embedding rank {semantic.index(g) + 1} (similarity {self._last_cosine[i]:.3f})"
-                     if g in semantic else f"embedding similarity {self._last_cosine[i]:.3f}")
-        return SearchHit(skill=skill, score=score, why="; ".join(parts), matched=matched, **dup)
+        lexical, semantic = why
+        if lexical != "no bm25 match":
+            lexical = f"{lexical} ({explain(matched)})"
+        return SearchHit(skill=skill, score=score, why=f"{lexical}; {semantic}", matched=matched, **dup)
 
     def _group_ids(self) -> np.ndarray:
         if self._groups is None or len(self._groups) != len(self._skills):
