@@ -329,3 +329,53 @@ def test_broken_file_in_a_folder_does_not_hide_the_others(tmp_path: Path) -> Non
     specs = load_collection(tmp_path, problems=problems)
     assert [s.name for s in specs] == ["ok"]
     assert len(problems) == 1 and problems[0].field == "frontmatter"
+
+
+# -- hostile YAML (issue 9, major 10): bounded, precise, fast ---------------------------------------
+LAUGHS = """---
+name: laughs
+description: A skill.
+a: &a ["x","x","x","x","x","x","x","x","x"]
+b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
+c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
+d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
+e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
+f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]
+allowed-tools: [*f,*f,*f,*f,*f,*f,*f,*f,*f]
+---
+body
+"""
+HOSTILE_YAML = [
+    ("billion laughs", LAUGHS, 9, "f", "expand to more than 100,000 values"),
+    ("description nested 20,000 levels", "---\nname: deep\ndescription: " + "[" * 20_000 + "]" * 20_000 + "\n---\nbody\n", 3, "description", "nested more than 64 levels"),
+    ("nested mappings", "---\nname: deep\nmetadata:\n" + "".join(" " * i + f"k{i}:\n" for i in range(1, 200)) + "---\nbody\n", 67, "metadata", "nested more than 64 levels"),
+    ("recursive anchor", "---\nname: loop\ndescription: x\nallowed-tools: &t [Read, *t]\n---\nbody\n", 4, "allowed-tools", "recursive anchor"),
+    ("broken YAML elsewhere, deep value", "---\nname: deep\nbad: a: b: c\ndescription: " + "[" * 20_000 + "\n---\nbody\n", 4, "description", "nested more than 64 levels"),
+]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("case,text,line,field,fragment", HOSTILE_YAML, ids=[h[0] for h in HOSTILE_YAML])
+def test_hostile_yaml_is_a_precise_error_everywhere(tmp_path: Path, case, text, line, field, fragment) -> None:
+    from skillgym.compiler.build import from_skill
+
+    folder = tmp_path / "hostile"
+    folder.mkdir()
+    (folder / "SKILL.md").write_text(text)
+    with pytest.raises(SkillLoadError) as info:
+        load_skill(folder)
+    assert (info.value.line, info.value.field) == (line, field) and fragment in str(info.value)
+    issues = validate_path(folder)
+    assert [(i.line, i.field) for i in issues if i.severity == "error"] == [(line, field)]
+    with pytest.raises(SkillLoadError, match=fragment):
+        from_skill(folder)
+    # A folder walk reports the file and keeps going.
+    problems: list[SkillLoadError] = []
+    assert load_collection(tmp_path, problems=problems) == [] and len(problems) == 1
+
+
+def test_moderate_aliases_still_load(tmp_path: Path) -> None:
+    (tmp_path / "SKILL.md").write_text(
+        "---\nname: anchors\ndescription: x\nbase: &t [Read, Grep]\nallowed-tools: *t\n---\nbody\n"
+    )
+    assert load_skill(tmp_path).allowed_tools == ["Read", "Grep"]

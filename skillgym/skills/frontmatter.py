@@ -7,6 +7,11 @@ a line-oriented fallback recovers the top-level ``key: value`` pairs so that the
 loads. The YAML error is kept so that strict validation can report it with its line.
 
 Line numbers are 1-based lines of the whole file, so errors can say ``SKILL.md:3``.
+
+YAML is loaded with bounds, because skill files come from anywhere: nesting deeper than
+:data:`MAX_YAML_DEPTH`, aliases that expand to more than :data:`MAX_YAML_NODES` values (a
+"billion laughs" fits in 400 bytes) and recursive aliases raise :class:`FrontmatterTooComplex`
+naming the line and field, before anything walks the data.
 """
 
 from __future__ import annotations
@@ -22,6 +27,11 @@ import yaml
 _KEY_LINE = re.compile(r"^(?P<key>[A-Za-z_][\w.\-]*)\s*:(?:\s+(?P<value>.*)|\s*)$")
 _FENCE = re.compile(r"^---\s*$")
 _CLOSE = re.compile(r"^(?:---|\.\.\.)\s*$")
+
+MAX_YAML_DEPTH = 64
+"""Deepest nesting of lists and mappings in a frontmatter (real skills use two or three)."""
+MAX_YAML_NODES = 100_000
+"""Most values a frontmatter may hold once its aliases are expanded."""
 
 
 @dataclass
@@ -49,12 +59,24 @@ class Frontmatter:
         return self.yaml_error is not None
 
 
-class FrontmatterMissing(ValueError):
+class FrontmatterError(ValueError):
+    """The frontmatter cannot be used; ``line`` (1-based, in the file) and ``field`` say where."""
+
+    def __init__(self, message: str, line: int, field: str = "frontmatter") -> None:
+        super().__init__(message)
+        self.line = line
+        self.field = field
+
+
+class FrontmatterMissing(FrontmatterError):
     """The text does not start with a ``---`` fenced block."""
 
     def __init__(self, message: str, line: int) -> None:
-        super().__init__(message)
-        self.line = line
+        super().__init__(message, line)
+
+
+class FrontmatterTooComplex(FrontmatterError):
+    """The YAML nests too deep, or its aliases expand too far (or into themselves), to load safely."""
 
 
 def has_frontmatter(text: str) -> bool:
@@ -66,7 +88,18 @@ def has_frontmatter(text: str) -> bool:
 
 
 def parse_frontmatter(text: str) -> Frontmatter:
-    """Parse ``text``; raise :class:`FrontmatterMissing` if there is no (closed) block."""
+    """Parse the frontmatter at the head of ``text``.
+
+    Args:
+        text: A Markdown file's text.
+
+    Returns:
+        The frontmatter (data, the line of every key, the body).
+
+    Raises:
+        FrontmatterMissing: There is no (closed) ``---`` block.
+        FrontmatterTooComplex: The YAML is nested or aliased past the bounds in this module.
+    """
     lines = _strip_bom(text).splitlines()
     start = next((i for i, line in enumerate(lines) if line.strip()), None)
     if start is None or not _FENCE.match(lines[start]):
@@ -106,8 +139,8 @@ def _strip_bom(text: str) -> str:
 def _fill_from_yaml(fm: Frontmatter, block: str, first: int) -> bool:
     """Strict path. Returns False (and records the error) when PyYAML rejects the block."""
     try:
-        node = yaml.compose(block, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(block)
+        node = _bounded_compose(block, first)
+        data = yaml.safe_load(block) if node is not None else None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         fm.yaml_error = _one_line(exc)
@@ -149,14 +182,16 @@ def _fill_from_fallback(fm: Frontmatter, block_lines: list[str], first: int) -> 
         # Lines before the first key (stray text, comments) carry nothing we can use.
     for key, line, chunk in chunks:
         _record_key(fm, key, line)
-        fm.data[key] = _chunk_value(key, chunk)
+        fm.data[key] = _chunk_value(key, chunk, line)
 
 
-def _chunk_value(key: str, chunk: list[str]) -> Any:
+def _chunk_value(key: str, chunk: list[str], line: int) -> Any:
     try:
-        parsed = yaml.safe_load("\n".join(chunk))
-        if isinstance(parsed, dict) and key in parsed:
-            return parsed[key]
+        text = "\n".join(chunk)
+        if _bounded_compose(text, line) is not None:
+            parsed = yaml.safe_load(text)
+            if isinstance(parsed, dict) and key in parsed:
+                return parsed[key]
     except yaml.YAMLError:
         pass
     first_value = chunk[0].split(":", 1)[1].strip()
@@ -167,6 +202,72 @@ def _chunk_value(key: str, chunk: list[str]) -> Any:
     if not first_value and rest and all(item.startswith("- ") for item in rest):
         return [_unquote(item[2:].strip()) for item in rest]
     return _unquote(" ".join([first_value, *rest]).strip())
+
+
+def _bounded_compose(block: str, first: int) -> yaml.Node | None:
+    """``yaml.compose`` that refuses what would make loading, or any walk over the result, blow
+    up: raises FrontmatterTooComplex for nesting past MAX_YAML_DEPTH (checked on the event
+    stream, which PyYAML produces without recursion, before the recursive composer runs),
+    recursive aliases, and aliases expanding past MAX_YAML_NODES values. YAML syntax errors
+    propagate as ``yaml.YAMLError``."""
+    depth, key, at_key = 0, "frontmatter", False  # key: the top-level field the events are in
+    for event in yaml.parse(block, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            at_key = at_key if depth > 1 else True
+            if depth > MAX_YAML_DEPTH:
+                raise FrontmatterTooComplex(
+                    f"YAML nested more than {MAX_YAML_DEPTH} levels deep; a field holds text, a list or a "
+                    "small mapping", first + event.start_mark.line, key,
+                )
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+            if depth == 1:
+                at_key = not at_key
+        elif isinstance(event, (yaml.ScalarEvent, yaml.AliasEvent)) and depth == 1:
+            if at_key and isinstance(event, yaml.ScalarEvent):
+                key = str(event.value)
+            at_key = not at_key
+    node = yaml.compose(block, Loader=yaml.SafeLoader)
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value in node.value:
+            _check_expansion(value, first, str(key_node.value))
+    elif node is not None:
+        _check_expansion(node, first, "frontmatter")
+    return node
+
+
+def _check_expansion(root: yaml.Node, first: int, field: str) -> None:
+    """Count the values under ``root`` as a consumer walking the loaded data would meet them
+    (an alias counts in full each time it is used), without recursion and in time linear in
+    the number of distinct nodes."""
+    sizes: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        ident = id(node)
+        children = [c for pair in node.value for c in pair] if isinstance(node, yaml.MappingNode) else (
+            node.value if isinstance(node, yaml.SequenceNode) else []
+        )
+        if done:
+            on_path.discard(ident)
+            sizes[ident] = 1 + sum(sizes[id(c)] for c in children)
+            if sizes[ident] > MAX_YAML_NODES:
+                raise FrontmatterTooComplex(
+                    f"YAML aliases expand to more than {MAX_YAML_NODES:,} values; write the values out "
+                    "instead of repeating anchors", first + node.start_mark.line, field,
+                )
+            continue
+        if ident in sizes:
+            continue
+        if ident in on_path:
+            raise FrontmatterTooComplex(
+                "YAML alias refers to a value that contains it (a recursive anchor)", first + node.start_mark.line, field
+            )
+        on_path.add(ident)
+        stack.append((node, True))
+        stack.extend((c, False) for c in children if id(c) not in sizes)
 
 
 def _unquote(value: str) -> str:

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-from skillgym.skills.frontmatter import Frontmatter, FrontmatterMissing, has_frontmatter, parse_frontmatter
+from skillgym.skills.frontmatter import Frontmatter, FrontmatterError, has_frontmatter, parse_frontmatter
 from skillgym.types import SkillSpec
 
 logger = logging.getLogger(__name__)
@@ -354,8 +354,8 @@ def _read_frontmatter(file: Path) -> Frontmatter:
     text = read_text(file)
     try:
         fm = parse_frontmatter(text)
-    except FrontmatterMissing as exc:
-        raise SkillLoadError(file, str(exc), line=exc.line, field="frontmatter") from exc
+    except FrontmatterError as exc:
+        raise SkillLoadError(file, str(exc), line=exc.line, field=exc.field) from exc
     if fm.not_a_mapping:
         raise SkillLoadError(
             file, "must be `key: value` fields (name, description, ...), not a list or a scalar",
@@ -392,7 +392,7 @@ def _looks_like_agent(file: Path) -> bool:
         return False
     try:
         data = parse_frontmatter(text).data
-    except FrontmatterMissing:
+    except FrontmatterError:
         return False
     return "description" in data and any(k in data for k in _AGENT_MARKERS)
 

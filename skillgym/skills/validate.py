@@ -18,7 +18,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from skillgym.skills.frontmatter import Frontmatter, FrontmatterMissing, parse_frontmatter
+from skillgym.skills.frontmatter import Frontmatter, FrontmatterError, parse_frontmatter
 from skillgym.skills.loader import SKILL_FILENAMES, SkillLoadError, iter_component_files, load_collection
 
 Severity = Literal["error", "warning"]
@@ -190,8 +190,8 @@ def _load(file: Path, report: _Report) -> Frontmatter | None:
         text = raw.decode("utf-8", errors="replace")
     try:
         fm = parse_frontmatter(text)
-    except FrontmatterMissing as exc:
-        report.error(exc.line, "frontmatter", str(exc))
+    except FrontmatterError as exc:
+        report.error(exc.line, exc.field, str(exc))
         return None
     if fm.start_line != 1:
         report.error(fm.start_line, "frontmatter", "the opening '---' must be the first line of the file")
