@@ -96,7 +96,14 @@ class Reaped:
 
 
 def skillgym_containers(client: docker.DockerClient) -> list:
-    return client.containers.list(all=True, filters={"label": LABEL_OWNER})
+    """Every skillgym container, skipping those removed while we looked (watchdogs remove them)."""
+    found = []
+    for summary in client.api.containers(all=True, filters={"label": LABEL_OWNER}):
+        try:
+            found.append(client.containers.get(summary["Id"]))
+        except NotFound:
+            continue
+    return found
 
 
 def collect(client: docker.DockerClient | None = None, all_containers: bool = False) -> list[Reaped]:
