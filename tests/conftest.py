@@ -69,7 +69,10 @@ def _leftover_containers() -> list[str]:
     ]
     names = [c.name for c in mine]
     for container in mine:  # clean up anyway, so one failing run does not poison the next
-        container.remove(force=True, v=True)
+        try:
+            container.remove(force=True, v=True)
+        except docker.errors.NotFound:
+            pass  # a watchdog removed it meanwhile
     return names
 
 
