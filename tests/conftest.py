@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import time
 
 import pytest
 
@@ -50,7 +51,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.fixturenames.append("docker_required")
 
 
-_SESSION_START = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+_SESSION_START = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
 def _leftover_containers() -> list[str]:
@@ -62,11 +63,18 @@ def _leftover_containers() -> list[str]:
 
     client = docker.from_env(timeout=30)
     # Ours, plus orphans created during this session (by subprocesses that tests started).
-    mine = [
-        c for c in skillgym_containers(client)
-        if c.labels.get(LABEL_PID) == str(os.getpid())
-        or (c.labels.get(LABEL_CREATED, "") >= _SESSION_START and not owner_alive(c.labels))
-    ]
+    def leftovers() -> list:
+        return [
+            c for c in skillgym_containers(client)
+            if c.labels.get(LABEL_PID) == str(os.getpid())
+            or (c.labels.get(LABEL_CREATED, "") >= _SESSION_START and not owner_alive(c.labels))
+        ]
+
+    mine = leftovers()
+    deadline = time.monotonic() + 15
+    while any(c.labels.get(LABEL_PID) != str(os.getpid()) for c in mine) and time.monotonic() < deadline:
+        time.sleep(0.5)  # a dead owner's watchdog removes its containers within seconds
+        mine = leftovers()
     names = [c.name for c in mine]
     for container in mine:  # clean up anyway, so one failing run does not poison the next
         try:
