@@ -139,8 +139,8 @@ def test_carried_cache_gives_the_same_tokens(model):
     conversations = [list(p) for p in prompts(5, seed=3)]
     system = [rng.randrange(VOCAB) for _ in range(40)]
     conversations = [system + c for c in conversations]  # a shared system prompt
-    cached = BatchedGenerator(model, batch_size=4, prefix_cache=True)
-    fresh = BatchedGenerator(model, batch_size=4, prefix_cache=False)
+    cached = BatchedGenerator(model, batch_size=4, prefix_cache=True, chunk_tokens=16)
+    fresh = BatchedGenerator(model, batch_size=4, prefix_cache=False, chunk_tokens=16)
     try:
         for _turn in range(3):
             requests = [request(c, max_new_tokens=10) for c in conversations]
@@ -150,7 +150,7 @@ def test_carried_cache_gives_the_same_tokens(model):
             # The next prompt: the turn as generated (minus its last token, as a template
             # re-rendering may change it), then a "tool response".
             conversations = [c + g[:-1] + [rng.randrange(VOCAB) for _ in range(6)] for c, g in zip(conversations, got)]
-        assert cached.stats["reused_tokens"] > cached.stats["prefill_tokens"]
+        assert cached.stats["reused_tokens"] > 0.6 * cached.stats["prefill_tokens"]
         assert fresh.stats["reused_tokens"] == 0
     finally:
         cached.close()

@@ -17,14 +17,17 @@ step, or on whether the prompt's keys came from a cache. So:
 - every matrix product runs with at least :attr:`BatchedGenerator.min_rows` rows (ghost rows
   of zeros are added), a count probed at start-up on the model's own shapes, from which every
   row comes out the same whatever the other rows are;
-- every query attends in its own kernel call, over exactly the keys of its prefix: the call
-  is the same whether the token is decoded or part of a prefill, batched or alone.
+- attention runs per sequence, and a prompt's queries attend in calls over whole chunks of
+  ``chunk_tokens`` positions aligned on multiples of it (chunk *k* attends to the keys of
+  positions ``< (k+1)*chunk_tokens``), the last chunk possibly partial; each decoded token in
+  a one-row call over its prefix;
+- only keys/values made by whole-chunk calls are kept for reuse, and reuse is in whole chunks,
+  so a reused chunk holds exactly what a fresh prefill of the prompt computes.
 
-Every token's hidden state then depends on its own prefix only: greedy outputs are identical
-for any batch composition, and keys/values carried over from an earlier turn (or copied from
-an episode whose prompt starts the same) are exactly those a fresh prefill would compute.
-They can differ in the last bits from ``model.generate`` (whose decode steps are one-row
-products), so a near-tie between two tokens can rarely break the other way.
+A turn's tokens are then a function of its prompt alone: identical for any batch composition,
+arrival time, or state of the cache. They can differ in the last bits from ``model.generate``
+(one-row decode products, one attention call over the whole prompt), so a near-tie between
+two tokens can rarely break the other way.
 """
 
 from __future__ import annotations
@@ -82,6 +85,7 @@ class _Sequence:
     keys: list[Any]  # per layer: [kv_heads, capacity, head_dim]
     values: list[Any]
     length: int = 0  # tokens whose keys/values are in the cache
+    exact: int = 0  # leading tokens whose keys/values came from whole-chunk calls: the reusable part
     pending: list[int] = field(default_factory=list)  # tokens to feed at the next step
     generated: list[int] = field(default_factory=list)
     generator: Any = None
@@ -99,6 +103,8 @@ class BatchedGenerator:
             start a new prompt from the longest cached prefix instead of re-encoding it.
         cache_entries: Finished sequences kept for reuse (default: twice ``batch_size``).
         cache_bytes: Most memory the kept keys/values may hold.
+        chunk_tokens: Prompt tokens attend in calls of this many queries, aligned on multiples
+            of it; reuse happens in whole chunks (see the module docstring).
         min_rows: Rows every matrix product gets (None: probed, see the module docstring).
     """
 
@@ -111,6 +117,7 @@ class BatchedGenerator:
         prefix_cache: bool = True,
         cache_entries: int | None = None,
         cache_bytes: int = 1 << 30,
+        chunk_tokens: int = 64,
         min_rows: int | None = None,
     ) -> None:
         import torch
@@ -120,6 +127,9 @@ class BatchedGenerator:
             raise ValueError(f"batched generation cannot run this model: {reason}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if chunk_tokens < 1:
+            raise ValueError(f"chunk_tokens must be at least 1, got {chunk_tokens}")
+        self.chunk_tokens = chunk_tokens
         self._torch = torch
         self.model = model
         self.inner = model.model
@@ -288,7 +298,7 @@ class BatchedGenerator:
         keys = [torch.empty(shape, dtype=dtype, device=device) for _ in self.layers]
         values = [torch.empty(shape, dtype=dtype, device=device) for _ in self.layers]
         reused = self._reuse(prompt, keys, values) if self.prefix_cache else 0
-        sequence = _Sequence(request, future, keys, values, length=reused, pending=list(prompt[reused:]))
+        sequence = _Sequence(request, future, keys, values, length=reused, exact=reused, pending=list(prompt[reused:]))
         if request.temperature > 0 and request.seed is not None:
             sequence.generator = torch.Generator(device=device).manual_seed(request.seed)
         self.stats["reused_tokens"] += reused
@@ -296,16 +306,17 @@ class BatchedGenerator:
         return sequence
 
     def _reuse(self, prompt: list[int], keys: list[Any], values: list[Any]) -> int:
-        """Copy the longest cached prefix of ``prompt`` (at most all but its last token, whose
-        logits are needed) into the new cache; a cached entry the prompt fully extends is
-        dropped (its conversation moved on)."""
+        """Copy the longest cached prefix of ``prompt`` (whole chunks, and at most all but its
+        last token, whose logits are needed) into the new cache; a cached entry the prompt fully
+        extends is dropped (its conversation moved on)."""
         best, best_key = 0, None
         limit = len(prompt) - 1
         for key, (tokens, *_) in self._cache.items():
             common = _common_prefix(tokens, prompt, limit)
             if common > best:
                 best, best_key = common, key
-        if best_key is None or best < self.min_rows:
+        best -= best % self.chunk_tokens
+        if best_key is None or best == 0:
             return 0
         tokens, cached_keys, cached_values, _ = self._cache[best_key]
         for layer in range(len(self.layers)):
@@ -320,7 +331,9 @@ class BatchedGenerator:
     def _remember(self, sequence: _Sequence) -> None:
         if not self.prefix_cache or self.cache_entries < 1:
             return
-        tokens = tuple(sequence.request.prompt + sequence.generated)[: sequence.length]
+        if sequence.exact == 0:
+            return
+        tokens = tuple(sequence.request.prompt + sequence.generated)[: sequence.exact]
         size = sum(t.numel() * t.element_size() for t in (*sequence.keys, *sequence.values))
         if size > self.cache_bytes:
             return
@@ -411,13 +424,21 @@ class BatchedGenerator:
                 cache_k[:, past:total].copy_(k[start:end].transpose(0, 1))
                 cache_v[:, past:total].copy_(v[start:end].transpose(0, 1))
                 query = q[start:end].transpose(0, 1).unsqueeze(0)  # [1, heads, count, dim]
-                for row in range(count):  # each query row sees exactly its own keys (see the docstring)
-                    keys_end = past + row + 1
+                chunk = self.chunk_tokens
+                first = past
+                while first < total:  # calls over whole aligned chunks (a decode step: one row)
+                    last = min(total, (first // chunk + 1) * chunk)
+                    mask = None
+                    if last - first > 1:
+                        mask = torch.ones(last - first, last, dtype=torch.bool, device=q.device).tril(diagonal=first)
                     result = F.scaled_dot_product_attention(
-                        query[:, :, row : row + 1], cache_k[None, :, :keys_end], cache_v[None, :, :keys_end],
-                        scale=attn.scaling, enable_gqa=gqa,
+                        query[:, :, first - past : last - past], cache_k[None, :, :last], cache_v[None, :, :last],
+                        attn_mask=mask, scale=attn.scaling, enable_gqa=gqa,
                     )
-                    out[start + row] = result[0, :, 0]
+                    out[start + first - past : start + last - past] = result[0].transpose(0, 1)
+                    if layer_index == 0 and first == sequence.exact and last - first == chunk:
+                        sequence.exact = last
+                    first = last
             hidden = hidden + attn.o_proj(out.reshape(rows, -1))
             hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
         hidden = self.inner.norm(hidden)
