@@ -42,7 +42,9 @@ class Limits(BaseModel):
     Args:
         max_turns: Assistant turns of the nested episode (None: the env's own limit).
         max_tokens: Token budget of the nested conversation (None: the env's own).
-        timeout_s: Wall-clock seconds before the call is stopped and reported as ``timeout``.
+        timeout_s: Wall-clock seconds of the nested episode (turns, tools, grading) before the
+            call is stopped and reported as ``timeout``; building the subagent's env and
+            starting its sandbox (once per slot) are not counted.
         max_answer_chars: Characters of the answer handed back to the orchestrator; a longer
             answer is cut and the tool message says so.
     """

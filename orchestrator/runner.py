@@ -43,7 +43,7 @@ from skillgym.policies.base import Policy
 from skillgym.policies.spec import make_policy
 from skillgym.registry import make_spec
 from skillgym.sandbox.base import Sandbox
-from skillgym.sandbox.ops import OpError
+from skillgym.sandbox.ops import VIRTUAL_ROOT, OpError
 from skillgym.spec import EnvSpec
 from skillgym.types import Grade, Message, Task, Trajectory, Usage
 
@@ -292,8 +292,10 @@ class SubagentRunner:
             episode = arun_episode(slot.env, slot.policy, task=task, executor=slot.executor, state=state)
             trajectory = await asyncio.wait_for(episode, timeout=entry.limits.timeout_s)
         except TimeoutError:
-            result = self._failed(entry, slot, state, spec_id, task, f"timeout after {entry.limits.timeout_s:g} s",
-                                  status="timeout")
+            limit = entry.limits.timeout_s
+            result = self._failed(entry, slot, state, spec_id, task, f"timeout after {limit:g} s", status="timeout")
+            result.notes.append(f"note: stopped after its timeout of {limit:g} s (limits.timeout_s) "
+                                f"before it answered ({state.turns} turns done)")
         except Exception as exc:
             result = self._failed(entry, slot, state, spec_id, task, _error_status("", exc),
                                   status=_error_status("", exc), trace=traceback.format_exc())
@@ -351,6 +353,7 @@ class SubagentRunner:
         def build() -> _Slot:
             env = SkillEnv(subagent_spec(entry), **self.env_kwargs)
             try:
+                env.sandbox  # noqa: B018 - start it now: a cold sandbox start is not the episode's time
                 return _Slot(env=env, policy=make_policy(entry.policy, env), executor=executor)
             except Exception:
                 env.close()
@@ -408,7 +411,7 @@ def _collect_shared(env: SkillEnv) -> tuple[list[str], dict[str, str], list[str]
     changed: dict[str, str] = {}
     total = 0
     for shown in listing["matches"]:
-        rel = shown.split(f"{SHARED_DIR}/", 1)[-1] if f"{SHARED_DIR}/" in shown else shown
+        rel = _relative(shown).removeprefix(f"{SHARED_DIR}/")
         try:
             text = env.sandbox.call("read_text", path=f"{SHARED_DIR}/{rel}")["content"]
         except OpError as exc:
@@ -435,7 +438,7 @@ def read_shared(sandbox: Sandbox) -> tuple[dict[str, str], list[str]]:
     files: dict[str, str] = {}
     notes: list[str] = []
     total = 0
-    for path in listing["matches"][:MAX_SHARED_FILES]:
+    for path in (_relative(p) for p in listing["matches"][:MAX_SHARED_FILES]):
         try:
             text = sandbox.call("read_text", path=path)["content"]
         except OpError as exc:
@@ -448,6 +451,11 @@ def read_shared(sandbox: Sandbox) -> tuple[dict[str, str], list[str]]:
             continue
         files[path] = text
     return files, notes
+
+
+def _relative(shown: str) -> str:
+    """A path as ops print it (``/workspace/a/b``) relative to the workspace (``a/b``)."""
+    return shown.removeprefix(VIRTUAL_ROOT).lstrip("/")
 
 
 def estimate_usage(messages: list[Message]) -> Usage:

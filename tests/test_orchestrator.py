@@ -1,0 +1,451 @@
+"""orchestrator-v0 and subagent calls (issue 13): roster, tools, concurrency, shared workspace,
+episode trees and roll-ups, routing, faults, and acceptance (a)/(b) on a few held-out tasks.
+
+Subagents here are real nested episodes in real sandboxes (local bubblewrap; one test on
+Docker so the suite's leak check covers nested containers). ``echo_spec`` below is a tiny
+subagent env whose scripted player acts on keywords in its prompt (raise, sleep, a megabyte of
+text, write a shared file), to make each fault happen for real.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import psutil
+import pytest
+import yaml
+from gymnasium.utils.env_checker import check_env
+
+import skillgym
+from skillgym.graders.config import TaskReferenceGrader
+from skillgym.orchestrator import (
+    OrchestratorEnv,
+    Prices,
+    Roster,
+    RosterError,
+    SubagentRunner,
+    load_roster,
+    make_spec,
+    parse_subagent_reply,
+    render_tree,
+    rollup,
+    routing_accuracy,
+)
+from skillgym.orchestrator.router import ALONE_ANSWER
+from skillgym.policies.base import Policy
+from skillgym.sandbox.base import SandboxConfig
+from skillgym.spec import EnvSpec
+from skillgym.tasks import TaskList
+from skillgym.testing.openai_server import ScriptedOpenAIServer
+from skillgym.toolcalls import render_tool_call_text
+from skillgym.types import Task
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*unisolated.*")
+
+BIG = 1_048_576
+
+
+class EchoExpert(Policy):
+    """Acts on its prompt: 'raise', 'sleep N', 'megabyte', 'read NAME', 'write NAME', else echoes."""
+
+    policy_id = "echo-expert"
+
+    def act(self, observation: list[dict[str, Any]], info: dict[str, Any]) -> Any:
+        prompt = next(m["content"] for m in observation if m["role"] == "user")
+        last = observation[-1]
+        if last["role"] == "tool":  # after read_file or write_file
+            answer = last["content"] if last.get("name") == "read_file" else "wrote it"
+            return render_tool_call_text("submit", {"answer": answer})
+        if prompt.startswith("raise"):
+            raise RuntimeError("the subagent's model crashed on purpose")
+        if prompt.startswith("sleep"):
+            time.sleep(float(prompt.split()[1]))
+        if prompt.startswith("megabyte"):
+            return "x" * BIG  # a plain-text answer: a submit call of 1 MB is refused by the parser
+        if prompt.startswith("read"):
+            return render_tool_call_text("read_file", {"path": f"shared/{prompt.split()[1]}"})
+        if prompt.startswith("write"):
+            name = prompt.split()[1]
+            return render_tool_call_text("write_file", {"path": f"shared/{name}", "content": f"notes for {name}\n"})
+        return render_tool_call_text("submit", {"answer": f"echo: {prompt}"})
+
+
+def echo_spec(backend: str = "local") -> EnvSpec:
+    """A small subagent env (module:function factory) played by :class:`EchoExpert`."""
+    return EnvSpec(
+        id="echo-v0", tools=["read_file", "write_file", "submit"], sandbox=SandboxConfig(backend=backend),
+        tasks=TaskList([Task(id="known", prompt="known question", reference={"answer": "echo: known question"})]),
+        grader=TaskReferenceGrader(), expert=EchoExpert, max_turns=4,
+    )
+
+
+def echo_roster(**limits: Any) -> dict[str, Any]:
+    return {
+        "subagents": [{
+            "name": "echo", "description": "Echoes what it is told.", "env": "test_orchestrator:echo_spec",
+            "policy": "expert", "limits": {"timeout_s": 20, **limits},
+            "prices": {"input_per_million": 3.0, "output_per_million": 15.0},
+        }],
+        "orchestrator_prices": {"input_per_million": 1.0, "output_per_million": 2.0},
+    }
+
+
+def orchestrator(roster: Any, tasks: Any = None, **kwargs: Any) -> OrchestratorEnv:
+    tasks = tasks if tasks is not None else [Task(id="t1", prompt="say hi", reference={"answer": "hi"})]
+    return skillgym.make("orchestrator-v0", roster=roster, tasks=tasks, backend="local", **kwargs)
+
+
+def call(prompt: str, config: Any = "echo") -> str:
+    return render_tool_call_text("subagent", {"prompt": prompt, "config": config})
+
+
+def bwrap_children() -> list[psutil.Process]:
+    """Sandbox processes (bubblewrap executors) that this test process started and that still run."""
+    out = []
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if proc.status() != psutil.STATUS_ZOMBIE and ("bwrap" in proc.name() or "executor" in " ".join(proc.cmdline())):
+                out.append(proc)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+# -- roster -------------------------------------------------------------------------------------
+
+def test_roster_yaml_round_trip_and_swap(tmp_path):
+    path = tmp_path / "roster.yaml"
+    path.write_text(yaml.safe_dump(echo_roster()))
+    roster = load_roster(path)
+    assert roster.names == ["echo"] and roster.get("echo").prices.output_per_million == 15.0
+    swapped = roster.with_policy("echo", "openai:student@http://127.0.0.1:8000/v1?max_retries=0")
+    assert swapped.get("echo").model == "openai:student@http://127.0.0.1:8000/v1"
+    assert load_roster(yaml.safe_load(swapped.to_yaml())) == swapped
+    assert roster.with_policy("echo", "hf:runs/distill/student").get("echo").policy == "hf:runs/distill/student"
+
+
+def test_roster_errors_name_the_field(tmp_path):
+    bad = echo_roster()
+    bad["subagents"][0]["policy"] = "gpt4"
+    with pytest.raises(RosterError, match=r"subagents\.0\.policy.*unknown policy spec 'gpt4'"):
+        load_roster(bad)
+    twice = echo_roster()
+    twice["subagents"].append(dict(twice["subagents"][0]))
+    with pytest.raises(RosterError, match="'echo' appears twice"):
+        load_roster(twice)
+    with pytest.raises(RosterError, match="does not exist"):
+        load_roster(tmp_path / "missing.yaml")
+    with pytest.raises(KeyError, match="the roster has: echo"):
+        Roster.model_validate(echo_roster()).get("nobody")
+
+
+# -- the env ------------------------------------------------------------------------------------
+
+def test_check_env_and_gymnasium_make():
+    env = orchestrator(echo_roster())
+    try:
+        check_env(env, skip_render_check=True)
+        assert {"subagent", "list_subagents", "read_file", "write_file", "submit"} <= set(env.tools)
+        assert "bash" not in env.tools
+    finally:
+        env.close()
+    import gymnasium
+
+    gym_env = gymnasium.make("skillgym/orchestrator-v0", roster=echo_roster(), tasks=[Task(id="a", prompt="p")],
+                             backend="local")
+    assert isinstance(gym_env.unwrapped, OrchestratorEnv)
+    gym_env.close()
+
+
+def test_subagent_call_returns_compact_answer_and_child_with_accounting():
+    env = orchestrator(echo_roster())
+    try:
+        env.reset(options={"task_id": "t1"})
+        obs, _, _, _, _ = env.step(call("known question"))
+        reply = parse_subagent_reply(obs[-1]["content"])
+        assert reply == {"status": "ok", "files": [], "answer": "echo: known question"}
+        obs, reward, terminated, _, _ = env.step(call("anything else"))
+        assert parse_subagent_reply(obs[-1]["content"])["answer"] == "echo: anything else"
+        env.step(render_tool_call_text("submit", {"answer": "hi"}))
+        traj = env.trajectory
+        known, posed = traj.children
+        # A prompt that is one of the subagent env's tasks is graded; the orchestrator's own is not.
+        assert known.reward == 1.0 and known.metadata["graded"] is True
+        assert posed.reward is None and posed.metadata["graded"] is False
+        assert posed.final_answer == "echo: anything else" and posed.messages[0] == {"role": "user", "content": "anything else"}
+        for child in traj.children:
+            meta = child.metadata
+            assert meta["subagent"] == "echo" and meta["model"] == "expert" and meta["call_status"] == "ok"
+            assert meta["usage_source"] == "estimated" and child.usage.total_tokens > 0
+            expected = (child.usage.prompt_tokens * 3.0 + child.usage.completion_tokens * 15.0) / 1e6
+            assert meta["cost_usd"] == pytest.approx(expected) and meta["latency_s"] > 0
+    finally:
+        env.close()
+
+
+def test_rollup_sums_tokens_cost_time_and_calls():
+    env = orchestrator(echo_roster())
+    try:
+        env.reset(options={"task_id": "t1"})
+        env.step(call("one") + "\n" + call("two"))
+        env.record_policy_turn(0.25, usage={"prompt_tokens": 1000, "completion_tokens": 500})
+        env.step(call("three"))
+        env.record_policy_turn(0.5, usage={"prompt_tokens": 2000, "completion_tokens": 100})
+        env.step(render_tool_call_text("submit", {"answer": "hi"}))
+        traj = env.trajectory
+    finally:
+        env.close()
+    assert len(traj.children) == 3
+    totals = traj.metadata["rollup"]
+    assert totals == rollup(traj, Prices(input_per_million=1.0, output_per_million=2.0)).model_dump()
+    sub = totals["per_model"]["expert"]
+    assert sub["calls"] == 3 == totals["subagent_calls"] and totals["calls_by_status"] == {"ok": 3}
+    assert sub["prompt_tokens"] == sum(c.usage.prompt_tokens for c in traj.children)
+    assert sub["completion_tokens"] == sum(c.usage.completion_tokens for c in traj.children)
+    assert sub["cost_usd"] == pytest.approx(sum(c.metadata["cost_usd"] for c in traj.children))
+    assert sub["seconds"] == pytest.approx(sum(c.metadata["latency_s"] for c in traj.children))
+    own = totals["per_model"]["unknown"]  # the orchestrator, under its policy id
+    assert (own["prompt_tokens"], own["completion_tokens"]) == (3000, 600)
+    assert own["cost_usd"] == pytest.approx((3000 * 1.0 + 600 * 2.0) / 1e6)
+    assert totals["prompt_tokens"] == 3000 + sub["prompt_tokens"]
+    assert totals["cost_usd"] == pytest.approx(own["cost_usd"] + sub["cost_usd"])
+    assert totals["wall_seconds"] == pytest.approx(sum(t.tool_seconds + (t.policy_seconds or 0) for t in traj.timings),
+                                                   abs=1e-5)
+    assert totals["wall_seconds"] >= 0.75
+
+
+def test_calls_in_one_turn_run_concurrently():
+    env = orchestrator(echo_roster())
+    try:
+        env.reset(options={"task_id": "t1"})
+        env.step(call("warm up"))  # the first call builds the subagent's spec and sandbox
+        started = time.perf_counter()
+        obs, _, _, _, info = env.step("\n".join(call(f"sleep 1 #{i}") for i in range(4)))
+        seconds = time.perf_counter() - started
+        replies = [parse_subagent_reply(m["content"]) for m in obs[-4:]]
+        assert [r["answer"] for r in replies] == [f"echo: sleep 1 #{i}" for i in range(4)]
+        assert seconds < 2.5, f"4 calls of 1 s each took {seconds:.2f} s: they did not overlap"
+    finally:
+        env.close()
+
+
+def test_shared_workspace_in_and_out():
+    env = orchestrator(echo_roster())
+    try:
+        env.reset(options={"task_id": "t1"})
+        env.step(render_tool_call_text("write_file", {"path": "plan.md", "content": "the plan\n"}))
+        obs, *_ = env.step(call("write notes.md"))
+        reply = parse_subagent_reply(obs[-1]["content"])
+        assert reply["status"] == "ok" and reply["files"] == ["notes.md"] and reply["answer"] == "wrote it"
+        assert env.sandbox.read_file("notes.md") == "notes for notes.md\n"  # copied back
+        # The subagent starts from a copy of the orchestrator's workspace at /workspace/shared.
+        obs, *_ = env.step(call("read plan.md"))
+        assert parse_subagent_reply(obs[-1]["content"])["answer"].endswith("the plan")
+        obs, *_ = env.step(call("read notes.md"))
+        assert parse_subagent_reply(obs[-1]["content"])["answer"].endswith("notes for notes.md")
+    finally:
+        env.close()
+
+
+def test_bad_calls_are_precise_tool_errors():
+    roster = echo_roster()
+    env = orchestrator(roster)
+    try:
+        env.reset(options={"task_id": "t1"})
+        obs, *_, info = env.step(call("x", config="nobody"))
+        assert "no subagent named 'nobody'; the roster has: echo" in obs[-1]["content"]
+        obs, *_ = env.step(call("x", config={"env": "test_orchestrator:echo_spec", "policy": "expert"}))
+        assert "inline subagent definitions are not allowed by this roster" in obs[-1]["content"]
+        assert [e.tool for e in env.trajectory.tool_errors] == ["subagent", "subagent"]
+        assert env.trajectory.children == []
+    finally:
+        env.close()
+    roster["allow_inline"] = True
+    env = orchestrator(roster)
+    try:
+        env.reset(options={"task_id": "t1"})
+        obs, *_ = env.step(call("inline hello", config={"env": "test_orchestrator:echo_spec", "policy": "expert"}))
+        assert parse_subagent_reply(obs[-1]["content"]) == {"status": "ok", "files": [], "answer": "echo: inline hello"}
+    finally:
+        env.close()
+
+
+# -- faults -------------------------------------------------------------------------------------
+
+def test_faults_come_back_as_precise_tool_messages_and_leave_nothing_behind():
+    roster = echo_roster(timeout_s=1.5)
+    roster["subagents"].append({
+        "name": "down", "description": "A model server that is not running.", "env": "test_orchestrator:echo_spec",
+        "policy": "openai:m@http://127.0.0.1:9/v1?max_retries=0&timeout=5",
+    })
+    env = orchestrator(roster)
+    try:
+        env.reset(options={"task_id": "t1"})
+        before = time.perf_counter()
+        obs, reward, terminated, truncated, _ = env.step("\n".join([
+            call("raise now"), call("sleep 4"), call("hello", config="down"), call("megabyte"),
+        ]))
+        seconds = time.perf_counter() - before
+        assert not terminated and not truncated and reward == 0.0
+        crashed, slept, down, big = (m["content"] for m in obs[-4:])
+        assert crashed.splitlines()[0] == (
+            "status: error: RuntimeError: the subagent's model crashed on purpose")
+        assert slept.splitlines()[:2] == [
+            "status: timeout", "note: stopped after its timeout of 1.5 s (limits.timeout_s) before it answered (0 turns done)"]
+        assert down.startswith("status: error: ") and "127.0.0.1:9" in down.splitlines()[0]
+        lines = big.splitlines()
+        assert lines[0] == "status: ok"
+        assert lines[1] == f"note: the answer was cut to its first 4,000 of {BIG:,} characters"
+        assert len(big) < 4_200
+        assert seconds < 4, "the timed-out call held the turn past its timeout"
+        children = env.trajectory.children
+        assert [c.metadata["call_status"].split(":")[0] for c in children] == ["error", "timeout", "error", "ok"]
+        assert children[0].status == "failed" and "Traceback" in children[0].metadata["traceback"]
+        assert env.trajectory.metadata["rollup"]["calls_by_status"] == {"error": 2, "timeout": 1, "ok": 1}
+        # The orchestrator goes on after all that.
+        obs, reward, terminated, *_ = env.step(render_tool_call_text("submit", {"answer": "hi"}))
+        assert terminated
+    finally:
+        env.close()
+    deadline = time.time() + 10
+    while bwrap_children() and time.time() < deadline:
+        time.sleep(0.2)
+    assert bwrap_children() == [], "a subagent sandbox outlived the orchestrator env"
+
+
+@pytest.mark.docker
+def test_timeout_on_docker_leaves_no_container(docker_base_image):
+    roster = echo_roster(timeout_s=1.0)
+    roster["subagents"][0]["env_args"] = {"backend": "docker"}
+    env = orchestrator(roster)
+    try:
+        env.reset(options={"task_id": "t1"})
+        obs, *_ = env.step(call("sleep 3"))
+        assert obs[-1]["content"].splitlines()[0] == "status: timeout"
+        obs, *_ = env.step(call("fine"))
+        assert parse_subagent_reply(obs[-1]["content"])["answer"] == "echo: fine", obs[-1]["content"]
+    finally:
+        env.close()
+    # conftest's session-end check fails the run if any container of this process is left.
+    import docker
+    from skillgym.sandbox.gc import LABEL_PID, skillgym_containers
+
+    mine = [c for c in skillgym_containers(docker.from_env()) if c.labels.get(LABEL_PID) == str(os.getpid())]
+    assert mine == []
+
+
+def test_runner_close_waits_for_failed_slots():
+    runner = SubagentRunner()
+    entry = Roster.model_validate(echo_roster(timeout_s=1.0)).get("echo")
+    result = runner.call(entry, "sleep 2.5")
+    assert result.status == "timeout" and result.child is not None
+    assert result.child.status == "failed" and result.child.error == "timeout after 1 s"
+    runner.close()
+    assert bwrap_children() == []
+
+
+# -- transcript ---------------------------------------------------------------------------------
+
+def test_render_tree_depth():
+    env = orchestrator(echo_roster())
+    try:
+        env.reset(options={"task_id": "t1"})
+        env.step(call("known question"))
+        env.step(render_tool_call_text("submit", {"answer": "hi"}))
+        traj = env.trajectory
+    finally:
+        env.close()
+    collapsed = render_tree(traj, depth=0)
+    assert "+ subagent echo [expert] ok: 1 turns" in collapsed and '= "echo: known question"' in collapsed
+    assert "[user]\n        known question" not in collapsed
+    opened = render_tree(traj, depth=1)
+    head = next(line for line in opened.splitlines() if "+ subagent echo" in line)
+    indent = len(head) - len(head.lstrip())
+    assert indent == 4 and "        [user]" in opened and "          known question" in opened
+    assert json.loads(traj.model_dump_json())["children"][0]["metadata"]["call_id"] == "call_1_0"
+
+
+# -- acceptance (a)/(b): the scripted router on held-out codebase-explorer tasks ----------------
+
+def _standalone(policy_spec: str, tasks: list[Task]) -> list[float]:
+    from skillgym.policies.spec import make_policy
+
+    env = skillgym.make("codebase-explorer-v0", backend="local")
+    try:
+        policy = make_policy(policy_spec, env)
+        return [skillgym.run_episode(env, policy, task_id=t.id).reward or 0.0 for t in tasks]
+    finally:
+        env.close()
+
+
+@pytest.mark.parametrize("policy", ["expert", "random:0"])
+def test_router_matches_standalone_subagent(policy):
+    roster = {"subagents": [
+        {"name": "codebase-explorer", "env": "codebase-explorer-v0", "env_args": {"backend": "local"},
+         "policy": policy, "description": "Answers questions about a Python codebase: where a function or class "
+         "is defined, which functions call it, how many methods a class has, a constant's value, a default."},
+        {"name": "poet", "env": "test_orchestrator:echo_spec", "policy": "expert",
+         "description": "Writes short poems about the sea and the weather."},
+    ]}
+    env = skillgym.make("orchestrator-v0", roster=roster, tasks="codebase-explorer-v0", task_limit=10,
+                        split="test", backend="local")
+    try:
+        tasks = env.env_spec.tasks.tasks("test")
+        assert len(tasks) == 10 and all(t.metadata["expected_subagent"] == "codebase-explorer" for t in tasks)
+        router = env.env_spec.expert()
+        trajs = [skillgym.run_episode(env, router, task=t) for t in tasks]
+    finally:
+        env.close()
+    standalone = _standalone(policy, tasks)
+    assert [t.reward for t in trajs] == pytest.approx(standalone)
+    assert [t.children[0].reward for t in trajs] == pytest.approx(standalone)  # graded: known tasks
+    assert routing_accuracy(trajs)["accuracy"] == 1.0
+    if policy == "expert":
+        assert sum(standalone) >= 9
+    for traj in trajs:
+        totals = traj.metadata["rollup"]
+        assert totals["subagent_calls"] == 1
+        assert totals["per_model"][policy]["prompt_tokens"] == traj.children[0].usage.prompt_tokens
+
+
+def test_router_alone_and_declines():
+    env = orchestrator(echo_roster(), router="none")
+    try:
+        traj = skillgym.run_episode(env, env.env_spec.expert(), task_id="t1")
+        assert traj.final_answer == ALONE_ANSWER and traj.children == []
+    finally:
+        env.close()
+    spec = make_spec(echo_roster(), tasks=[Task(id="q", prompt="zebra quantum xylophone",
+                                                reference={"answer": "?"}, metadata={"expected_subagent": None})], backend="local")
+    env = OrchestratorEnv(spec)
+    try:
+        traj = skillgym.run_episode(env, spec.expert(), task_id="q")
+        assert traj.children == [] and traj.final_answer == ALONE_ANSWER
+        assert routing_accuracy([traj]) == {"known": 1, "correct": 1, "accuracy": 1.0,
+                                            "confusion": {"(alone) -> (alone)": 1}}
+    finally:
+        env.close()
+
+
+def test_openai_subagent_over_loopback_reports_real_usage():
+    def respond(request: dict[str, Any]) -> dict[str, Any]:
+        return {"role": "assistant", "content": "", "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "submit", "arguments": json.dumps({"answer": "42"})}}]}
+
+    with ScriptedOpenAIServer(respond, delay_s=0.05) as server:
+        roster = echo_roster()
+        roster["subagents"][0]["policy"] = f"openai:student@{server.base_url}"
+        env = orchestrator(roster)
+        try:
+            env.reset(options={"task_id": "t1"})
+            obs, *_ = env.step(call("what is six times seven"))
+            assert parse_subagent_reply(obs[-1]["content"])["answer"] == "42"
+            child = env.trajectory.children[0]
+            assert child.metadata["usage_source"] == "policy" and child.usage.prompt_tokens > 0
+            assert child.metadata["model"] == f"openai:student@{server.base_url}"
+            assert server.request_count == 1
+        finally:
+            env.close()
