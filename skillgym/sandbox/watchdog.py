@@ -5,7 +5,7 @@ the terminal does not reach it), holding the read end of a pipe whose write end 
 holds. The kernel closes that pipe however the owner ends; the helper then removes what the
 owner left: containers labelled with its pid and start time, local sandbox folders named after
 it, and their cgroups (:func:`skillgym.sandbox.gc.reap_owner`). While it waits the helper has
-imported nothing but ``os`` and ``sys`` (a few MB of memory).
+imported nothing but ``os`` and ``sys`` (a few MB of memory); then it loads ``gc.py`` alone.
 
 Set ``SKILLGYM_SANDBOX_WATCHDOG=0`` to do without it (then ``skillgym sandbox gc`` reaps).
 """
@@ -16,8 +16,11 @@ import os
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 from .gc import process_start_time
+
+GC_MODULE = Path(__file__).resolve().parent / "gc.py"
 
 # Runs as ``python -c``: wait for EOF on stdin, then reap. cwd is "/" so that no module of the
 # directory it was started from can shadow an import.
@@ -31,8 +34,12 @@ while True:
         continue
     except OSError:
         break
-from skillgym.sandbox.gc import reap_owner
-reap_owner(int(sys.argv[1]), sys.argv[2] or None)
+# gc.py is loaded from its file: it needs only the docker SDK, not the whole skillgym package.
+import importlib.util
+spec = importlib.util.spec_from_file_location("skillgym_sandbox_gc", sys.argv[3])
+gc = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(gc)
+gc.reap_owner(int(sys.argv[1]), sys.argv[2] or None)
 """
 
 _lock = threading.Lock()
@@ -54,7 +61,7 @@ def ensure_watchdog() -> None:
         read_fd, write_fd = os.pipe()  # both close-on-exec: no child of ours inherits the write end
         try:
             subprocess.Popen(
-                [sys.executable, "-c", _HELPER, str(pid), process_start_time(pid) or ""],
+                [sys.executable, "-c", _HELPER, str(pid), process_start_time(pid) or "", str(GC_MODULE)],
                 stdin=read_fd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 cwd="/", start_new_session=True, close_fds=True,
             )
