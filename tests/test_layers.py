@@ -30,8 +30,9 @@ def module_name(path: Path) -> str:
     return ".".join(parts)
 
 
-def imported_modules(path: Path) -> list[tuple[int, str]]:
-    """(line, absolute module name) of every import in the file, at any depth."""
+def imported_modules(path: Path, dynamic: bool = True) -> list[tuple[int, str]]:
+    """(line, absolute module name) of every import in the file, at any depth; with ``dynamic``,
+    also ``importlib.import_module("...")`` calls with a literal name."""
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     package = module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
     found: list[tuple[int, str]] = []
@@ -48,7 +49,7 @@ def imported_modules(path: Path) -> list[tuple[int, str]]:
             found.append((node.lineno, target))
             # `from skillgym import rollouts` names the stage in the alias, not the module.
             found += [(node.lineno, f"{target}.{alias.name}") for alias in node.names]
-        elif isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", None)) == "import_module":
+        elif dynamic and isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", None)) == "import_module":
             if node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str):
                 found.append((node.lineno, node.args[0].value))
     return found
@@ -91,7 +92,9 @@ def import_graph(folders: tuple[str, ...]) -> tuple[dict[str, set[str]], dict[st
         tree = ast.parse(path.read_text(encoding="utf-8"))
         late = {n.lineno for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
                 for n in ast.walk(f) if isinstance(n, (ast.Import, ast.ImportFrom, ast.Call))}
-        for line, name in imported_modules(path):
+        # Loading a plugin by name (the registry importing the built-in envs on first use) is
+        # discovery, not a hidden static dependency: only import statements count here.
+        for line, name in imported_modules(path, dynamic=False):
             target = known(name)
             if target is None or target == module:
                 continue
