@@ -49,7 +49,7 @@ class RunManifest(BaseModel):
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def package_versions() -> dict[str, str | None]:

@@ -8,11 +8,18 @@ import re
 from pathlib import Path
 
 import pytest
+from test_rollouts_support import ENTRY
 
-from skillgym.chat_template import SPECIAL_TOKENS, canonical, parse_rendered, parse_rendered_tools, qwen3_template, render
+from skillgym.chat_template import (
+    SPECIAL_TOKENS,
+    canonical,
+    parse_rendered,
+    parse_rendered_tools,
+    qwen3_template,
+    render,
+)
 from skillgym.rollouts import RolloutConfig, TrajectoryStore, iter_trajectories, run_rollouts
 from skillgym.rollouts.export import ExportConfig, export_dataset
-from test_rollouts_support import ENTRY
 
 
 @pytest.fixture(scope="module")

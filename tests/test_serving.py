@@ -7,9 +7,8 @@ import pytest
 
 from skillgym.policies.hf_policy import HFPolicy
 from skillgym.policies.openai_policy import OpenAIPolicy
-from skillgym.training.serving import ServerError, server_command, start_server
 from skillgym.toolcalls import parse_turn
-
+from skillgym.training.serving import ServerError, server_command, start_server
 
 TOOLS = [{"type": "function", "function": {"name": "grep", "description": "Search.", "parameters": {"type": "object", "properties": {"pattern": {"type": "string"}}, "required": ["pattern"]}}}]
 
