@@ -336,6 +336,11 @@ def write_report(config: DistillConfig, records: dict[str, StageRecord[Any]]) ->
     for role, m in roles.items():
         lo, hi = m.success_ci95
         lines.append(f"| {role} | {m.tasks} | {m.success_rate:.3f} | [{lo:.2f}, {hi:.2f}] | {m.mean_reward:.3f} | {m.mean_turns:.2f} | {m.answer_chars:.0f}/{m.trace_chars:.0f} |")
+    for role, cell in cells.items():
+        if cell.errors:
+            # Episodes that did not run score 0 but measure nothing: say so next to the numbers.
+            lines.append(f"\n**{role}: {cell.metrics.failed_episodes} of {cell.metrics.episodes} episodes failed to run**"
+                         f" ({cell.errors[0]}); its success rate is not a measurement of the model.")
     ratio = report.trained_vs_teacher
     lines += [
         "",
