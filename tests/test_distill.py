@@ -96,3 +96,38 @@ def test_grpo_on_the_tiny_student_with_the_env_reward(distilled, tmp_path):
     assert (tmp_path / "grpo" / "config.json").exists() and (tmp_path / "grpo" / "model.safetensors").exists()
     history = json.loads((tmp_path / "grpo" / "grpo_metrics.json").read_text())["log_history"]
     assert any("rewards/CodebaseExplorerV0TRLEnv/mean" in entry for entry in history)
+
+
+def test_report_reads_eval_cells_by_role_not_by_label(tmp_path):
+    """The report finds teacher, untrained and trained by the role their cells carry (any order,
+    any label), and says when a role's episodes failed to run."""
+    from skillgym.pipeline.distill import DistillReport, StageRecord, write_report
+    from skillgym.rollouts.evaluate import EvalCell, EvalReport
+    from skillgym.rollouts.export import ExportReport
+    from skillgym.rollouts.metrics import policy_metrics
+    from skillgym.training.sft import SFTResult
+    from skillgym.types import Trajectory
+
+    def cell(role, reward, failed=False):
+        traj = Trajectory(env_id="e-v0", env_version=0, task_id="t", reward=None if failed else reward,
+                          status="failed" if failed else "ok", error="server down" if failed else None)
+        return EvalCell(variant="default", policy=f"hf:{role}-model", label=f"cell {role}", role=role, run_dir="r",
+                        metrics=policy_metrics(role, [traj]), errors=["server down"] if failed else [])
+
+    evaluation = EvalReport(env="e-v0", split="test", n_tasks=1, samples=1,
+                            cells=[cell("trained", 0.5), cell("untrained", 0.0, failed=True), cell("teacher", 1.0)])
+    sft = SFTResult(output_dir="o", model_dir="o", train_examples=1, eval_examples=0, steps=1, epochs=1.0, wall_seconds=1.0,
+                    train_tokens=1, tokens_per_second=1.0, peak_rss_mb=1.0, parameters=1, trainable_parameters=1, vocab_size=1)
+    export = ExportReport(out="d", records=1, kept=1, rows={"train": 1}, tasks={"train": 1}, rejected={},
+                          stats_path="d/stats.json", histogram_path=None)
+    records = {name: StageRecord(stage=name, fingerprint=name, seconds=1.0, result=result)
+               for name, result in [("rollout", export), ("export", export), ("sft", sft), ("eval", evaluation)]}
+    write_report(DistillConfig(env="e-v0", out=tmp_path), records)
+    report = DistillReport.model_validate_json((tmp_path / "report.json").read_text())
+    assert report.success == {"teacher": 1.0, "untrained": 0.0, "trained": 1.0}
+    assert {role: m.mean_reward for role, m in report.metrics.items()} == {"teacher": 1.0, "untrained": 0.0, "trained": 0.5}
+    assert list(report.metrics) == ["teacher", "untrained", "trained"]
+    assert "untrained: 1 of 1 episodes failed to run" in (tmp_path / "report.md").read_text()
+    evaluation.cells = evaluation.cells[:1]
+    with pytest.raises(ValueError, match=r"no cell for role\(s\) \['teacher', 'untrained'\]"):
+        write_report(DistillConfig(env="e-v0", out=tmp_path), records)
