@@ -7,9 +7,9 @@ import json
 import pytest
 
 from skillgym.graders import (
+    CommandChecks,
     Compactness,
     Composite,
-    CommandChecks,
     GraderConfigError,
     Part,
     TaskReferenceGrader,
@@ -17,9 +17,9 @@ from skillgym.graders import (
 )
 from skillgym.graders.match import AnswerMatch
 from skillgym.graders.rubric import RubricJudge
+from skillgym.llm import StructuredOutputError
 from skillgym.sandbox import make_sandbox
 from skillgym.sandbox.base import SandboxConfig
-from skillgym.llm import StructuredOutputError
 from skillgym.testing import ErrorReply, ScriptedOpenAIServer
 from skillgym.types import Grade, SkillSpec, Task
 
@@ -206,3 +206,45 @@ def test_rubric_in_a_composite_from_config():
         grade = grader.grade(task(answer="4"), "4", [], None)
     assert isinstance(grade, Grade) and grade.score == 0.75
     assert grade.details["rubric"]["judge_model"] == "j"
+
+
+# -- bounded, linear grading (issue 9, major 6) ----------------------------------------------------
+HOSTILE_ANSWERS = {
+    "letters": "a", "paths": "a/", "dots": "x.", "digits": "1", "minus": "-1.", "parens": "(", "attrs": "a.",
+    "py-ish": ".py", "dashes": "-", "spaces": " ", "equals": "x=", "colons": "m:", "commas": "a, ",
+}
+
+
+@pytest.mark.timeout(120)
+def test_every_matcher_is_fast_on_hostile_answers_of_the_graded_size():
+    """Every answer shape that made a backtracking regex or a recursive parser blow up, at the
+    largest size a grader sees (the env cuts answers to MAX_ANSWER_CHARS before grading)."""
+    from skillgym.envs.codebase_explorer.grader import CodebaseGrader
+    from skillgym.graders.base import MAX_ANSWER_CHARS
+
+    codebase = CodebaseGrader()
+    golds = {"where": "pkg/mod.py", "default": "1", "callers": "f, g", "methods": "3", "constant": "pkg.mod: 1"}
+    for name, unit in HOSTILE_ANSWERS.items():
+        answer = unit * (MAX_ANSWER_CHARS // len(unit))
+        for mode in ("exact", "normalized", "numeric", "f1"):
+            grade = AnswerMatch(mode).grade(Task(id="t", prompt="p", reference={"answer": "42"}), answer, [], None)
+            assert grade.score < 1.0, (name, mode)
+        for qtype, gold in golds.items():
+            task = Task(id="t", prompt="p", reference={"qtype": qtype, "answer": gold}, metadata={"param": "x", "symbol": "X"})
+            assert codebase.grade(task, answer, [], None).score == 0.0, (name, qtype)
+
+
+def test_path_tokens_find_what_the_old_regex_found_in_linear_time():
+    """The codebase grader's path finder agrees with ``[\\w./-]+\\.py\\b`` (which is quadratic on
+    long runs of path characters) on every short string over the characters that matter."""
+    import random
+    import re
+
+    from skillgym.envs.codebase_explorer.grader import path_tokens
+
+    reference = re.compile(r"[\w./-]+\.py\b")
+    rng = random.Random(0)
+    alphabet = ["a", ".", "py", "/", "-", " ", "x", ".py", "é", ",", "_", "1", "p", "y", "\n"]
+    for _ in range(50_000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 14)))
+        assert path_tokens(text) == reference.findall(text), text
