@@ -120,3 +120,17 @@ def test_reading_a_spec_starts_no_container(docker_base_image, library: Path):
     finally:
         env.close()
     assert _my_containers(client) == before
+
+
+def test_gymnasium_spec_and_skillgym_env_spec():
+    import gymnasium
+
+    direct = skillgym.make("test_make:number_spec")
+    through_gym = gymnasium.make("skillgym/codebase-explorer-v0", backend="local")
+    try:
+        assert direct.spec is None and direct.env_spec.id == "number-finder-v0"  # Gymnasium's is set only by gymnasium.make
+        assert through_gym.spec.id == "skillgym/codebase-explorer-v0"
+        assert through_gym.unwrapped.env_spec.id == "codebase-explorer-v0" and through_gym.unwrapped.env_spec.subject_dir
+    finally:
+        direct.close()
+        through_gym.close()
