@@ -382,3 +382,27 @@ def test_benchmark_reports_both_halves_per_mode_and_scale(no_network: None) -> N
     hybrid = scale["modes"]["hybrid"]
     assert hybrid["top_k_all_different_skills"] == 1.0 and hybrid["recall@5"] >= 0.85
     assert scale["reload_seconds"] < 10 and hybrid["query_ms_p50"] > 0
+
+
+def test_cli_route_chooses_or_declines_with_exit_codes(tmp_path: Path) -> None:
+    src = tmp_path / "skills"
+    _write(src / "tuning-cat" / "agents" / "sql.md",
+           "---\nname: sql\ndescription: Tunes slow SQL queries and indexes.\n---\nSQL.\n")
+    _write(src / "reports-cat" / "agents" / "sql.md",
+           "---\nname: sql\ndescription: Writes reports from a database.\n---\nSQL.\n")
+    _write(src / "debugger" / "SKILL.md", "---\nname: debugger\ndescription: Fix bugs and crashes.\n---\nDebug.\n")
+    args = ["--path", str(src), "-c", "tuning-cat/sql", "-c", "reports-cat/sql", "-c", "debugger", "--json"]
+    chosen = runner.invoke(app, ["route", "tune this slow SQL query with an index", *args, "--embedding-model", "none"])
+    assert chosen.exit_code == 2 and "does not exist" in chosen.output  # an unknown model is refused, not ignored
+    lexical = SkillLibrary([src])
+    assert lexical.route("tune slow sql queries", ["tuning-cat/sql", "reports-cat/sql", "debugger"]).choice == (
+        "tuning-cat/sql")
+    if importlib.util.find_spec("wordllama") is not None:
+        result = runner.invoke(app, ["route", "tune this slow SQL query with an index", *args])
+        assert result.exit_code == 0, result.output
+        decision = json.loads(result.stdout)
+        assert decision["choice"] == "tuning-cat/sql" and decision["margin"] > 0
+        declined = runner.invoke(app, ["route", "bake a chocolate cake", *args])
+        assert declined.exit_code == 3 and json.loads(declined.stdout)["choice"] is None
+    ambiguous = runner.invoke(app, ["route", "x", "--path", str(src), "-c", "sql"])
+    assert ambiguous.exit_code == 2 and "qualify it" in ambiguous.output

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from skillgym.skills.library import AmbiguousSkillName, SkillLibrary
+from skillgym.skills.library import ROUTE_MIN_MARGIN, ROUTE_MIN_SCORE, AmbiguousSkillName, SkillLibrary
 from skillgym.skills.loader import SkillLoadError
 from skillgym.skills.search import MODES, SearchError, available_modes, default_embedding_model
 from skillgym.skills.validate import has_errors, validate_path
@@ -114,6 +114,41 @@ def search(
         copies = f" (+{h.duplicate_count} near-duplicates)" if h.duplicate_count else ""
         table.add_row(str(i), f"{h.score:.3f}", h.skill.kind, escape(h.skill.name) + copies, escape(h.why))
     console.print(table)
+
+
+@app.command()
+def route(
+    task: Annotated[str, typer.Argument(help="The task a router has to place.")],
+    path: PathsOption,
+    candidate: Annotated[
+        list[str], typer.Option("--candidate", "-c", help="A skill or agent in the library that may take it; repeatable "
+                                "(default: all).")
+    ] = [],  # noqa: B006 - typer reads the default, never mutates it
+    min_score: Annotated[float, typer.Option("--min-score", help="Decline below this score.")] = ROUTE_MIN_SCORE,
+    min_margin: Annotated[float, typer.Option("--min-margin", help="Decline when the runner-up is this close.")] = (
+        ROUTE_MIN_MARGIN),
+    embedding_model: EmbeddingOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Pick the skill or agent that should take a task, with a score and a margin, or decline.
+
+    Exits 0 when a candidate is chosen and 3 when the router should keep the task.
+    """
+    lib = _open(path, embedding_model or default_embedding_model())
+    try:
+        decision = lib.route(task, candidate or None, min_score=min_score, min_margin=min_margin)
+    except (KeyError, AmbiguousSkillName, SearchError) as exc:
+        err.print(f"[red]error:[/red] {escape(str(exc.args[0]) if exc.args else str(exc))}")
+        raise typer.Exit(2) from exc
+    if as_json:
+        print(decision.model_dump_json(indent=2))
+    else:
+        verdict = f"[green]{escape(decision.choice)}[/green]" if decision.choice else "[yellow]decline[/yellow]"
+        console.print(f"{verdict}: {escape(decision.reason)}")
+        for name, score in decision.ranking[:5]:
+            console.print(f"  {score:.3f}  {escape(name)}")
+    if decision.choice is None:
+        raise typer.Exit(3)
 
 
 @app.command()

@@ -346,7 +346,7 @@ class SkillLibrary:
         coverage = np.zeros(len(names))
         if stems:
             for n, name in enumerate(names):
-                text = f"{name.replace('-', ' ')} {roster[name]}"
+                text = f"{_bare(name)} {roster[name]}"
                 if text not in self._route_words:
                     if len(self._route_words) > 4096:
                         self._route_words.clear()
@@ -354,7 +354,7 @@ class SkillLibrary:
                 coverage[n] = sum(s in self._route_words[text] for s in stems) / len(stems)
         embedder = self._route_embedder()
         if embedder is not None:
-            texts = [f"{n.replace('-', ' ')}: {roster[n]}" for n in names]
+            texts = [f"{_bare(n)}: {roster[n]}" for n in names]
             missing = [t for t in dict.fromkeys(texts) if t not in self._route_vectors]
             if len(self._route_vectors) + len(missing) > 4096:  # bounded: rosters change over a long run
                 self._route_vectors.clear()
@@ -388,8 +388,9 @@ class SkillLibrary:
             return {str(k): str(v) for k, v in candidates.items()}
         roster: dict[str, str] = {}
         for c in candidates:
+            # A name given as "folder/name" stays the key, so two catalogs' sql-pro stay apart.
             spec = c if isinstance(c, SkillSpec) else self.get(c)
-            roster[spec.name] = spec.description
+            roster[c if isinstance(c, str) else spec.name] = spec.description
         return roster
 
     def _route_embedder(self) -> Embedder | None:
@@ -509,6 +510,11 @@ class SkillLibrary:
             else:
                 folders.append(p)
         return cls(folders, skills=skills, **kwargs)
+
+
+def _bare(name: str) -> str:
+    """A roster name as words: "voltagent-subagents/sql-pro" -> "sql pro"."""
+    return name.rpartition("/")[2].replace("-", " ").replace("_", " ")
 
 
 def _model_id(model: str | Path) -> str:
