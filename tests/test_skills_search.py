@@ -406,3 +406,15 @@ def test_cli_route_chooses_or_declines_with_exit_codes(tmp_path: Path) -> None:
         assert declined.exit_code == 3 and json.loads(declined.stdout)["choice"] is None
     ambiguous = runner.invoke(app, ["route", "x", "--path", str(src), "-c", "sql"])
     assert ambiguous.exit_code == 2 and "qualify it" in ambiguous.output
+
+
+def test_agent_example_blocks_are_their_own_field(tmp_path: Path) -> None:
+    description = ("Reviews pull requests. <example>Context: the user pushed a branch. user: 'can someone sanity check "
+                   "my diff before I ship it?' assistant: 'I will use the reviewer agent.'</example>")
+    _write(tmp_path / "a" / "reviewer.md", f"---\nname: reviewer\ndescription: \"{description}\"\ntools: Read\n---\n"
+           "You review code.\n")
+    _write(tmp_path / "a" / "shipper.md", "---\nname: shipper\ndescription: Ships releases.\ntools: Bash\n---\nRelease.\n")
+    lib = SkillLibrary([tmp_path / "a"])
+    hit = lib.search("sanity check my diff", k=1)[0]
+    assert hit.skill.name == "reviewer" and hit.matched == {"examples": ["sanity", "check", "diff"]}
+    assert "examples: sanity, check, diff" in hit.why
