@@ -19,7 +19,7 @@ Action = str | dict[str, Any]
 class Policy(abc.ABC):
     policy_id: str = "policy"
 
-    def reset(self, observation: list[Message], info: dict[str, Any]) -> None:
+    def reset(self, observation: list[Message], info: dict[str, Any]) -> None:  # noqa: B027 (optional hook)
         """Called at the start of each episode with reset()'s observation and info."""
 
     @abc.abstractmethod
@@ -30,5 +30,5 @@ class Policy(abc.ABC):
         """Async variant; the default runs ``act`` in a worker thread so the loop never blocks."""
         return await asyncio.to_thread(self.act, observation, info)
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (optional hook)
         """Release clients, models or servers."""

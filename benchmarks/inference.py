@@ -1,0 +1,229 @@
+"""In-process student inference: generated tokens/s and episodes/s, unbatched vs batched.
+
+    python -m skillgym.benchmarks.inference --json
+    python -m skillgym.benchmarks.inference --json --models tiny,smollm2 --levels 1,4,16,64
+
+For each model and concurrency level, the same simulated episodes run through the ``hf:``
+policy in each mode, in one process, one after another:
+
+- ``unbatched``: one ``model.generate`` at a time behind a lock (the policy before issue 18,
+  ``batch_size=0``);
+- ``batched``: turns of concurrent episodes generated together, each conversation's keys and
+  values carried to its next turn (the default);
+- ``batched-nocache``: batched, every prompt encoded from scratch (``prefix_cache=False``).
+
+An episode is the codebase-explorer env's real system prompt, tool schemas and a task
+prompt, then ``--turns`` assistant turns of ``--new-tokens`` tokens each, every turn followed
+by a tool-output-like message. The models are built from a config with random weights
+(nothing is downloaded): ``tiny`` is the tiny-cpu recipe's student (4 x 192, Qwen3);
+``smollm2`` has SmolLM2-135M's shape (30 x 576, Llama, GQA 9/3) with the benchmark's small
+vocabulary. A random model never stops early, so every turn generates ``--new-tokens``
+tokens: tokens/s compares like with like. The tokenizer is trained on the env's text.
+
+The report also says whether the modes agree: ``batched`` and ``batched-nocache`` must give
+identical greedy tokens (``identical_to_nocache``); the share of turns identical to the
+unbatched path is informative (its one-row decode products round differently, so a
+near-tie can break the other way).
+
+Numbers are only meaningful on an otherwise idle machine: run it alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import sys
+import time
+from typing import Any
+
+MODES = ("unbatched", "batched", "batched-nocache")
+MODELS = ("tiny", "smollm2")
+
+
+def rendered_conversations(material: dict[str, Any], count: int = 60) -> list[str]:
+    """What the real student's tokenizer is trained on: whole rendered conversations (so the
+    system prompt and tool schemas become a few boilerplate tokens, as in the main job)."""
+    # Rendered by a throwaway tokenizer's own chat template: the same text apply_chat_template gives.
+    renderer = build_tokenizer([material["system"], *material["prompts"]], boilerplate=False)
+    texts = []
+    for index in range(count):
+        chat = [{"role": "system", "content": material["system"]},
+                {"role": "user", "content": material["prompts"][index % len(material["prompts"])]}]
+        for turn in range(3):
+            chat += [{"role": "assistant", "content": f"Looking at module_{index}_{turn}."},
+                     {"role": "user", "content": tool_output(index, turn)}]
+        texts.append(renderer.apply_chat_template(chat, tools=material["tools"], tokenize=False))
+    return texts
+
+
+def build_tokenizer(texts: list[str], boilerplate: bool = True) -> Any:
+    from skillgym.training.tokenizer import train_tokenizer
+
+    return train_tokenizer(texts, vocab_size=2048, boilerplate_min_fraction=0.02 if boilerplate else None)
+
+
+def build_model(name: str, vocab_size: int) -> Any:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen3Config, Qwen3ForCausalLM
+
+    torch.manual_seed(0)
+    if name == "tiny":  # training/tiny-cpu.yaml's student
+        config = Qwen3Config(
+            vocab_size=vocab_size, hidden_size=192, intermediate_size=512, num_hidden_layers=4,
+            num_attention_heads=4, num_key_value_heads=4, head_dim=48, max_position_embeddings=4096,
+            rope_theta=1e6, tie_word_embeddings=True,
+        )
+        return Qwen3ForCausalLM(config).eval()
+    if name == "smollm2":  # SmolLM2-135M's shape
+        config = LlamaConfig(
+            vocab_size=vocab_size, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+            num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=8192, rope_theta=100000.0,
+            tie_word_embeddings=True, rms_norm_eps=1e-5,
+        )
+        return LlamaForCausalLM(config).eval()
+    raise ValueError(f"unknown model {name!r}; choose from {MODELS}")
+
+
+def episode_material(count: int) -> dict[str, Any]:
+    """The env's system prompt, tool schemas and task prompts (reading the spec starts no sandbox)."""
+    from skillgym.registry import make
+
+    env = make("codebase-explorer-v0")
+    try:
+        system = env.system_prompt()
+        tools = list(env.tool_schemas)
+        source = env.env_spec.tasks
+        prompts: list[str] = []
+        for split in ("test", "train"):
+            try:
+                prompts += [task.prompt for task in source.tasks(split)][: count - len(prompts)]
+            except Exception:  # a task source without that split or API: synthetic prompts below
+                break
+    finally:
+        env.close()
+    rng = random.Random(0)
+    while len(prompts) < count:
+        prompts.append(f"Which function in module_{rng.randrange(100)}.py returns the retry delay?")
+    return {"system": system, "tools": tools, "prompts": prompts[:count]}
+
+
+def tool_output(episode: int, turn: int) -> str:
+    rng = random.Random(episode * 1000 + turn)
+    lines = [f"src/pkg/module_{rng.randrange(50)}.py:{rng.randrange(400)}: def f_{rng.randrange(999)}(x):"
+             for _ in range(4)]
+    return "<tool_response>\n" + "\n".join(lines) + "\n</tool_response>"
+
+
+async def run_level(policy: Any, material: dict[str, Any], concurrency: int, episodes: int, turns: int) -> dict:
+    slots = asyncio.Semaphore(concurrency)
+    generated = 0
+    outputs: dict[tuple[int, int], list[int]] = {}
+
+    async def episode(index: int) -> None:
+        nonlocal generated
+        async with slots:
+            prompt = material["prompts"][index % len(material["prompts"])]
+            chat = [{"role": "system", "content": material["system"]}, {"role": "user", "content": prompt}]
+            info = {"tools": material["tools"], "task_id": f"bench-{index}", "env_id": "bench"}
+            for turn in range(turns):
+                action = await policy.aact(chat, info)
+                generated += action["usage"]["completion_tokens"]
+                outputs[(index, turn)] = action["token_ids"]
+                chat = [*chat, {"role": "assistant", "content": action["content"]},
+                        {"role": "user", "content": tool_output(index, turn)}]
+
+    started = time.perf_counter()
+    await asyncio.gather(*(episode(i) for i in range(episodes)))
+    wall = time.perf_counter() - started
+    return {
+        "concurrency": concurrency, "episodes": episodes, "turns": episodes * turns, "generated_tokens": generated,
+        "wall_s": round(wall, 3), "tokens_per_s": round(generated / wall, 1), "episodes_per_s": round(episodes / wall, 3),
+        "_outputs": outputs,
+    }
+
+
+def bench_model(name: str, args: argparse.Namespace, tokenizer: Any, material: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
+    from skillgym.policies.hf_policy import HFPolicy
+
+    model = build_model(name, len(tokenizer))
+    result: dict[str, Any] = {
+        "model": name, "parameters": sum(p.numel() for p in model.parameters()), "levels": [],
+    }
+    for level in args.levels:
+        episodes = max(level, args.min_episodes)
+        row: dict[str, Any] = {"concurrency": level, "episodes": episodes}
+        outputs: dict[str, dict] = {}
+        for mode in args.modes:
+            options = dict(max_new_tokens=args.new_tokens, batch_size=0 if mode == "unbatched" else args.batch_size,
+                           prefix_cache=mode == "batched")
+            policy = HFPolicy(model, tokenizer, **options)
+            policy.act([{"role": "user", "content": "warm up"}], {"tools": material["tools"]})  # probe, first allocs
+            with torch.inference_mode():
+                measured = asyncio.run(run_level(policy, material, level, episodes, args.turns))
+            outputs[mode] = measured.pop("_outputs")
+            if policy.batched:
+                measured["generator"] = dict(policy.generator().stats, min_rows=policy.generator().min_rows)
+            policy.close()
+            row[mode] = measured
+        if "unbatched" in row:
+            base = row["unbatched"]["tokens_per_s"]
+            for mode in args.modes:
+                row[mode]["speedup_vs_unbatched"] = round(row[mode]["tokens_per_s"] / base, 2) if base else None
+        if "batched" in outputs and "batched-nocache" in outputs:
+            row["identical_to_nocache"] = outputs["batched"] == outputs["batched-nocache"]
+        if "batched" in outputs and "unbatched" in outputs:
+            same = sum(outputs["batched"][key] == outputs["unbatched"].get(key) for key in outputs["batched"])
+            row["turns_identical_to_unbatched"] = f"{same}/{len(outputs['batched'])}"
+        result["levels"].append(row)
+        _progress(args, f"{name} c={level}: " + ", ".join(
+            f"{mode} {row[mode]['tokens_per_s']} tok/s" for mode in args.modes))
+    return result
+
+
+def _progress(args: argparse.Namespace, line: str) -> None:
+    if not args.json:
+        print(line, flush=True)
+    else:
+        print(line, file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print the report as JSON only (progress on stderr)")
+    parser.add_argument("--models", default="tiny", help=f"comma-separated, from {MODELS}")
+    parser.add_argument("--levels", default="1,4,16,64", help="concurrency levels")
+    parser.add_argument("--modes", default=",".join(MODES), help=f"comma-separated, from {MODES}")
+    parser.add_argument("--turns", type=int, default=3, help="assistant turns per episode")
+    parser.add_argument("--new-tokens", type=int, default=32, help="tokens generated per turn")
+    parser.add_argument("--min-episodes", type=int, default=4, help="episodes per level at least (else = concurrency)")
+    parser.add_argument("--batch-size", type=int, default=64, help="the batched modes' batch size")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    args = parser.parse_args(argv)
+    args.levels = [int(x) for x in args.levels.split(",") if x]
+    args.modes = [m for m in args.modes.split(",") if m]
+    unknown = sorted(set(args.modes) - set(MODES)) + sorted(set(args.models.split(",")) - set(MODELS))
+    if unknown:
+        parser.error(f"unknown mode/model {unknown}; modes: {MODES}, models: {MODELS}")
+
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    material = episode_material(max(args.levels + [args.min_episodes]))
+    tokenizer = build_tokenizer(rendered_conversations(material))
+    report: dict[str, Any] = {
+        "threads": torch.get_num_threads(), "turns_per_episode": args.turns, "new_tokens_per_turn": args.new_tokens,
+        "batch_size": args.batch_size, "modes": args.modes,
+        "note": "random-weight models built from a config; timings need an otherwise idle machine",
+        "models": [bench_model(name, args, tokenizer, material) for name in args.models.split(",") if name],
+    }
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
