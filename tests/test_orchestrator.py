@@ -20,6 +20,7 @@ import yaml
 from gymnasium.utils.env_checker import check_env
 
 import skillgym
+from skillgym.env import SkillEnv
 from skillgym.graders.config import TaskReferenceGrader
 from skillgym.orchestrator import (
     OrchestratorEnv,
@@ -35,6 +36,7 @@ from skillgym.orchestrator import (
     routing_accuracy,
 )
 from skillgym.orchestrator.router import ALONE_ANSWER
+from skillgym.orchestrator.runner import cached_spec
 from skillgym.policies.base import Policy
 from skillgym.sandbox.base import SandboxConfig
 from skillgym.spec import EnvSpec
@@ -100,6 +102,12 @@ def orchestrator(roster: Any, tasks: Any = None, **kwargs: Any) -> OrchestratorE
 
 def call(prompt: str, config: Any = "echo") -> str:
     return render_tool_call_text("subagent", {"prompt": prompt, "config": config})
+
+
+def explorer(**update: Any) -> SkillEnv:
+    """codebase-explorer-v0 on the local backend, from the spec the subagent runner already
+    built in this process (reading the codebase takes seconds)."""
+    return SkillEnv(cached_spec("codebase-explorer-v0", {"backend": "local"}).model_copy(update=update))
 
 
 def bwrap_children() -> list[psutil.Process]:
@@ -373,7 +381,7 @@ def test_render_tree_depth():
 def _standalone(policy_spec: str, tasks: list[Task]) -> list[float]:
     from skillgym.policies.spec import make_policy
 
-    env = skillgym.make("codebase-explorer-v0", backend="local")
+    env = explorer()
     try:
         policy = make_policy(policy_spec, env)
         return [skillgym.run_episode(env, policy, task_id=t.id).reward or 0.0 for t in tasks]
@@ -449,3 +457,57 @@ def test_openai_subagent_over_loopback_reports_real_usage():
             assert server.request_count == 1
         finally:
             env.close()
+
+
+@pytest.fixture(scope="module")
+def untrained_student(tmp_path_factory) -> str:
+    """Acceptance (b)'s subagent: a tiny Qwen3-architecture model with fresh weights and a
+    tokenizer trained on a few expert conversations (what the distill pipeline's
+    ``student-untrained`` is, smaller)."""
+    from skillgym.chat_template import render
+    from skillgym.training import build_tiny_model, train_tokenizer
+    from skillgym.training.tiny import TinyModelSpec
+    from skillgym.training.tokenizer import save_tokenizer
+
+    env = explorer()
+    try:
+        texts = []
+        for task in env.env_spec.tasks.tasks("train")[:20]:
+            traj = skillgym.run_episode(env, env.env_spec.expert(), task_id=task.id)
+            texts.append(render(traj.messages, tools=traj.tools, training=True))
+    finally:
+        env.close()
+    tokenizer = train_tokenizer(texts, vocab_size=400, boilerplate_min_fraction=0.5)
+    path = tmp_path_factory.mktemp("student-untrained")
+    spec = TinyModelSpec(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+                         intermediate_size=128)
+    build_tiny_model(spec, tokenizer, seed=0).save_pretrained(str(path))
+    save_tokenizer(tokenizer, path)
+    return f"hf:{path}?max_new_tokens=24"
+
+
+def test_untrained_student_subagent_plays_exactly_its_standalone_episode(untrained_student):
+    roster = {"subagents": [{"name": "codebase-explorer", "env": "codebase-explorer-v0",
+                             "env_args": {"backend": "local", "max_turns": 3}, "policy": untrained_student,
+                             "description": "Answers questions about a Python codebase."}]}
+    env = skillgym.make("orchestrator-v0", roster=roster, tasks="codebase-explorer-v0", task_limit=3,
+                        split="test", backend="local")
+    try:
+        tasks = env.env_spec.tasks.tasks("test")
+        trees = [skillgym.run_episode(env, env.env_spec.expert(), task=t) for t in tasks]
+    finally:
+        env.close()
+    from skillgym.policies.spec import make_policy
+
+    alone_env = explorer(max_turns=3)
+    try:
+        policy = make_policy(untrained_student, alone_env)
+        alone = [skillgym.run_episode(alone_env, policy, task_id=t.id) for t in tasks]
+    finally:
+        alone_env.close()
+    for tree, single in zip(trees, alone):
+        child = tree.children[0]
+        assert child.messages == single.messages  # greedy: the nested episode is the standalone one
+        assert child.reward == single.reward and tree.reward == pytest.approx(single.reward or 0.0)
+        assert child.metadata["call_status"] == ("truncated" if single.truncated else "ok")
+        assert child.usage.total_tokens > 0
