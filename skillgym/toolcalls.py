@@ -410,6 +410,10 @@ def _message_text(content: Any) -> tuple[str, str | None]:
 def _parse_message(message: dict, prefix: str) -> ParsedTurn:
     repairs = _Repairs()
     errors: list[str] = []
+    role = message.get("role", "assistant")
+    if role != "assistant":
+        shown = _clip(repr(role), 40) if isinstance(role, str) else _json_type(role)
+        errors.append(f'the message\'s role must be "assistant" (or left out), got {shown}')
     content, problem = _message_text(message.get("content"))
     if problem:
         errors.append(problem)

@@ -201,6 +201,8 @@ MALFORMED_MESSAGES = [
     ("reasoning_content as a list", {"content": "hi", "reasoning_content": ["x"]}, "reasoning_content must be a string, got an array"),
     ("reasoning as a dict", {"content": "hi", "reasoning": {"a": 1}}, "reasoning must be a string, got an object"),
     ("forty structured calls", {"tool_calls": [{"function": {"name": "list_dir"}}] * 40}, "the turn makes 40 tool calls"),
+    ("a user message", {"role": "user", "content": "42"}, 'role must be "assistant"'),
+    ("role of the wrong type", {"role": ["assistant"], "content": "42"}, "got an array"),
 ]
 
 
