@@ -96,15 +96,26 @@ def load_sft_dataset(recipe: SFTRecipe) -> tuple[Any, Any]:
 
 
 def dataset_skill_hashes(dataset: str | Path) -> list[str]:
-    """The content hashes of the skill texts behind an exported dataset, from its ``stats.json``
-    (``skillgym export`` writes them there); empty when the folder has none."""
+    """The content hashes of the skill texts behind a dataset folder.
+
+    Args:
+        dataset: A folder written by ``skillgym export`` (its ``stats.json`` lists them), or any
+            saved ``DatasetDict`` with a ``skill_hash`` column (read when there is no stats.json).
+
+    Returns:
+        The sorted distinct hashes; empty when the folder records none.
+    """
     stats = Path(dataset) / "stats.json"
-    if not stats.is_file():
-        return []
-    try:
-        return list(json.loads(stats.read_text(encoding="utf-8")).get("skill_hashes") or [])
-    except ValueError as exc:
-        raise ValueError(f"{stats}: not valid JSON ({exc}); export the dataset again with `skillgym export`") from None
+    if stats.is_file():
+        try:
+            return list(json.loads(stats.read_text(encoding="utf-8")).get("skill_hashes") or [])
+        except ValueError as exc:
+            raise ValueError(f"{stats}: not valid JSON ({exc}); export the dataset again with `skillgym export`") from None
+    from datasets import load_from_disk
+
+    data = load_from_disk(str(dataset))
+    splits = data.values() if hasattr(data, "values") else [data]
+    return sorted({h for split in splits if "skill_hash" in split.column_names for h in split["skill_hash"] if h})
 
 
 def conversation_text(row: dict[str, Any]) -> str:
