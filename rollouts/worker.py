@@ -117,7 +117,10 @@ class EpisodeWorker:
         for policy in policies:
             awarm = getattr(policy, "awarm", None)
             if awarm is not None:
-                await awarm(len(self._idle))
+                try:
+                    await awarm(len(self._idle))
+                except Exception as exc:  # a warm-up is an optimization: the episodes report real failures
+                    log.debug("warming the policy failed: %s", exc)
         return len(self._idle)
 
     async def _acquire(self) -> Slot:
