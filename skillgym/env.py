@@ -437,6 +437,14 @@ def spec_tools(spec: EnvSpec) -> list[Tool]:
     """The tools an env made from ``spec`` offers, in order (``load_skill`` first where the
     skill is loaded on demand). Builds no sandbox: tools get one only when called."""
     tools = get_tools(spec.tools)
+    if spec.host_tools:
+        names = {t.name for t in tools}
+        clash = [t.name for t in spec.host_tools if t.name in names]
+        if clash:
+            raise ValueError(f"{spec.id}: host tool(s) {clash} clash with built-in tools of the same name")
+        # Before the first tool that ends the episode, so ``submit`` stays last.
+        at = next((i for i, t in enumerate(tools) if t.ends_episode), len(tools))
+        tools[at:at] = list(spec.host_tools)
     if spec.instruction_mode == "load_skill":
         if spec.skill is None:
             raise ValueError(f"{spec.id}: instruction_mode 'load_skill' needs a skill")

@@ -41,6 +41,9 @@ class EnvSpec(BaseModel):
         max_turns: Assistant turns before the episode is truncated.
         max_tokens: Token budget of the whole conversation.
         max_tool_output: Characters of one tool result shown to the model.
+        host_tools: Tools that run on the host instead of in the sandbox (their ``__call__``
+            ignores the sandbox): for tools that need what the sandbox must not have, such as
+            a search index or the network. Offered after the built-in tools, before ``submit``.
         expert: Factory of the env's scripted expert policy (the ``expert`` policy spec).
         subject_dir: The folder the env's tasks are about (e.g. the codebase an explorer
             searches), or None. Pipelines keep it out of warm-up and pretraining data, so a
@@ -62,6 +65,11 @@ class EnvSpec(BaseModel):
     max_turns: int = Field(default=16, ge=1)
     max_tokens: int = Field(default=32_768, ge=256, description="Token budget for the whole conversation.")
     max_tool_output: int = Field(default=8_000, ge=200, description="Characters of one tool result shown to the model.")
+    host_tools: list[Any] = Field(
+        default_factory=list,
+        description="Tool objects (skillgym.tools.Tool) whose calls run in the host process, not in the "
+        "sandbox (e.g. web_search over a local index): offered after the built-in tools, before submit.",
+    )
     expert: Callable[[], Any] | None = Field(default=None, description="Factory of the env's scripted expert policy.")
     subject_dir: str | None = Field(
         default=None,
