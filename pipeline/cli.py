@@ -46,6 +46,7 @@ _mount("skillgym.rollouts.cli", "export", "Trajectories to an SFT dataset.", com
 _mount("skillgym.rollouts.cli", "eval", "Policies side by side on held-out tasks.", command="eval_command")
 _mount("skillgym.training.cli", "train", "Train students: SFT and GRPO on TRL.")
 _mount("skillgym.training.cli", "serve", "Serve a model behind an OpenAI-compatible endpoint.", command="serve")
+_mount("skillgym.orchestrator.cli", "orchestrate", "Orchestrator episodes with subagent calls (Part 2).")
 
 
 @app.command()

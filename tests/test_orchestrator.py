@@ -39,6 +39,7 @@ from skillgym.orchestrator.router import ALONE_ANSWER
 from skillgym.orchestrator.runner import cached_spec
 from skillgym.policies.base import Policy
 from skillgym.sandbox.base import SandboxConfig
+from skillgym.sandbox.gc import LABEL_PID, skillgym_containers
 from skillgym.spec import EnvSpec
 from skillgym.tasks import TaskList
 from skillgym.testing.openai_server import ScriptedOpenAIServer
@@ -338,8 +339,7 @@ def test_timeout_on_docker_leaves_no_container(docker_base_image):
     finally:
         env.close()
     # conftest's session-end check fails the run if any container of this process is left.
-    import docker
-    from skillgym.sandbox.gc import LABEL_PID, skillgym_containers
+    import docker  # the SDK, only where an engine answers
 
     mine = [c for c in skillgym_containers(docker.from_env()) if c.labels.get(LABEL_PID) == str(os.getpid())]
     assert mine == []
@@ -511,3 +511,31 @@ def test_untrained_student_subagent_plays_exactly_its_standalone_episode(untrain
         assert child.reward == single.reward and tree.reward == pytest.approx(single.reward or 0.0)
         assert child.metadata["call_status"] == ("truncated" if single.truncated else "ok")
         assert child.usage.total_tokens > 0
+
+
+def test_cli_play_json_then_show_tree(tmp_path):
+    from typer.testing import CliRunner
+
+    from skillgym.orchestrator.cli import app
+    from skillgym.tasks import save_tasks_jsonl
+
+    roster_file = tmp_path / "roster.yaml"
+    roster_file.write_text(yaml.safe_dump(echo_roster()))
+    tasks_file = tmp_path / "tasks.jsonl"
+    save_tasks_jsonl([Task(id="e1", prompt="Echo this line please.", reference={"answer": "echo: Echo this line please."},
+                           split="test", metadata={"expected_subagent": "echo"})], tasks_file)
+    runner = CliRunner()
+    result = runner.invoke(app, ["play", "--roster", str(roster_file), "--tasks", str(tasks_file), "--backend", "local",
+                                 "--json"])
+    assert result.exit_code == 0, result.output
+    (tmp_path / "out.jsonl").write_text(result.output)
+    traj = skillgym.Trajectory.model_validate_json(result.output.splitlines()[-1])
+    assert traj.reward == 1.0 and traj.children[0].metadata["subagent"] == "echo"
+    shown = runner.invoke(app, ["show", str(tmp_path / "out.jsonl"), "--depth", "0"])
+    assert shown.exit_code == 0 and '= "echo: Echo this line please."' in shown.output
+    summary = runner.invoke(app, ["play", "--roster", str(roster_file), "--tasks", str(tasks_file), "--backend",
+                                  "local", "--quiet"])
+    assert "1 episodes · mean reward 1.000 · 1 subagent calls" in summary.output
+    assert "routing accuracy 1.0" in summary.output
+    bad = runner.invoke(app, ["play", "--roster", str(roster_file), "--swap", "echo=gpt4"])
+    assert bad.exit_code == 1 and "unknown policy spec 'gpt4'" in bad.output

@@ -1,0 +1,123 @@
+"""``skillgym orchestrate``: play orchestrator episodes, show episode trees, check a roster.
+
+    skillgym orchestrate play --roster roster.yaml --episodes 3 --depth 1
+    skillgym orchestrate play --swap codebase-explorer=hf:runs/distill/student --episodes 20 --quiet
+    skillgym orchestrate show trajectories.jsonl --depth 0
+    skillgym orchestrate roster roster.yaml
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(help="Orchestrator episodes with subagent calls (Part 2).", no_args_is_help=True)
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"Error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+def _roster(path: Path | None, swaps: list[str], backend: str):
+    from .env import default_roster
+    from .roster import RosterError, load_roster
+
+    try:
+        roster = load_roster(path) if path is not None else default_roster(backend)
+        for swap in swaps:
+            name, sep, policy = swap.partition("=")
+            if not sep:
+                _fail(f"--swap {swap!r}: write NAME=POLICY_SPEC, e.g. codebase-explorer=hf:runs/distill/student")
+            roster = roster.with_policy(name.strip(), policy.strip())
+    except (RosterError, KeyError, ValueError) as exc:
+        _fail(str(exc.args[0]) if isinstance(exc, KeyError) else str(exc))
+    return roster
+
+
+@app.command()
+def play(
+    roster_path: Path | None = typer.Option(None, "--roster", help="Roster YAML (default: codebase-explorer, expert)."),
+    swap: list[str] = typer.Option([], "--swap", help="NAME=POLICY: play roster entry NAME with another policy."),
+    policy: str = typer.Option("expert", help="The orchestrator's policy: expert (the scripted router) or openai:..."),
+    tasks: str = typer.Option("codebase-explorer-v0", help="Source env id whose tasks are posed, or a .jsonl file."),
+    split: str = typer.Option("test", help="Split to draw tasks from."),
+    task: str | None = typer.Option(None, "--task", help="One task id."),
+    episodes: int = typer.Option(1, min=1, help="Episodes (the first N tasks of the split)."),
+    router: str = typer.Option("route", help="What 'expert' plays: route (delegate) or none (answer alone)."),
+    depth: int = typer.Option(1, min=0, help="Levels of subagent calls to open in the transcript (0: answers only)."),
+    backend: str = typer.Option("auto", help="Sandbox backend: auto, docker, local."),
+    as_json: bool = typer.Option(False, "--json", help="Print trajectories (with children) as JSON lines."),
+    quiet: bool = typer.Option(False, help="No transcripts: the summary only."),
+) -> None:
+    """Play orchestrator episodes and print each episode tree, its roll-up and a summary."""
+    import skillgym
+    from skillgym.policies.spec import make_policy
+
+    from .tree import render_tree, routing_accuracy
+
+    roster = _roster(roster_path, swap, backend)
+    try:
+        env = skillgym.make("orchestrator-v0", roster=roster, tasks=tasks, router=router, split=split, backend=backend,
+                            task_limit=None if task else episodes)
+        chosen = [env.env_spec.tasks.get(task)] if task else env.env_spec.tasks.tasks(split)[:episodes]
+        agent = make_policy(policy, env)
+    except (KeyError, ValueError, TypeError) as exc:
+        _fail(str(exc.args[0]) if isinstance(exc, KeyError) else str(exc))
+    trajectories = []
+    try:
+        for item in chosen:
+            traj = skillgym.run_episode(env, agent, task=item)
+            trajectories.append(traj)
+            if as_json:
+                typer.echo(traj.model_dump_json())
+            elif not quiet:
+                typer.echo(f"=== task {traj.task_id}: reward {traj.reward}")
+                typer.echo(render_tree(traj, depth=depth))
+                typer.echo(json.dumps(traj.metadata["rollup"], indent=1))
+    finally:
+        env.close()
+    if not as_json:
+        n = len(trajectories)
+        mean = sum(t.reward or 0.0 for t in trajectories) / max(n, 1)
+        cost = sum(t.metadata["rollup"]["cost_usd"] for t in trajectories)
+        calls = sum(t.metadata["rollup"]["subagent_calls"] for t in trajectories)
+        routing = routing_accuracy(trajectories)
+        typer.echo(f"{n} episodes · mean reward {mean:.3f} · {calls} subagent calls · ${cost:.6f} · "
+                   f"routing accuracy {routing['accuracy']}")
+
+
+@app.command()
+def show(
+    path: Path = typer.Argument(..., help="A JSONL file of trajectories (or one JSON trajectory)."),
+    depth: int = typer.Option(1, min=0, help="Levels of subagent calls to open (0: answers only)."),
+) -> None:
+    """Print stored orchestrator trajectories as indented trees."""
+    from pydantic import ValidationError
+
+    from skillgym.types import Trajectory
+
+    from .tree import render_tree
+
+    if not path.is_file():
+        _fail(f"{path} does not exist")
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            traj = Trajectory.model_validate_json(line)
+        except ValidationError as exc:
+            _fail(f"{path}:{lineno}: not a trajectory: {exc.errors()[0]['msg']}")
+        typer.echo(render_tree(traj, depth=depth))
+
+
+@app.command("roster")
+def roster_command(path: Path = typer.Argument(..., help="Roster YAML file.")) -> None:
+    """Check a roster file and list its subagents."""
+    roster = _roster(path, [], "auto")
+    for entry in roster.subagents:
+        typer.echo(f"{entry.name}: {entry.env} played by {entry.policy} "
+                   f"(timeout {entry.limits.timeout_s:g} s, ${entry.prices.input_per_million:g}/"
+                   f"${entry.prices.output_per_million:g} per M tokens)")
