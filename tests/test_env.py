@@ -120,7 +120,7 @@ def test_wrong_answer_scores_zero(env):
 
 def test_turn_budget_truncates(env):
     env.reset(options={"task_id": "t1"})
-    for turn in range(6):
+    for _ in range(6):
         _, reward, term, trunc, info = env.step(call("list_dir", {}))
     assert trunc and not term and reward == 0.0 and "turn budget" in info["truncation_reason"]
     with pytest.raises(RuntimeError, match="reset"):

@@ -12,10 +12,17 @@ import time
 from pathlib import Path
 
 import pytest
-
-from skillgym.rollouts import ManifestMismatch, RolloutConfig, StoreError, TrajectoryStore, iter_trajectories, run_rollouts
-from skillgym.rollouts.store import repair_torn_tail, shard_paths
 from test_rollouts_support import ENTRY, TESTS_DIR
+
+from skillgym.rollouts import (
+    ManifestMismatch,
+    RolloutConfig,
+    StoreError,
+    TrajectoryStore,
+    iter_trajectories,
+    run_rollouts,
+)
+from skillgym.rollouts.store import repair_torn_tail, shard_paths
 
 
 def _config(out: Path, **overrides) -> RolloutConfig:
@@ -166,8 +173,9 @@ def test_store_repairs_a_torn_tail_and_admits_one_writer(tmp_path):
 
 
 def test_openai_policy_over_loopback_http_matches_the_in_process_expert(tmp_path):
-    from skillgym.testing.openai_server import ReplayResponder, ScriptedOpenAIServer
     from test_rollouts_support import make_number_env
+
+    from skillgym.testing.openai_server import ReplayResponder, ScriptedOpenAIServer
 
     env = make_number_env()
     with ScriptedOpenAIServer(ReplayResponder.for_env(env, mode="structured"), delay_s=0.01) as server:
@@ -175,8 +183,29 @@ def test_openai_policy_over_loopback_http_matches_the_in_process_expert(tmp_path
         assert server.max_in_flight > 1, "episodes were not concurrent"
     env.close()
     local = run_rollouts(_config(tmp_path / "expert"))
+    assert local.records == 10 and local.failed_records == 0
     assert remote.records == 10 and remote.failed_records == 0 and remote.tokens > 0
     a, b = _records(tmp_path / "http"), _records(tmp_path / "expert")
     for key in a:
         assert a[key]["messages"] == b[key]["messages"] and a[key]["reward"] == b[key]["reward"] == 1.0
     assert {r["policy_id"] for r in a.values()} == {"openai:expert"}
+
+
+def test_worker_warms_slots_and_their_policies():
+    import asyncio
+
+    from test_rollouts_support import WARMED
+
+    from skillgym.rollouts.config import EnvRef
+    from skillgym.rollouts.worker import EpisodeWorker
+
+    async def warm() -> int:
+        worker = EpisodeWorker(EnvRef(env=ENTRY, env_kwargs={"backend": "local", "expert": "warm"}), "expert", size=3)
+        try:
+            return await worker.warm()
+        finally:
+            await worker.aclose()
+
+    WARMED.clear()
+    assert asyncio.run(warm()) == 3
+    assert WARMED == [3, 3, 3], "each slot's policy is warmed once, told how many slots there are"

@@ -7,6 +7,7 @@ importable factories here, with a scripted expert that solves it through its too
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from pathlib import Path
@@ -38,7 +39,7 @@ class NumberExpert(Policy):
         if last["role"] != "tool":
             return "Let me read the file.\n" + call("read_file", {"path": self.path})
         number = re.search(r"the number is (\d+)", last["content"])[1]  # type: ignore[index]
-        arguments = '{"answer": "%s"}' % number
+        arguments = json.dumps({"answer": number})
         tool_call = {"id": "c1", "type": "function", "function": {"name": "submit", "arguments": arguments}}
         return {"role": "assistant", "content": "Found it.", "tool_calls": [tool_call]}
 
@@ -71,6 +72,16 @@ class SlowExpert(NumberExpert):
         return super().act(observation, info)
 
 
+WARMED: list[int] = []
+
+
+class WarmExpert(NumberExpert):
+    """Records the concurrency its ``awarm`` hook was given (as an HTTP policy opens clients)."""
+
+    async def awarm(self, concurrency: int) -> None:
+        WARMED.append(concurrency)
+
+
 def make_number_env(backend: str = "local", expert: str = "good", split: str = "train", **overrides: Any):
-    factory = {"good": NumberExpert, "flaky": FlakyExpert, "slow": SlowExpert}[expert]
+    factory = {"good": NumberExpert, "flaky": FlakyExpert, "slow": SlowExpert, "warm": WarmExpert}[expert]
     return make_env(backend, expert=factory, **overrides)
