@@ -15,6 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from .base import Sandbox, SandboxConfig, SandboxError
+from .factory import make_sandbox
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +45,6 @@ class SandboxPool:
             self._spawn()
 
     def _default_factory(self) -> Sandbox:
-        from . import make_sandbox  # late: the package module imports this one
-
         return make_sandbox(self.config)
 
     # Starting replacements ----------------------------------------------------------------
