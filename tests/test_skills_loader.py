@@ -84,7 +84,7 @@ def test_collection_walk_matches_the_manifest() -> None:
 
 @needs_corpus
 def test_strict_validation_of_the_corpus_is_precise_and_never_raises() -> None:
-    for kind, path in _corpus_files():
+    for _kind, path in _corpus_files():
         issues = validate_file(path)
         assert all(isinstance(i, ValidationIssue) for i in issues)
         lines = path.read_text(encoding="utf-8").splitlines()
