@@ -539,3 +539,20 @@ def test_cli_play_json_then_show_tree(tmp_path):
     assert "routing accuracy 1.0" in summary.output
     bad = runner.invoke(app, ["play", "--roster", str(roster_file), "--swap", "echo=gpt4"])
     assert bad.exit_code == 1 and "unknown policy spec 'gpt4'" in bad.output
+
+
+def test_trl_adapter_offers_the_subagent_tools():
+    from skillgym.training.environment import trl_environment
+
+    tasks = [Task(id="t1", prompt="say hi", reference={"answer": "hi"})]
+    cls = trl_environment("orchestrator-v0", roster=echo_roster(), tasks=tasks, backend="local")
+    assert {"subagent", "list_subagents", "submit"} <= {m for m in dir(cls) if not m.startswith("_")}
+    adapter = cls()
+    try:
+        assert adapter.reset(task_id="t1") == "say hi"
+        assert adapter.list_subagents() == "echo: Echoes what it is told."
+        assert parse_subagent_reply(adapter.subagent(prompt="hi there", config="echo"))["answer"] == "echo: hi there"
+        adapter.submit(answer="hi")
+        assert adapter.get_reward() == 1.0 and len(adapter.trajectory.children) == 1
+    finally:
+        adapter._close()

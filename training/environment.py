@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from skillgym.env import SkillEnv, spec_tools, system_prompt_for
+from skillgym.env import SkillEnv, system_prompt_for
 from skillgym.tools.base import Tool
 
 _ids = itertools.count()
@@ -105,8 +105,13 @@ def trl_environment(env_id: str, **env_kwargs: Any) -> type[SkillEnvAdapter]:
     """
     import skillgym
 
-    # The tools come from the spec alone: reading it starts no sandbox.
-    methods = {tool.name: _tool_method(tool) for tool in spec_tools(skillgym.make_spec(env_id, **env_kwargs))}
+    # The tools come from an env that is built but never reset (no sandbox starts): an env class
+    # may offer tools beyond its spec's (orchestrator-v0's host-side subagent tools).
+    probe = skillgym.make(env_id, **env_kwargs)
+    try:
+        methods = {name: _tool_method(tool) for name, tool in probe.tools.items()}
+    finally:
+        probe.close()
     for reserved in ("reset", "get_reward", "trajectory"):
         if reserved in methods:
             raise ValueError(f"{env_id}: a tool named {reserved!r} would clash with the TRL environment protocol")
