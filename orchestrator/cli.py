@@ -4,6 +4,7 @@
     skillgym orchestrate play --swap codebase-explorer=hf:runs/distill/student --episodes 20 --quiet
     skillgym orchestrate show trajectories.jsonl --depth 0
     skillgym orchestrate roster roster.yaml
+    skillgym orchestrate children trees.jsonl --name codebase-explorer --out runs/children
 """
 
 from __future__ import annotations
@@ -111,6 +112,31 @@ def show(
         except ValidationError as exc:
             _fail(f"{path}:{lineno}: not a trajectory: {exc.errors()[0]['msg']}")
         typer.echo(render_tree(traj, depth=depth))
+
+
+@app.command()
+def children(
+    source: Path = typer.Argument(..., help="Orchestrator trajectories: a run directory or a JSONL file."),
+    name: str = typer.Option(..., "--name", help="The roster entry whose calls to keep."),
+    out: Path = typer.Option(..., "--out", help="Run directory to write (then: skillgym export OUT --out DATASET)."),
+    ungraded: str = typer.Option("parent", help="Calls with no grade of their own: parent (take the "
+                                 "orchestrator episode's reward) or drop."),
+) -> None:
+    """Turn the subagent calls orchestrators made into a run that `skillgym export` makes SFT data of."""
+    from .children import child_records, read_trajectories, write_child_run
+
+    if ungraded not in ("parent", "drop"):
+        _fail(f"--ungraded {ungraded!r}: use parent or drop")
+    try:
+        records = child_records(read_trajectories(source), name, ungraded=ungraded)  # type: ignore[arg-type]
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    if not records:
+        _fail(f"no finished calls to {name!r} in {source}")
+    written = write_child_run(records, out)
+    typer.echo(f"{written} calls to {name} written to {out} "
+               f"({sum(r.metadata['reward_source'] == 'own' for r in records)} graded by the subagent's env); "
+               f"next: skillgym export {out} --out DATASET")
 
 
 @app.command("roster")

@@ -80,7 +80,7 @@ def echo_spec(backend: str = "local") -> EnvSpec:
     """A small subagent env (module:function factory) played by :class:`EchoExpert`."""
     return EnvSpec(
         id="echo-v0", tools=["read_file", "write_file", "submit"], sandbox=SandboxConfig(backend=backend),
-        tasks=TaskList([Task(id="known", prompt="known question", reference={"answer": "echo: known question"})]),
+        tasks=TaskList([Task(id="known", prompt="echo the known question", reference={"answer": "echo: echo the known question"})]),
         grader=TaskReferenceGrader(), expert=EchoExpert, max_turns=4,
     )
 
@@ -173,9 +173,9 @@ def test_subagent_call_returns_compact_answer_and_child_with_accounting():
     env = orchestrator(echo_roster())
     try:
         env.reset(options={"task_id": "t1"})
-        obs, _, _, _, _ = env.step(call("known question"))
+        obs, _, _, _, _ = env.step(call("echo the known question"))
         reply = parse_subagent_reply(obs[-1]["content"])
-        assert reply == {"status": "ok", "files": [], "answer": "echo: known question"}
+        assert reply == {"status": "ok", "files": [], "answer": "echo: echo the known question"}
         obs, reward, terminated, _, _ = env.step(call("anything else"))
         assert parse_subagent_reply(obs[-1]["content"])["answer"] == "echo: anything else"
         env.step(render_tool_call_text("submit", {"answer": "hi"}))
@@ -361,18 +361,18 @@ def test_render_tree_depth():
     env = orchestrator(echo_roster())
     try:
         env.reset(options={"task_id": "t1"})
-        env.step(call("known question"))
+        env.step(call("echo the known question"))
         env.step(render_tool_call_text("submit", {"answer": "hi"}))
         traj = env.trajectory
     finally:
         env.close()
     collapsed = render_tree(traj, depth=0)
-    assert "+ subagent echo [expert] ok: 1 turns" in collapsed and '= "echo: known question"' in collapsed
-    assert "[user]\n        known question" not in collapsed
+    assert "+ subagent echo [expert] ok: 1 turns" in collapsed and '= "echo: echo the known question"' in collapsed
+    assert "[user]\n        echo the known question" not in collapsed
     opened = render_tree(traj, depth=1)
     head = next(line for line in opened.splitlines() if "+ subagent echo" in line)
     indent = len(head) - len(head.lstrip())
-    assert indent == 4 and "        [user]" in opened and "          known question" in opened
+    assert indent == 4 and "        [user]" in opened and "          echo the known question" in opened
     assert json.loads(traj.model_dump_json())["children"][0]["metadata"]["call_id"] == "call_1_0"
 
 
@@ -556,3 +556,37 @@ def test_trl_adapter_offers_the_subagent_tools():
         assert adapter.get_reward() == 1.0 and len(adapter.trajectory.children) == 1
     finally:
         adapter._close()
+
+
+def test_children_become_an_exportable_run(tmp_path):
+    from typer.testing import CliRunner
+
+    from skillgym.orchestrator.cli import app
+    from skillgym.rollouts.export import ExportConfig, export_dataset
+    from skillgym.tasks import save_tasks_jsonl
+
+    roster_file = tmp_path / "roster.yaml"
+    roster_file.write_text(yaml.safe_dump(echo_roster()))
+    tasks_file = tmp_path / "tasks.jsonl"
+    save_tasks_jsonl([
+        Task(id="k", prompt="echo the known question", reference={"answer": "echo: echo the known question"}, split="test"),
+        Task(id="o", prompt="an echo of this", reference={"answer": "echo: an echo of this"}, split="test"),
+        Task(id="w", prompt="echo something", reference={"answer": "not what echo says"}, split="test"),
+    ], tasks_file)
+    runner = CliRunner()
+    played = runner.invoke(app, ["play", "--roster", str(roster_file), "--tasks", str(tasks_file), "--episodes", "3",
+                                 "--backend", "local", "--json"])
+    assert played.exit_code == 0, played.output
+    (tmp_path / "trees.jsonl").write_text(played.output)
+    result = runner.invoke(app, ["children", str(tmp_path / "trees.jsonl"), "--name", "echo", "--out",
+                                 str(tmp_path / "calls")])
+    assert result.exit_code == 0, result.output
+    assert "3 calls to echo written" in result.output and "(1 graded by the subagent's env)" in result.output
+    report = export_dataset(ExportConfig(run_dir=tmp_path / "calls", out=tmp_path / "sft"))
+    # k: graded by the echo env (1.0); o: ungraded, its orchestrator episode succeeded (1.0);
+    # w: ungraded, its orchestrator episode failed (0.0) -> below the export's min reward.
+    assert report.kept == 2 and report.rejected == {"below_min_reward": 1}
+    from skillgym.orchestrator.children import child_records, read_trajectories
+
+    records = child_records(read_trajectories(tmp_path / "trees.jsonl"), "echo", ungraded="drop")
+    assert [(r.task_id, r.metadata["reward_source"]) for r in records] == [("known", "own")]
