@@ -9,6 +9,12 @@ register(
     description="Explore-style subagent: answer questions about a Python codebase with grep and read.",
 )
 
+register(
+    "web-research-v0",
+    spec_entry_point="skillgym.envs.web_research:make_spec",
+    description="Research subagent: web_search and web_fetch over an offline corpus; a short answer with sources.",
+)
+
 # The orchestrator needs its own env class (host-side subagent tools), so it registers an env
 # factory. A string, not an import: envs depend on the core only, and this names the stage that
 # implements the env without loading it until someone makes one.
