@@ -2,22 +2,27 @@
 ``transformers serve``, SGLang, llama.cpp, ...), used by the OpenAI policy, task generation
 and the rubric judge.
 
-It speaks HTTP through httpx directly (no SDK retries underneath ours). One
-:class:`RetryPolicy` decides for the sync face (:meth:`OpenAIClient.complete`) and the async
-face (:meth:`OpenAIClient.acomplete`) alike: 408, 409, 429, 5xx, timeouts and connection
-errors are retried with exponential backoff and jitter (honouring ``Retry-After``); other 4xx
-answers fail at once. Every failure is an :class:`OpenAIError` that names the URL, the model,
-the attempts and the last answer.
+It speaks HTTP directly (no SDK retries underneath ours): httpx for the sync face
+(:meth:`OpenAIClient.complete`), aiohttp for the async face (:meth:`OpenAIClient.acomplete`).
+One :class:`RetryPolicy`, applied by one loop of tries, decides for both: 408, 409, 429, 5xx,
+timeouts and connection errors are retried with exponential backoff and jitter (honouring
+``Retry-After``); other 4xx answers fail at once; both faces read the answer through one
+function. Every failure is an :class:`OpenAIError` that names the URL, the model, the attempts
+and the last answer.
 
-Requests in flight are bounded by ``max_concurrency``: one single-connection httpx client per
-slot, handed out through a queue (across threads for the sync face, per event loop for the
-async one). That keeps httpx fast: httpcore's pool scans every connection on each request,
-which at 128 connections cost ~20 ms of CPU a request.
+Requests in flight are bounded by ``max_concurrency``. Sync: one single-connection httpx
+client per slot, handed out through a queue across threads (httpcore's pool scans every
+connection on each request, which at 128 connections cost ~20 ms of CPU a request). Async:
+one aiohttp session per event loop behind a semaphore. The async face is aiohttp, not httpx,
+because the rollout driver is bound by its one interpreter lock: httpx's async client costs
+about 1.7 ms of CPU per request there, aiohttp about 0.5 ms, and at 32+ concurrent episodes
+that difference is most of the framework's overhead (``python -m skillgym.benchmarks.rollout``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import queue
 import random
@@ -25,10 +30,11 @@ import ssl
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
+import aiohttp
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -36,7 +42,8 @@ __all__ = ["DEFAULT_BASE_URL", "OpenAIClient", "OpenAIError", "RetryPolicy"]
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 RETRY_STATUSES = frozenset({408, 409, 429})
-_TRANSPORT_ERRORS = (httpx.TimeoutException, httpx.TransportError)
+# TimeoutError covers aiohttp's timeouts (asyncio.TimeoutError is TimeoutError since 3.11).
+_TRANSPORT_ERRORS = (httpx.TimeoutException, httpx.TransportError, aiohttp.ClientError, TimeoutError)
 
 
 class OpenAIError(RuntimeError):
@@ -109,8 +116,10 @@ class _Tries:
     def recording(self) -> Iterator[None]:
         try:
             yield
+        except aiohttp.InvalidURL as exc:  # trying again cannot help
+            raise OpenAIError(f"invalid URL {exc}: check the base URL") from None
         except _TRANSPORT_ERRORS as exc:
-            self.last = _Retryable(f"{type(exc).__name__}: {exc}")
+            self.last = _Retryable(_transport_reason(exc))
         except _Retryable as exc:
             self.last = exc
 
@@ -153,8 +162,8 @@ class OpenAIClient:
         self._headers = {"Authorization": f"Bearer {key or 'EMPTY'}", **(headers or {})}
         self._timeout = httpx.Timeout(timeout, connect=min(timeout, 10.0))
         self._sync = _SyncSlots(max_concurrency, self._client_options)
-        # Async clients belong to one event loop: one set of slots per loop.
-        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _AsyncSlots] = weakref.WeakKeyDictionary()
+        # An aiohttp session belongs to one event loop: one per loop.
+        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _AsyncSession] = weakref.WeakKeyDictionary()
         self._rng = random.Random()
         self._ssl: ssl.SSLContext | None = None
         self._lock = threading.Lock()
@@ -179,50 +188,80 @@ class OpenAIClient:
                 time.sleep(pause)
             with tries.recording(), self._sync.client() as client:
                 self._count()
-                return self._completion(client.post(self.url, json=body, headers=self._headers), body, tries.number)
+                response = client.post(self.url, json=body, headers=self._headers)
+                return self._completion(response.status_code, response.content, response.headers, body, tries.number)
         raise self._exhausted(body, tries)
 
     async def acomplete(self, body: dict[str, Any]) -> dict[str, Any]:
         """The async face of :meth:`complete` (same retries, same errors); never blocks the loop."""
-        slots = self._async_slots()
+        session = await self._async_session()
         tries = _Tries(self.retry, self._rng)
         for pause in tries:
             if pause:
                 await asyncio.sleep(pause)
             with tries.recording():
-                async with slots.client() as client:
+                async with session.limit:
                     self._count()
-                    response = await client.post(self.url, json=body, headers=self._headers)
-                return self._completion(response, body, tries.number)
+                    async with session.http.post(self.url, json=body, headers=self._headers) as response:
+                        raw = await response.read()
+                return self._completion(response.status, raw, response.headers, body, tries.number)
         raise self._exhausted(body, tries)
+
+    async def awarm(self, connections: int | None = None) -> None:
+        """Open this event loop's connections now, so the first requests do not pay for it.
+
+        Builds the loop's session and sends ``GET {base_url}/models`` on up to ``connections``
+        connections at once (default ``max_concurrency``). Errors are ignored: warming is an
+        optimization, and real requests report real failures. Not counted in ``http_calls``.
+
+        Args:
+            connections: How many connections to open (capped at ``max_concurrency``).
+        """
+        session = await self._async_session()
+        count = min(self.max_concurrency, connections or self.max_concurrency)
+
+        async def one() -> None:
+            try:
+                async with session.limit, session.http.get(self.base_url + "/models", headers=self._headers) as response:
+                    await response.read()
+            except (aiohttp.ClientError, TimeoutError, ValueError):
+                pass
+
+        # All at once: each call holds its connection until every other one has opened its own.
+        await asyncio.gather(*(one() for _ in range(max(1, count))))
 
     def _count(self) -> None:
         with self._lock:
             self.http_calls += 1
 
-    def _completion(self, response: httpx.Response, body: dict[str, Any], attempts: int) -> dict[str, Any]:
-        """The parsed completion, or :class:`_Retryable` / :class:`OpenAIError` saying why not."""
-        status = response.status_code
+    def _completion(
+        self, status: int, raw: bytes, headers: Mapping[str, str], body: dict[str, Any], attempts: int
+    ) -> dict[str, Any]:
+        """The parsed completion, or :class:`_Retryable` / :class:`OpenAIError` saying why not
+        (one reading of an answer for both faces)."""
         model = body.get("model")
         if status in RETRY_STATUSES or status >= 500:
-            raise _Retryable(f"HTTP {status}: {snippet(response.text)}", status, _retry_after(response), response.text)
+            text = _decode(raw)
+            raise _Retryable(f"HTTP {status}: {snippet(text)}", status, _retry_after(headers), text)
         if status >= 400:
+            text = _decode(raw)
             hint = {
                 401: "check OPENAI_API_KEY or api_key=",
                 404: f"check the base URL ({self.base_url}) and that model {model!r} is served",
             }.get(status, "the server rejected the request; see its message")
             raise OpenAIError(
-                f"POST {self.url} (model {model!r}) answered HTTP {status}: {snippet(response.text)}; {hint}",
-                status=status, attempts=attempts, body=response.text[:2000],
+                f"POST {self.url} (model {model!r}) answered HTTP {status}: {snippet(text)}; {hint}",
+                status=status, attempts=attempts, body=text[:2000],
             )
         try:
-            data = response.json()
+            data = json.loads(raw)
             data["choices"][0]["message"]  # noqa: B018 - the shape check itself
         except (ValueError, KeyError, IndexError, TypeError) as exc:
+            text = _decode(raw)
             raise OpenAIError(
                 f"POST {self.url} answered HTTP {status} with a body that is not a chat completion "
-                f"({type(exc).__name__}: {exc}): {snippet(response.text)}",
-                status=status, attempts=attempts, body=response.text[:2000],
+                f"({type(exc).__name__}: {exc}): {snippet(text)}",
+                status=status, attempts=attempts, body=text[:2000],
             ) from None
         return data
 
@@ -236,33 +275,65 @@ class OpenAIClient:
         )
 
     # -- connections ---------------------------------------------------------------------------
-    def _async_slots(self) -> _AsyncSlots:
+    async def _async_session(self) -> _AsyncSession:
         loop = asyncio.get_running_loop()
-        slots = self._async.get(loop)
-        if slots is None:
-            slots = self._async[loop] = _AsyncSlots(self.max_concurrency, self._client_options)
-        return slots
+        session = self._async.get(loop)
+        if session is None:
+            session = self._async[loop] = _AsyncSession(self.max_concurrency, self.timeout, self._ssl_context())
+            await session.guard.__anext__()
+        return session
 
-    def _client_options(self) -> dict[str, Any]:
+    def _ssl_context(self) -> ssl.SSLContext:
         # Building an SSL context loads the CA bundle (~20 ms); do it once, not once per client.
         with self._lock:
             if self._ssl is None:
                 import certifi
 
                 self._ssl = ssl.create_default_context(cafile=certifi.where())
+            return self._ssl
+
+    def _client_options(self) -> dict[str, Any]:
         return {"limits": httpx.Limits(max_connections=1, max_keepalive_connections=1), "timeout": self._timeout,
-                "verify": self._ssl}
+                "verify": self._ssl_context()}
 
     def close(self) -> None:
-        """Close the sync connections (async ones die with their event loops; see :meth:`aclose`)."""
+        """Close the sync connections (async ones close with their event loops; see :meth:`aclose`)."""
         self._sync.close()
         self._async = weakref.WeakKeyDictionary()
 
     async def aclose(self) -> None:
-        """Close this event loop's async connections (call before the loop ends to avoid warnings)."""
-        slots = self._async.pop(asyncio.get_running_loop(), None)
-        if slots is not None:
-            await slots.aclose()
+        """Close this event loop's async connections now (``asyncio.run`` also closes them when
+        its loop ends)."""
+        session = self._async.pop(asyncio.get_running_loop(), None)
+        if session is not None:
+            await session.guard.aclose()
+
+
+class _AsyncSession:
+    """One event loop's aiohttp session; ``limit`` bounds the requests in flight.
+
+    The semaphore, not the connector, makes requests wait, so waiting for a free connection
+    does not count against a request's timeout. ``guard`` is an async generator, started once,
+    whose ``finally`` closes the session: the loop tracks running async generators and closes
+    them at shutdown (``loop.shutdown_asyncgens``, which ``asyncio.run`` calls), so a session
+    whose owner never called :meth:`OpenAIClient.aclose` is still closed before its loop ends
+    instead of warning "Unclosed client session" when collected.
+    """
+
+    def __init__(self, size: int, timeout: float, ssl_context: ssl.SSLContext):
+        self.limit = asyncio.Semaphore(size)
+        self.http = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=size, ssl=ssl_context),
+            timeout=aiohttp.ClientTimeout(total=timeout, connect=min(timeout, 10.0)),
+            trust_env=True,  # proxies from the environment, as httpx (the sync face) does
+        )
+        self.guard = self._close_at_shutdown()
+
+    async def _close_at_shutdown(self) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await self.http.close()
 
 
 class _Slots:
@@ -297,32 +368,28 @@ class _SyncSlots(_Slots):
             client.close()
 
 
-class _AsyncSlots(_Slots):
-    def __init__(self, size: int, options: Callable[[], dict[str, Any]]):
-        super().__init__(size, lambda: httpx.AsyncClient(**options()), asyncio.LifoQueue())
-
-    @asynccontextmanager
-    async def client(self) -> AsyncIterator[httpx.AsyncClient]:
-        client = await self._free.get()
-        try:
-            client = self._ready(client)
-            yield client
-        finally:
-            self._free.put_nowait(client)
-
-    async def aclose(self) -> None:
-        for client in self._made:
-            await client.aclose()
-
-
 def snippet(text: str, limit: int = 300) -> str:
     """``text`` on one line, cut to ``limit`` characters (for error messages)."""
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
+def _decode(raw: bytes) -> str:
+    return raw.decode("utf-8", errors="replace")
+
+
+def _transport_reason(exc: BaseException) -> str:
+    """Why no answer came, named alike for both faces (httpx and aiohttp say it differently)."""
+    if isinstance(exc, (httpx.TimeoutException, TimeoutError)):
+        kind = "ConnectTimeout" if isinstance(exc, (httpx.ConnectTimeout, aiohttp.ConnectionTimeoutError)) else "Timeout"
+        return f"{kind}: no answer in time ({type(exc).__name__}{': ' + str(exc) if str(exc) else ''})"
+    if isinstance(exc, (httpx.ConnectError, aiohttp.ClientConnectorError)):
+        return f"ConnectError: {exc}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    value = headers.get("retry-after")
     try:
         return max(0.0, float(value)) if value is not None else None
     except ValueError:

@@ -429,3 +429,127 @@ def test_one_client_one_retry_policy_for_both_faces():
     policy = RetryPolicy(backoff_base=1.0, backoff_max=3.0)
     assert 0.5 <= policy.delay(1) <= 1.0 and 1.0 <= policy.delay(2) <= 2.0 and 1.5 <= policy.delay(5) <= 3.0
     assert policy.delay(1, retry_after=10.0) == 3.0
+
+
+def _both_faces(client, body):
+    """What each face does with ``body``: the completion's text, or the OpenAIError it raised."""
+    from skillgym.openai_client import OpenAIError
+
+    def sync():
+        try:
+            return client.complete(body)["choices"][0]["message"]["content"]
+        except OpenAIError as exc:
+            return exc
+
+    async def run_async():
+        try:
+            return (await client.acomplete(body))["choices"][0]["message"]["content"]
+        except OpenAIError as exc:
+            return exc
+        finally:
+            await client.aclose()
+
+    return sync(), asyncio.run(run_async())
+
+
+def test_async_face_fails_exactly_like_the_sync_face():
+    """Different HTTP libraries underneath, one reading of the answers: same errors, attempts and reasons."""
+    from skillgym.openai_client import OpenAIClient, OpenAIError, RetryPolicy
+
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    retry = RetryPolicy(max_retries=2, backoff_base=0.01, backoff_max=0.05)
+    cases = [
+        (dict(respond=reply_with(assistant_message("ok")), fail_first=100, fail_status=503), r"3 attempt\(s\); last error: HTTP 503", 3),
+        (dict(respond=lambda r: ErrorReply(400, "bad 'messages'")), r"HTTP 400: .*bad 'messages'", 1),
+        (dict(respond=lambda r: {"choices": []}), "not a chat completion", 1),
+    ]
+    for options, pattern, attempts in cases:
+        with ScriptedOpenAIServer(**options) as server:
+            client = OpenAIClient(server.base_url, retry=retry)
+            for result in _both_faces(client, body):
+                assert isinstance(result, OpenAIError) and re.search(pattern, str(result)), result
+                assert result.attempts == attempts
+            assert server.request_count == client.http_calls == 2 * attempts
+            client.close()
+    # Nothing listening: connection errors are retried, then named alike.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    client = OpenAIClient(f"http://127.0.0.1:{port}/v1", retry=retry)
+    for result in _both_faces(client, body):
+        assert isinstance(result, OpenAIError) and result.attempts == 3 and result.status is None
+        assert re.search(r"3 attempt\(s\); last error: ConnectError", str(result)), result
+
+
+def test_async_face_retries_timeouts_and_honours_retry_after():
+    from skillgym.openai_client import OpenAIClient, RetryPolicy
+
+    seen = []
+
+    async def slow_first(request):
+        seen.append(1)
+        if len(seen) in (1, 3):  # the first try of each face
+            await asyncio.sleep(1.0)
+        return assistant_message("21")
+
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    with ScriptedOpenAIServer(slow_first) as server:
+        client = OpenAIClient(server.base_url, timeout=0.25, retry=RetryPolicy(max_retries=2, backoff_base=0.01))
+        assert _both_faces(client, body) == ("21", "21") and len(seen) == 4
+    with ScriptedOpenAIServer(reply_with(assistant_message("ok")), fail_first=1, fail_status=429, retry_after=0.3) as server:
+        client = OpenAIClient(server.base_url, retry=RetryPolicy(max_retries=1, backoff_base=0.01, backoff_max=1.0))
+
+        async def timed():
+            started = time.perf_counter()
+            text = (await client.acomplete(body))["choices"][0]["message"]["content"]
+            await client.aclose()
+            return text, time.perf_counter() - started
+
+        text, took = asyncio.run(timed())
+        assert text == "ok" and took >= 0.3 and server.request_count == 2
+
+
+def test_awarm_opens_the_loops_connections_before_the_first_request():
+    import psutil
+
+    from skillgym.openai_client import OpenAIClient
+
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    with ScriptedOpenAIServer(reply_with(assistant_message("ok")), delay_s=0.05) as server:
+        port = int(server.base_url.split(":")[-1].split("/")[0])
+        client = OpenAIClient(server.base_url, max_concurrency=4)
+
+        def open_connections():
+            return sum(1 for c in psutil.Process().net_connections("tcp") if c.raddr and c.raddr.port == port
+                       and c.status == psutil.CONN_ESTABLISHED)
+
+        async def warm_then_ask():
+            before = open_connections()
+            await client.awarm(8)  # capped at max_concurrency
+            warmed = open_connections() - before
+            answers = await asyncio.gather(*(client.acomplete(body) for _ in range(4)))
+            reused = open_connections() - before
+            await client.aclose()
+            return warmed, reused, len(answers)
+
+        assert asyncio.run(warm_then_ask()) == (4, 4, 4)
+        assert client.http_calls == server.request_count == 4  # warming is not a completion request
+    # A server that is not there: warming is an optimization and never raises.
+    asyncio.run(OpenAIClient("http://127.0.0.1:9/v1").awarm(2))
+
+
+def test_async_connections_close_with_their_loop_without_aclose(recwarn):
+    import gc
+
+    from skillgym.openai_client import OpenAIClient
+
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    with ScriptedOpenAIServer(reply_with(assistant_message("ok"))) as server:
+        client = OpenAIClient(server.base_url)
+        for _ in range(2):  # one session per loop; each closed when asyncio.run ends its loop
+            assert asyncio.run(client.acomplete(body))["choices"][0]["message"]["content"] == "ok"
+        sessions = list(client._async.values())
+        assert len(sessions) == 2 and all(s.http.closed for s in sessions)
+        del client, sessions
+        gc.collect()
+    assert not [w for w in recwarn if "Unclosed" in str(w.message)]

@@ -120,6 +120,15 @@ class OpenAIPolicy(Policy):
         return _action(await self.client.acomplete(self.request_body(observation, info)))
 
     # -- lifecycle ---------------------------------------------------------------------------
+    async def awarm(self, concurrency: int) -> None:
+        """Open this event loop's connections before the first episodes (the rollout worker
+        calls it while its clock is stopped), so they do not pay for it.
+
+        Args:
+            concurrency: Episodes that will run at once on this loop (connections to open).
+        """
+        await self.client.awarm(concurrency)
+
     def close(self) -> None:
         self.client.close()
 
