@@ -44,7 +44,7 @@ from skillgym.policies.spec import make_policy
 from skillgym.registry import make_spec
 from skillgym.sandbox.base import Sandbox
 from skillgym.sandbox.ops import VIRTUAL_ROOT, OpError
-from skillgym.spec import EnvSpec
+from skillgym.spec import ENV_ID_RE, EnvSpec
 from skillgym.types import Grade, Message, Task, Trajectory, Usage
 
 from .roster import SubagentConfig
@@ -56,6 +56,13 @@ SHARED_DIR = "shared"
 MAX_SHARED_FILES = 200
 MAX_SHARED_BYTES = 4_000_000  # copied into one call, in total
 _ERROR_CHARS = 300
+START_TIMEOUT_S = 900.0
+"""Longest wait for a subagent's env and policy to be built (a spec that reads a codebase, a
+model loaded in process); not part of the call's ``timeout_s``."""
+
+
+class SubagentStartError(RuntimeError):
+    """The subagent's env or policy could not be made ready in time."""
 
 
 @dataclass
@@ -256,8 +263,8 @@ class SubagentRunner:
     def finish(self, handle: CallHandle) -> CallResult:
         """Wait for a call and return its result; never raises."""
         try:
-            # The coroutine enforces the timeout; the margin only guards against a stuck loop.
-            return handle.future.result(timeout=handle.entry.limits.timeout_s + 60)
+            # No timeout here: the coroutine bounds itself (START_TIMEOUT_S, then timeout_s).
+            return handle.future.result()
         except Exception as exc:  # the loop itself failed: still an answer, not a crash
             return CallResult(status=_error_status("the subagent runner failed", exc))
 
@@ -276,6 +283,7 @@ class SubagentRunner:
             slot.close()
             slot.executor.shutdown(wait=False)
         concurrent.futures.wait(closing, timeout=timeout)
+        self._closed = False  # an env may be reset after close (Gymnasium allows it): slots are made anew
 
     # -- one call ----------------------------------------------------------------------------
     async def _call(self, entry: SubagentConfig, prompt: str, shared: dict[str, str]) -> CallResult:
@@ -291,6 +299,7 @@ class SubagentRunner:
             task = _task_for(spec, prompt, shared)
             episode = arun_episode(slot.env, slot.policy, task=task, executor=slot.executor, state=state)
             trajectory = await asyncio.wait_for(episode, timeout=entry.limits.timeout_s)
+            result = await self._finished(entry, slot, trajectory, graded=not task.metadata.get("ungraded"))
         except TimeoutError:
             limit = entry.limits.timeout_s
             result = self._failed(entry, slot, state, spec_id, task, f"timeout after {limit:g} s", status="timeout")
@@ -299,8 +308,6 @@ class SubagentRunner:
         except Exception as exc:
             result = self._failed(entry, slot, state, spec_id, task, _error_status("", exc),
                                   status=_error_status("", exc), trace=traceback.format_exc())
-        else:
-            result = await self._finished(entry, slot, trajectory, graded=not task.metadata.get("ungraded"))
         assert result.child is not None
         _account(result.child, entry, time.perf_counter() - started, result.status, prompt)
         return result
@@ -332,8 +339,9 @@ class SubagentRunner:
                 partial = slot.env.trajectory
             except Exception:
                 partial = None
+        match = ENV_ID_RE.match(spec_id)
         child = Trajectory.failed(
-            error, env_id=spec_id if "-v" in spec_id else "subagent-v0", env_version=0,
+            error, env_id=spec_id if match else "subagent-v0", env_version=int(match["version"]) if match else 0,
             task_id=task.id if task is not None else "subagent", policy_id=entry.policy, partial=partial,
             metadata={"traceback": trace} if trace else None,
         )
@@ -359,10 +367,18 @@ class SubagentRunner:
                 env.close()
                 raise
 
+        future = executor.submit(build)
         try:
-            return await asyncio.get_running_loop().run_in_executor(executor, build)
-        except BaseException:
+            return await asyncio.wait_for(asyncio.wrap_future(future), timeout=START_TIMEOUT_S)
+        except BaseException as exc:
+            # A build still running when we gave up finishes on its own: close what it made.
+            future.add_done_callback(_close_built)
             executor.shutdown(wait=False)
+            if isinstance(exc, TimeoutError):
+                raise SubagentStartError(
+                    f"the subagent's env and policy were not ready after {START_TIMEOUT_S:g} s "
+                    f"(env {entry.env!r}, policy {entry.policy!r})"
+                ) from None
             raise
 
     def _release(self, entry: SubagentConfig, slot: _Slot) -> None:
@@ -378,6 +394,11 @@ class SubagentRunner:
         slot.executor.shutdown(wait=False)
         with self._lock:
             self._closing = [f for f in self._closing if not f.done()] + [future]
+
+
+def _close_built(future: concurrent.futures.Future) -> None:
+    if not future.cancelled() and future.exception() is None:
+        future.result().close()
 
 
 def _slot_key(entry: SubagentConfig) -> str:

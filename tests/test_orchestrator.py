@@ -590,3 +590,20 @@ def test_children_become_an_exportable_run(tmp_path):
 
     records = child_records(read_trajectories(tmp_path / "trees.jsonl"), "echo", ungraded="drop")
     assert [(r.task_id, r.metadata["reward_source"]) for r in records] == [("known", "own")]
+
+
+def test_a_subagent_whose_env_cannot_be_built_is_an_error_status():
+    roster = echo_roster()
+    roster["subagents"].append({"name": "broken", "description": "Not registered.", "env": "nope-v0"})
+    env = orchestrator(roster)
+    try:
+        env.reset(options={"task_id": "t1"})
+        obs, *_ = env.step(call("hello", config="broken"))
+        first = obs[-1]["content"].splitlines()[0]
+        assert first.startswith("status: error: KeyError: ") and "no environment 'nope-v0' is registered" in first
+        child = env.trajectory.children[0]
+        assert child.status == "failed" and child.metadata["call_status"] == first.removeprefix("status: ")
+        obs, *_ = env.step(call("still works"))  # the env goes on
+        assert parse_subagent_reply(obs[-1]["content"])["answer"] == "echo: still works"
+    finally:
+        env.close()
