@@ -37,7 +37,8 @@ __all__ = [
 ]
 
 ENV_ID = "web-research-v0"
-TOOLS = ["submit"]
+# The file tools stay, as in the other envs (notes, a shared workspace under an orchestrator).
+TOOLS = ["read_file", "write_file", "edit_file", "glob", "grep", "list_dir", "submit"]
 SKILL_PATH = Path(__file__).with_name("skill") / "SKILL.md"
 ENV_NOTES = (
     "Use web_search and web_fetch to research the question. Then call submit with the answer alone on the "
