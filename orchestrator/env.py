@@ -37,7 +37,7 @@ from .runner import SHARED_DIR, CallHandle, CallResult, SubagentRunner, cached_s
 from .tools import ListSubagents, SubagentArgs, SubagentTool
 from .tree import rollup
 
-__all__ = ["ENV_ID", "OrchestratorEnv", "PosedTasks", "default_roster", "make_env", "make_spec"]
+__all__ = ["ENV_ID", "EXAMPLE_ROSTER", "OrchestratorEnv", "PosedTasks", "default_roster", "make_env", "make_spec"]
 
 ENV_ID = "orchestrator-v0"
 FILE_TOOLS = ["read_file", "write_file", "edit_file", "glob", "grep", "list_dir", "submit"]
@@ -49,18 +49,15 @@ SYSTEM_PROMPT = (
 )
 
 
+EXAMPLE_ROSTER = Path(__file__).with_name("rosters") / "codebase-explorer.yaml"
+"""The shipped example roster (codebase-explorer-v0 played by its scripted expert)."""
+
+
 def default_roster(backend: str = "auto") -> Roster:
-    """One subagent: codebase-explorer-v0 played by its scripted expert."""
-    return Roster.model_validate({"subagents": [{
-        "name": "codebase-explorer",
-        "description": "Answers questions about a Python codebase: where a function or class is defined, "
-                       "which functions call it, how many methods a class has, a constant's value, a "
-                       "parameter's default. Give it the question; it returns a compact exact answer.",
-        "env": "codebase-explorer-v0",
-        "env_args": {"backend": backend},
-        "policy": "expert",
-        "limits": {"timeout_s": 120},
-    }]})
+    """The example roster (:data:`EXAMPLE_ROSTER`), its subagents on sandbox ``backend``."""
+    roster = load_roster(EXAMPLE_ROSTER)
+    entries = [s.model_copy(update={"env_args": {**s.env_args, "backend": backend}}) for s in roster.subagents]
+    return roster.model_copy(update={"subagents": entries})
 
 
 class PosedTasks:

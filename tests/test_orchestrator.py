@@ -607,3 +607,16 @@ def test_a_subagent_whose_env_cannot_be_built_is_an_error_status():
         assert parse_subagent_reply(obs[-1]["content"])["answer"] == "echo: still works"
     finally:
         env.close()
+
+
+def test_shipped_example_roster_loads_and_the_roster_command_lists_it():
+    from typer.testing import CliRunner
+
+    from skillgym.orchestrator.cli import app
+    from skillgym.orchestrator.env import EXAMPLE_ROSTER, default_roster
+
+    roster = load_roster(EXAMPLE_ROSTER)
+    assert roster.names == ["codebase-explorer"] and roster.get("codebase-explorer").env == "codebase-explorer-v0"
+    assert default_roster("local").get("codebase-explorer").env_args == {"backend": "local"}
+    listed = CliRunner().invoke(app, ["roster", str(EXAMPLE_ROSTER)])
+    assert listed.exit_code == 0 and listed.output.startswith("codebase-explorer: codebase-explorer-v0 played by expert")
