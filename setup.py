@@ -18,6 +18,7 @@ MAPPED = {
     "orchestrator": "skillgym.orchestrator",
     "benchmarks": "skillgym.benchmarks",
     "docker": "skillgym.docker",
+    "adapters": "skillgym.adapters",
 }
 DATA = ["*.md", "*.yaml", "*.yml", "*.json", "*.jsonl", "*.jinja", "*.txt", "*.sh", "Dockerfile*", "*.py"]
 

@@ -18,7 +18,7 @@ fi
 # 2. The package and its extras (editable, so the checkout is what runs). `serve` brings what
 #    `transformers serve` needs (FastAPI, uvicorn, openai): without it `skillgym serve` fails.
 log "installing skillgym and its extras"
-$PY -m pip install -q -e ".[rollouts,train,serve,skills,dev]"
+$PY -m pip install -q -e ".[rollouts,train,serve,skills,dev,adapters]"
 
 # 3. Sandbox tools from Debian (bubblewrap for the local sandbox, debootstrap for the
 #    base image), only as root and only when missing.

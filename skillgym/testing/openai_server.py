@@ -308,6 +308,8 @@ class ScriptedOpenAIServer:
             if counts[4] < self.malformed_arguments and reply["choices"][0]["message"].get("tool_calls"):
                 counts[4] += 1
                 reply = _malform(reply)
+            if body.get("stream"):
+                return _stream(reply)
             return JSONResponse(reply)
         finally:
             counts[1] -= 1
@@ -319,6 +321,27 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     kind = "rate_limit_error" if status == 429 else "invalid_request_error" if status < 500 else "server_error"
     return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status_code=status,
                         headers=headers)
+
+
+def _stream(reply: dict[str, Any]) -> Any:
+    """The completion as server-sent ``chat.completion.chunk`` events (for clients that ask
+    ``stream: true``, e.g. verifiers' interception proxy): the whole message in one delta,
+    then the finish reason and usage, then ``[DONE]``."""
+    from starlette.responses import StreamingResponse
+
+    choice = reply["choices"][0]
+    delta = {k: v for k, v in choice["message"].items() if v is not None}
+    if delta.get("tool_calls"):
+        delta["tool_calls"] = [{"index": i, **call} for i, call in enumerate(delta["tool_calls"])]
+    head = {k: reply[k] for k in ("id", "created", "model") if k in reply}
+    chunks = [
+        {**head, "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": delta, "finish_reason": None}]},
+        {**head, "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {},
+                                                                  "finish_reason": choice.get("finish_reason")}],
+         **({"usage": reply["usage"]} if "usage" in reply else {})},
+    ]
+    events = [f"data: {json.dumps(c, ensure_ascii=False)}\n\n" for c in chunks] + ["data: [DONE]\n\n"]
+    return StreamingResponse(iter(events), media_type="text/event-stream")
 
 
 def _malform(reply: dict[str, Any]) -> dict[str, Any]:
