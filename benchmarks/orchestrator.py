@@ -215,7 +215,9 @@ def throughput(episodes: int, calls: int, delay: float, rounds: int, backend: st
             tree_wall, requests = time.perf_counter() - started, server.request_count - before
             started = time.perf_counter()
             flat = await _drive(flat_envs, flat_policies, flat_tasks, rounds)
-            return trees, tree_wall, requests, flat, time.perf_counter() - started
+            flat_wall = time.perf_counter() - started
+            await asyncio.gather(*(p.aclose() for p in [*policies, *flat_policies]))  # this loop's connections
+            return trees, tree_wall, requests, flat, flat_wall
 
         try:
             trees, tree_wall, tree_requests, flat, flat_wall = _run(measure, workers)

@@ -223,6 +223,14 @@ class _Slot:
     executor: concurrent.futures.ThreadPoolExecutor
 
     def close(self) -> None:
+        """Release the policy's connections and the env's sandbox (never on the subagent loop's
+        own thread: an async policy's connections are closed on that loop, and we wait)."""
+        aclose = getattr(self.policy, "aclose", None)
+        if aclose is not None:
+            try:
+                asyncio.run_coroutine_threadsafe(aclose(), _loop()).result(timeout=10)
+            except Exception:  # a session that will not close must not keep the sandbox alive
+                pass
         for closer in (self.policy.close, self.env.close):
             try:
                 closer()
