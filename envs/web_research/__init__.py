@@ -26,7 +26,16 @@ from .corpus import Page, pages_from_folder, pages_from_questions, url_for
 from .data import LICENSE, MD5, cache_root, load_questions, md5_of
 from .expert import ExpertPolicy
 from .grader import ResearchGrader, exact_match, f1_score
-from .search import LocalIndex, SearchBackend, SearchResult, SearxngBackend, UnknownURL, build_index, folder_fingerprint
+from .search import (
+    INDEX_VERSION,
+    LocalIndex,
+    SearchBackend,
+    SearchResult,
+    SearxngBackend,
+    UnknownURL,
+    build_index,
+    folder_fingerprint,
+)
 from .tasks import ResearchTasks, task_rows
 from .tools import WebFetch, WebSearch
 
@@ -69,7 +78,7 @@ def hotpotqa_index(questions: str | Path | None = None, progress: bool | None = 
         The index folder (for :class:`LocalIndex`).
     """
     key = MD5 if questions is None else md5_of(Path(questions))
-    folder = index_root() / f"hotpotqa-{key[:12]}"
+    folder = index_root() / f"hotpotqa-{key[:12]}-v{INDEX_VERSION}"
     if (folder / "manifest.json").is_file():
         return folder
     import sys
@@ -84,7 +93,7 @@ def folder_index(corpus: str | Path, progress: bool = False) -> Path:
     root = Path(corpus).expanduser().resolve()
     if not root.is_dir():
         raise FileNotFoundError(f"corpus={corpus!s}: not a folder (give a folder of .md, .txt or .html files)")
-    folder = index_root() / f"folder-{folder_fingerprint(root)}"
+    folder = index_root() / f"folder-{folder_fingerprint(root)}-v{INDEX_VERSION}"
     if (folder / "manifest.json").is_file():
         return folder
     return build_index(pages_from_folder(root), folder, progress=progress)

@@ -21,6 +21,7 @@ WIKI = "https://wiki.local/"
 DOCS = "https://docs.local/"
 DOC_SUFFIXES = (".md", ".markdown", ".txt", ".text", ".rst", ".html", ".htm")
 # Characters that would change what a URL means (query, fragment, escapes) or split it in text.
+_SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*://", re.I)
 _URL_ESCAPES = {"%": "%25", "?": "%3F", "#": "%23", '"': "%22", "<": "%3C", ">": "%3E"}
 
 
@@ -45,7 +46,7 @@ def url_key(url: str) -> str:
     text = url.strip()
     if len(text) > 1 and text[0] in "<\"'`" and text[-1] in ">\"'`":
         text = text[1:-1].strip()
-    text = re.sub(r"^[a-z]+://", "", text, flags=re.I)
+    text = _SCHEME.sub("", text)
     text = text.removeprefix("www.")
     text = unquote(text).replace(" ", "_").rstrip("/.,;:!")
     return text

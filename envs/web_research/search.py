@@ -25,7 +25,7 @@ from pydantic import BaseModel
 
 from .corpus import Page, html_to_text, url_key
 
-INDEX_VERSION = 1
+INDEX_VERSION = 2
 SNIPPET_CHARS = 200
 
 
@@ -114,8 +114,9 @@ def build_index(pages: Sequence[Page], folder: Path, *, extra: dict[str, Any] | 
             for t in texts:
                 fh.write(t)
         np.save(tmp / "offsets.npy", offsets)
-        (tmp / "pages.json").write_text(json.dumps({"titles": [p.title for p in pages], "urls": [p.url for p in pages]},
-                                                   ensure_ascii=False), encoding="utf-8")
+        # URL keys are computed here, once, not by every process that opens the index.
+        meta = {"titles": [p.title for p in pages], "urls": [p.url for p in pages], "keys": [url_key(p.url) for p in pages]}
+        (tmp / "pages.json").write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
         tokenizer = _tokenizer()
         # The title counts twice: a query naming an entity should find the entity's own page first.
         tokens = [tokenizer(f"{p.title} {p.title} {p.text}") or ["__empty__"] for p in pages]
@@ -211,7 +212,10 @@ class _OpenIndex:
         meta = json.loads((folder / "pages.json").read_text(encoding="utf-8"))
         self.titles: list[str] = meta["titles"]
         self.urls: list[str] = meta["urls"]
-        self.by_url = {url_key(u): i for i, u in enumerate(self.urls)}
+        if self.manifest.get("version") != INDEX_VERSION:
+            raise RuntimeError(f"{folder} holds a version {self.manifest.get('version')} index; this skillgym reads "
+                               f"version {INDEX_VERSION}: delete {folder} to rebuild it")
+        self.by_url = dict(zip(meta["keys"], range(len(self.urls))))
         self.offsets = np.load(folder / "offsets.npy", mmap_mode="r")
         size = int(self.offsets[-1])
         self.blob = np.memmap(folder / "pages.bin", dtype=np.uint8, mode="r") if size else np.zeros(0, np.uint8)
