@@ -10,10 +10,11 @@ Reports (JSON):
 - ``startup``: wall seconds of a fresh Python process that makes the env's spec from the cached
   index and answers one search (the "later uses start in <= 2 s" check), best and median of 3;
 - ``memory``: ``--procs`` processes open the default index at once and run searches and page
-  reads; each reports RSS, PSS and private memory from ``/proc/self/smaps_rollup``. The index is
-  memory-mapped, so its pages are shared: the sum of private memory stays far below
-  ``procs x index size``. A baseline in the same run reads the score matrix into memory
-  (``mmap=False``) to show what a copy per process costs;
+  reads; each reports RSS, PSS and private memory from ``/proc/self/smaps_rollup``. The score
+  matrix and page texts are memory-mapped, so their pages are shared. Two baselines in the same
+  run: ``bare`` (the same imports, no index: what a process costs anyway) and ``copy`` (the
+  score matrix read into each process, ``mmap=False``). Per-process private memory above
+  ``bare`` is what each process adds (vocabulary and URL tables are Python objects, private);
 - ``latency``: ``web_search`` latency p50/p99 with ``--episodes`` concurrent episodes (threads
   calling the host-side tool, as ``SkillEnv.step`` does), each waiting ``--think`` seconds
   between searches (a policy's turn), and again with no wait (saturation).
@@ -43,16 +44,17 @@ from skillgym.envs.web_research.search import LocalIndex, build_index
 _CHILD = r"""
 import json, sys, time
 from pathlib import Path
-folder, mmap, queries = sys.argv[1], sys.argv[2] == "1", json.loads(sys.argv[3])
+folder, mode, queries = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 import bm25s
 from skillgym.envs.web_research.search import LocalIndex, _OpenIndex
 index = LocalIndex(folder)
-opened = index._index()
-if not mmap:  # the baseline: the score matrix read into this process's memory
-    opened.bm25 = bm25s.BM25.load(str(Path(folder) / "bm25"), mmap=False, show_progress=False)
-for q in queries:
-    for hit in index.search(q, 5):
-        index.fetch(hit.url)
+if mode != "bare":  # bare: the same imports, no index (what a process costs anyway)
+    opened = index._index()
+    if mode == "copy":  # the baseline: the score matrix read into this process's memory
+        opened.bm25 = bm25s.BM25.load(str(Path(folder) / "bm25"), mmap=False, show_progress=False)
+    for q in queries:
+        for hit in index.search(q, 5):
+            index.fetch(hit.url)
 mem = {}
 for line in open("/proc/self/smaps_rollup"):
     parts = line.split()
@@ -92,8 +94,8 @@ def bench_startup(runs: int = 3) -> dict[str, Any]:
 
 def bench_memory(folder: Path, procs: int, queries: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {"index_bytes": _folder_bytes(folder), "procs": procs}
-    for label, mmap in (("mmap", True), ("copy", False)):
-        children = [subprocess.Popen([sys.executable, "-c", _CHILD, str(folder), "1" if mmap else "0", json.dumps(queries)],
+    for label in ("bare", "mmap", "copy"):
+        children = [subprocess.Popen([sys.executable, "-c", _CHILD, str(folder), label, json.dumps(queries)],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _ in range(procs)]
         reports = [json.loads(c.stdout.readline()) for c in children]
         for c in children:

@@ -343,3 +343,20 @@ def test_search_options_are_checked(questions_file):
         make_spec(questions=questions_file, search="searxng")
     with pytest.raises(ValueError, match="'local'"):
         make_spec(questions=questions_file, search="google")
+
+
+def test_expert_without_gold_reads_the_best_results(env, spec):
+    # An orchestrator may pose a question the task source does not hold: the expert still
+    # searches, reads the two best results and reports a sentence it read, with its sources.
+    task = Task(id="call-unknown", prompt="Where was the painter Elsa Marrow born?", split="test",
+                reference={"answer": "Dunmere", "sources": [url_for("Elsa Marrow")]})
+    traj = run_episode(env, spec.expert(), task=task)
+    calls = [c["function"]["name"] for m in traj.messages for c in m.get("tool_calls") or []]
+    assert calls == ["web_search", "web_fetch", "web_fetch", "submit"]
+    assert traj.final_answer.startswith("Elsa Marrow (1901-1977) was a painter born in Dunmere.\nSources: https://wiki.local/Elsa_Marrow")
+    assert 0 < traj.reward_components["f1"] < 0.5 and traj.reward_components["citation"] > 0
+
+
+def test_grader_names_a_missing_reference():
+    with pytest.raises(ValueError, match="no reference answer"):
+        ResearchGrader().grade(Task(id="x", prompt="q"), "a", [], None)

@@ -12,6 +12,7 @@ citations and compactness (:mod:`.grader`); :class:`ExpertPolicy` solves tasks t
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -169,7 +170,7 @@ def make_spec(
         grader=ResearchGrader(),
         system_prompt=ENV_NOTES,
         instruction_mode=instruction_mode,
-        expert=lambda: ExpertPolicy(source),
+        expert=functools.partial(ExpertPolicy, source),
         metadata={"corpus": corpus_name, "index": str(folder), "search": search, "task_counts": counts,
                   "seed": seed, "data_license": LICENSE if corpus is None else None},
         **options,
