@@ -5,6 +5,7 @@
     skillgym orchestrate show trajectories.jsonl --depth 0
     skillgym orchestrate roster roster.yaml
     skillgym orchestrate children trees.jsonl --name codebase-explorer --out runs/children
+    skillgym orchestrate serve roster.yaml --out served.yaml     # hf: subagents behind HTTP
 """
 
 from __future__ import annotations
@@ -137,6 +138,44 @@ def children(
     typer.echo(f"{written} calls to {name} written to {out} "
                f"({sum(r.metadata['reward_source'] == 'own' for r in records)} graded by the subagent's env); "
                f"next: skillgym export {out} --out DATASET")
+
+
+@app.command()
+def serve(
+    path: Path = typer.Argument(..., help="Roster YAML whose hf: subagents to serve."),
+    out: Path = typer.Option(..., "--out", help="Where to write the served roster (openai: specs)."),
+    backend: str = typer.Option("auto", help="vllm (GPU), transformers, or auto."),
+    timeout: float = typer.Option(300.0, help="Seconds to wait for each server."),
+) -> None:
+    """Serve a roster's in-process models over HTTP and write the roster that uses the servers."""
+    import time
+
+    from skillgym.training.serving import ServerError
+
+    from .serving import serve_roster
+
+    roster = _roster(path, [], "auto")
+    try:
+        served, handles = serve_roster(roster, backend=backend, timeout=timeout)
+    except ServerError as exc:
+        _fail(str(exc))
+    out.write_text(served.to_yaml(), encoding="utf-8")
+    if not handles:
+        typer.echo(f"no hf: subagents to serve; {out} is the roster as it was")
+        return
+    for handle in handles:
+        typer.echo(f"serving {handle.model_name} with {handle.backend} at {handle.base_url} (log: {handle.log_path})")
+    typer.echo(f"served roster: {out}; stop with Ctrl-C")
+    try:
+        while all(h.process.poll() is None for h in handles):
+            time.sleep(1.0)
+        typer.echo("a server exited", err=True)
+        raise typer.Exit(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for handle in handles:
+            handle.stop()
 
 
 @app.command("roster")

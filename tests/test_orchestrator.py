@@ -620,3 +620,33 @@ def test_shipped_example_roster_loads_and_the_roster_command_lists_it():
     assert default_roster("local").get("codebase-explorer").env_args == {"backend": "local"}
     listed = CliRunner().invoke(app, ["roster", str(EXAMPLE_ROSTER)])
     assert listed.exit_code == 0 and listed.output.startswith("codebase-explorer: codebase-explorer-v0 played by expert")
+
+
+def test_served_student_subagent_over_http(untrained_student, tmp_path):
+    """Acceptance (c)'s path: the roster's hf: student served by `transformers serve`, the
+    orchestrator's calls going over HTTP (the trained student comes from the main job)."""
+    from skillgym.orchestrator.serving import serve_roster
+
+    roster = Roster.model_validate({"subagents": [{
+        "name": "codebase-explorer", "env": "codebase-explorer-v0", "env_args": {"backend": "local", "max_turns": 2},
+        "policy": untrained_student, "description": "Answers questions about a Python codebase.",
+        "prices": {"input_per_million": 1.0, "output_per_million": 1.0}}]})
+    served, handles = serve_roster(roster, backend="transformers", log_dir=tmp_path, timeout=240)
+    try:
+        policy = served.get("codebase-explorer").policy
+        assert policy.startswith("openai:") and policy.endswith("?max_tokens=24") and len(handles) == 1
+        env = skillgym.make("orchestrator-v0", roster=served, tasks="codebase-explorer-v0", task_limit=2,
+                            split="test", backend="local")
+        try:
+            trees = [skillgym.run_episode(env, env.env_spec.expert(), task=t) for t in env.env_spec.tasks.tasks("test")]
+        finally:
+            env.close()
+    finally:
+        for handle in handles:
+            handle.stop()
+    for tree in trees:
+        child = tree.children[0]
+        assert child.metadata["call_status"] in ("ok", "truncated") and child.metadata["usage_source"] == "policy"
+        assert child.metadata["model"] == policy.partition("?")[0] and child.usage.completion_tokens > 0
+        assert tree.metadata["rollup"]["per_model"][child.metadata["model"]]["cost_usd"] == pytest.approx(
+            child.usage.total_tokens / 1e6)

@@ -1,0 +1,60 @@
+"""Serving a roster: start what its in-process (``hf:``) subagents need behind HTTP and give
+back the roster that points at the servers.
+
+One server per distinct model folder (``transformers serve`` on CPU, vLLM where installed with
+a GPU, as :func:`skillgym.training.serving.start_server` picks). Each served entry's policy
+becomes ``openai:MODEL@URL``, keeping its generation options (``max_new_tokens`` becomes the
+request's ``max_tokens``; ``temperature`` and ``top_p`` pass as they are). One vLLM server
+with several LoRA adapters (one per subagent) is not done here: serve each merged model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from skillgym.policies.spec import parse_policy_spec
+from skillgym.training.serving import ServerHandle, start_server
+
+from .roster import Roster
+
+__all__ = ["serve_roster"]
+
+_SAMPLING = {"max_new_tokens": "max_tokens", "temperature": "temperature", "top_p": "top_p", "seed": "seed"}
+
+
+def serve_roster(roster: Roster, *, backend: str = "auto", log_dir: str | Path | None = None,
+                 timeout: float = 300.0) -> tuple[Roster, list[ServerHandle]]:
+    """Serve every ``hf:`` model of ``roster``.
+
+    Args:
+        roster: The roster; entries with other policies are left as they are.
+        backend: ``auto``, ``transformers`` or ``vllm`` (see ``skillgym serve``).
+        log_dir: Where server logs go (default: beside each model).
+        timeout: Seconds to wait for each server to answer.
+
+    Returns:
+        The served roster and the server handles (stop them with ``handle.stop()``; on an
+        error, the servers already started are stopped before it is raised).
+    """
+    handles: dict[str, ServerHandle] = {}
+    entries = []
+    try:
+        for entry in roster.subagents:
+            spec = parse_policy_spec(entry.policy)
+            if spec.kind != "hf":
+                entries.append(entry)
+                continue
+            assert spec.path is not None
+            if spec.path not in handles:
+                handles[spec.path] = start_server(spec.path, backend=backend, log_dir=log_dir,  # type: ignore[arg-type]
+                                                  timeout=timeout)
+            options: dict[str, Any] = {_SAMPLING[k]: v for k, v in spec.options.items() if k in _SAMPLING}
+            query = "&".join(f"{k}={v}" for k, v in sorted(options.items()))
+            served = handles[spec.path].policy_spec + (f"?{query}" if query else "")
+            entries.append(entry.model_copy(update={"policy": str(parse_policy_spec(served))}))
+    except BaseException:
+        for handle in handles.values():
+            handle.stop()
+        raise
+    return roster.model_copy(update={"subagents": entries}), list(handles.values())
