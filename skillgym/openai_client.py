@@ -29,6 +29,8 @@ import random
 import ssl
 import threading
 import time
+import urllib.parse
+import urllib.request
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -202,7 +204,7 @@ class OpenAIClient:
             with tries.recording():
                 async with session.limit:
                     self._count()
-                    async with session.http.post(self.url, json=body, headers=self._headers) as response:
+                    async with session.http.post(self.url, json=body, headers=self._headers, proxy=session.proxy) as response:
                         raw = await response.read()
                 return self._completion(response.status, raw, response.headers, body, tries.number)
         raise self._exhausted(body, tries)
@@ -222,12 +224,14 @@ class OpenAIClient:
 
         async def one() -> None:
             try:
-                async with session.limit, session.http.get(self.base_url + "/models", headers=self._headers) as response:
+                async with session.limit, session.http.get(
+                    self.base_url + "/models", headers=self._headers, proxy=session.proxy
+                ) as response:
                     await response.read()
             except (aiohttp.ClientError, TimeoutError, ValueError):
                 pass
 
-        # All at once: each call holds its connection until every other one has opened its own.
+        # All at once: no connection is free yet when each starts, so each opens its own.
         await asyncio.gather(*(one() for _ in range(max(1, count))))
 
     def _count(self) -> None:
@@ -279,7 +283,7 @@ class OpenAIClient:
         loop = asyncio.get_running_loop()
         session = self._async.get(loop)
         if session is None:
-            session = self._async[loop] = _AsyncSession(self.max_concurrency, self.timeout, self._ssl_context())
+            session = self._async[loop] = _AsyncSession(self.max_concurrency, self.timeout, self._ssl_context(), self.base_url)
             await session.guard.__anext__()
         return session
 
@@ -320,13 +324,15 @@ class _AsyncSession:
     instead of warning "Unclosed client session" when collected.
     """
 
-    def __init__(self, size: int, timeout: float, ssl_context: ssl.SSLContext):
+    def __init__(self, size: int, timeout: float, ssl_context: ssl.SSLContext, base_url: str):
         self.limit = asyncio.Semaphore(size)
         self.http = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=size, ssl=ssl_context),
             timeout=aiohttp.ClientTimeout(total=timeout, connect=min(timeout, 10.0)),
-            trust_env=True,  # proxies from the environment, as httpx (the sync face) does
         )
+        # The environment's proxy (as httpx, the sync face, uses it), looked up once here:
+        # aiohttp's trust_env would look it up (and ~/.netrc) in a thread on every request.
+        self.proxy = _env_proxy(base_url)
         self.guard = self._close_at_shutdown()
 
     async def _close_at_shutdown(self) -> AsyncIterator[None]:
@@ -386,6 +392,14 @@ def _transport_reason(exc: BaseException) -> str:
     if isinstance(exc, (httpx.ConnectError, aiohttp.ClientConnectorError)):
         return f"ConnectError: {exc}"
     return f"{type(exc).__name__}: {exc}"
+
+
+def _env_proxy(url: str) -> str | None:
+    """The proxy ``$HTTP(S)_PROXY`` names for ``url``, unless ``$NO_PROXY`` exempts its host."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.hostname is None or urllib.request.proxy_bypass(parts.hostname):
+        return None
+    return urllib.request.getproxies().get(parts.scheme)
 
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:
