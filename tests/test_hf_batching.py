@@ -175,6 +175,8 @@ def test_failures_reach_the_caller_and_the_generator_goes_on(model):
     try:
         with pytest.raises(ValueError, match="empty prompt"):
             generator.submit(request([]))
+        with pytest.raises(ValueError, match="max_new_tokens"):
+            generator.submit(request([1, 2], max_new_tokens=0))
         too_long = request([1] * 10, max_new_tokens=5)
         too_long.prompt = [VOCAB + 5] * 10  # out of the embedding's range: the step raises
         with pytest.raises(IndexError):

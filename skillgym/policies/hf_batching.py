@@ -163,6 +163,8 @@ class BatchedGenerator:
             raise RuntimeError("the batched generator is closed")
         if not request.prompt:
             raise ValueError("an empty prompt cannot be generated from")
+        if request.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be at least 1, got {request.max_new_tokens}")
         future: Future = Future()
         self._ensure_thread()
         self._queue.put((request, future))
