@@ -44,11 +44,16 @@ DESCRIPTION = (
     "it, how many methods a class has, a constant's value, a parameter's default. Give it the question; it "
     "returns a compact exact answer."
 )
-DISTRACTOR = {"name": "poet", "description": "Writes short poems and stories about the sea and the weather.",
-              "env": "skillgym.benchmarks.orchestrator:make_worker_spec", "policy": "expert"}
+DISTRACTOR = {
+    "name": "poet",
+    "description": "Writes short poems and stories about the sea and the weather.",
+    "env": "skillgym.benchmarks.orchestrator:make_worker_spec",
+    "policy": "expert",
+}
 
 
 # -- accuracy ---------------------------------------------------------------------------------------
+
 
 def accuracy(policies: list[str], n_tasks: int, backend: str, prices: tuple[float, float]) -> list[dict[str, Any]]:
     """Standalone vs orchestrated success for each subagent policy on the first ``n_tasks``
@@ -60,14 +65,28 @@ def accuracy(policies: list[str], n_tasks: int, backend: str, prices: tuple[floa
     results = []
     for policy in policies:
         standalone_env = skillgym.make("codebase-explorer-v0", backend=backend)
-        roster = {"subagents": [
-            {"name": "codebase-explorer", "description": DESCRIPTION, "env": "codebase-explorer-v0",
-             "env_args": {"backend": backend}, "policy": policy, "limits": {"timeout_s": 600},
-             "prices": {"input_per_million": prices[0], "output_per_million": prices[1]}},
-            {**DISTRACTOR, "env_args": {"backend": backend}},
-        ]}
-        env = skillgym.make("orchestrator-v0", roster=roster, tasks="codebase-explorer-v0", task_limit=n_tasks,
-                            split="test", backend=backend)
+        roster = {
+            "subagents": [
+                {
+                    "name": "codebase-explorer",
+                    "description": DESCRIPTION,
+                    "env": "codebase-explorer-v0",
+                    "env_args": {"backend": backend},
+                    "policy": policy,
+                    "limits": {"timeout_s": 600},
+                    "prices": {"input_per_million": prices[0], "output_per_million": prices[1]},
+                },
+                {**DISTRACTOR, "env_args": {"backend": backend}},
+            ]
+        }
+        env = skillgym.make(
+            "orchestrator-v0",
+            roster=roster,
+            tasks="codebase-explorer-v0",
+            task_limit=n_tasks,
+            split="test",
+            backend=backend,
+        )
         try:
             tasks = env.env_spec.tasks.tasks("test")
             agent = make_policy(policy, standalone_env)
@@ -87,8 +106,9 @@ def accuracy(policies: list[str], n_tasks: int, backend: str, prices: tuple[floa
     return results
 
 
-def _accuracy_report(policy: str, alone: list[Any], trees: list[Any], alone_s: float, tree_s: float,
-                     prices: tuple[float, float]) -> dict[str, Any]:
+def _accuracy_report(
+    policy: str, alone: list[Any], trees: list[Any], alone_s: float, tree_s: float, prices: tuple[float, float]
+) -> dict[str, Any]:
     model = policy.partition("?")[0]
     a = [t.reward or 0.0 for t in alone]
     o = [t.reward or 0.0 for t in trees]
@@ -108,17 +128,21 @@ def _accuracy_report(policy: str, alone: list[Any], trees: list[Any], alone_s: f
         latency += rolled["subagent_seconds"]
     n = max(len(trees), 1)
     return {
-        "policy": policy, "tasks": len(trees),
+        "policy": policy,
+        "tasks": len(trees),
         "standalone": {"mean_reward": sum(a) / n, "solved": sum(r > 0.5 for r in a) / n, "seconds": round(alone_s, 2)},
         "orchestrated": {"mean_reward": sum(o) / n, "solved": sum(r > 0.5 for r in o) / n, "seconds": round(tree_s, 2)},
         "same_outcome": sum((x > 0.5) == (y > 0.5) for x, y in zip(a, o)),
         "failed_calls": sum(c.metadata.get("call_status") != "ok" for t in trees for c in t.children),
-        "subagent_tokens": int(tokens), "subagent_cost_usd": cost, "subagent_seconds": round(latency, 3),
+        "subagent_tokens": int(tokens),
+        "subagent_cost_usd": cost,
+        "subagent_seconds": round(latency, 3),
         "rollup_sums_ok": bool(sums_ok),
     }
 
 
 # -- throughput ---------------------------------------------------------------------------------------
+
 
 class _WorkerExpert:
     """The distractor subagent's player: answers at once."""
@@ -147,20 +171,44 @@ def make_worker_spec(backend: str = "local") -> Any:
     from skillgym.spec import EnvSpec
     from skillgym.tasks import TaskList
 
-    return EnvSpec(id="worker-v0", tools=["submit"], sandbox=SandboxConfig(backend=backend), tasks=TaskList([]),
-                   grader=AnswerMatch("normalized"), max_turns=2, expert=_WorkerExpert)
+    return EnvSpec(
+        id="worker-v0",
+        tools=["submit"],
+        sandbox=SandboxConfig(backend=backend),
+        tasks=TaskList([]),
+        grader=AnswerMatch("normalized"),
+        max_turns=2,
+        expert=_WorkerExpert,
+    )
 
 
 def _responder(calls: int):
     def respond(request: dict[str, Any]) -> dict[str, Any]:
         turn = sum(1 for m in request.get("messages", []) if m.get("role") == "assistant")
         if request.get("model") == "orchestrator" and turn == 0:
-            tool_calls = [{"id": f"s{i}", "type": "function", "function": {
-                "name": "subagent", "arguments": json.dumps({"prompt": f"part {i} of the job", "config": "worker"})}}
-                for i in range(calls)]
+            tool_calls = [
+                {
+                    "id": f"s{i}",
+                    "type": "function",
+                    "function": {
+                        "name": "subagent",
+                        "arguments": json.dumps({"prompt": f"part {i} of the job", "config": "worker"}),
+                    },
+                }
+                for i in range(calls)
+            ]
             return {"role": "assistant", "content": "", "tool_calls": tool_calls}
-        return {"role": "assistant", "content": "", "tool_calls": [{"id": "done", "type": "function", "function": {
-            "name": "submit", "arguments": json.dumps({"answer": "done"})}}]}
+        return {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [
+                {
+                    "id": "done",
+                    "type": "function",
+                    "function": {"name": "submit", "arguments": json.dumps({"answer": "done"})},
+                }
+            ],
+        }
 
     return respond
 
@@ -195,17 +243,27 @@ def throughput(episodes: int, calls: int, delay: float, rounds: int, backend: st
     tasks = [Task(id=f"job-{i}", prompt=f"Do job {i}.", reference={"answer": "done"}) for i in range(8)]
     workers = episodes * (calls + 2) + 16
     with ScriptedOpenAIServer(_responder(calls), delay_s=delay, process=True, record=False) as server:
-        roster = {"subagents": [{
-            "name": "worker", "description": "Does one part of a job.",
-            "env": "skillgym.benchmarks.orchestrator:make_worker_spec", "env_args": {"backend": backend},
-            "policy": f"openai:worker@{server.base_url}?max_retries=0", "limits": {"timeout_s": 120},
-        }]}
+        roster = {
+            "subagents": [
+                {
+                    "name": "worker",
+                    "description": "Does one part of a job.",
+                    "env": "skillgym.benchmarks.orchestrator:make_worker_spec",
+                    "env_args": {"backend": backend},
+                    "policy": f"openai:worker@{server.base_url}?max_retries=0",
+                    "limits": {"timeout_s": 120},
+                }
+            ]
+        }
         envs = [skillgym.make("orchestrator-v0", roster=roster, tasks=tasks, backend=backend) for _ in range(episodes)]
         policies = [OpenAIPolicy("orchestrator", base_url=server.base_url, max_retries=0) for _ in envs]
         worker_spec = make_worker_spec(backend)
         flat_envs = [SkillEnv(worker_spec) for _ in range(episodes * calls)]
         flat_policies = [OpenAIPolicy("worker", base_url=server.base_url, max_retries=0) for _ in flat_envs]
-        flat_tasks = [Task(id=f"part-{i}", prompt=f"part {i} of the job", reference={"answer": "done"}) for i in range(calls)]
+        flat_tasks = [
+            Task(id=f"part-{i}", prompt=f"part {i} of the job", reference={"answer": "done"}) for i in range(calls)
+        ]
+
         async def measure() -> tuple[list[Any], float, int, list[Any], float]:
             # One loop for warm-up and measurement: HTTP clients and connections stay warm.
             await _drive(envs, policies, tasks, 1)  # envs, sandboxes, subagent slots
@@ -229,19 +287,31 @@ def throughput(episodes: int, calls: int, delay: float, rounds: int, backend: st
     ok = sum(t.reward == 1.0 and len(t.children) == calls for t in trees)
     ideal_tree, ideal_flat = rounds * 3 * delay, rounds * delay
     return {
-        "episodes_concurrent": episodes, "calls_per_turn": calls, "delay_s": delay, "rounds": rounds,
+        "episodes_concurrent": episodes,
+        "calls_per_turn": calls,
+        "delay_s": delay,
+        "rounds": rounds,
         "sandbox": backend,
         "orchestrator": {
-            "episodes": len(trees), "episodes_ok": ok, "subagent_calls": sum(len(t.children) for t in trees),
-            "requests": tree_requests, "wall_s": round(tree_wall, 3), "ideal_s": round(ideal_tree, 3),
-            "efficiency": round(ideal_tree / tree_wall, 4), "episodes_per_s": round(len(trees) / tree_wall, 2),
+            "episodes": len(trees),
+            "episodes_ok": ok,
+            "subagent_calls": sum(len(t.children) for t in trees),
+            "requests": tree_requests,
+            "wall_s": round(tree_wall, 3),
+            "ideal_s": round(ideal_tree, 3),
+            "efficiency": round(ideal_tree / tree_wall, 4),
+            "episodes_per_s": round(len(trees) / tree_wall, 2),
             "mean_subagent_seconds_per_episode": round(
-                sum(t.metadata["rollup"]["subagent_seconds"] for t in trees) / max(len(trees), 1), 4),
+                sum(t.metadata["rollup"]["subagent_seconds"] for t in trees) / max(len(trees), 1), 4
+            ),
         },
         "baseline_flat_subagents": {
-            "episodes": len(flat), "episodes_ok": sum(t.status == "ok" and t.terminated for t in flat),
-            "wall_s": round(flat_wall, 3), "ideal_s": round(ideal_flat, 3),
-            "efficiency": round(ideal_flat / flat_wall, 4), "episodes_per_s": round(len(flat) / flat_wall, 2),
+            "episodes": len(flat),
+            "episodes_ok": sum(t.status == "ok" and t.terminated for t in flat),
+            "wall_s": round(flat_wall, 3),
+            "ideal_s": round(ideal_flat, 3),
+            "efficiency": round(ideal_flat / flat_wall, 4),
+            "episodes_per_s": round(len(flat) / flat_wall, 2),
         },
     }
 
@@ -251,8 +321,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--part", choices=["all", "accuracy", "throughput"], default="all")
     parser.add_argument("--tasks", type=int, default=TASKS, help="held-out tasks per policy (accuracy)")
-    parser.add_argument("--policies", default=",".join(POLICIES),
-                        help="subagent policy specs, comma separated (accuracy); e.g. hf:runs/distill/student")
+    parser.add_argument(
+        "--policies",
+        default=",".join(POLICIES),
+        help="subagent policy specs, comma separated (accuracy); e.g. hf:runs/distill/student",
+    )
     parser.add_argument("--prices", default="3,15", help="subagent $ per million input,output tokens (accuracy)")
     parser.add_argument("--episodes", type=int, default=32, help="concurrent orchestrator episodes (throughput)")
     parser.add_argument("--calls", type=int, default=4, help="parallel subagent calls per turn (throughput)")
@@ -260,8 +333,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="episodes per concurrent slot (throughput)")
     parser.add_argument("--sandbox", default="local", choices=["auto", "local", "docker"])
     args = parser.parse_args(argv)
-    report: dict[str, Any] = {"benchmark": "orchestrator", "python": platform.python_version(),
-                              "machine": platform.machine()}
+    report: dict[str, Any] = {
+        "benchmark": "orchestrator",
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+    }
     if args.part in ("all", "accuracy"):
         prices = tuple(float(x) for x in args.prices.split(","))
         if len(prices) != 2:
@@ -274,14 +350,18 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(report, indent=2))
     else:
         for row in report.get("accuracy", []):
-            print(f"{row['policy']}: standalone {row['standalone']['mean_reward']:.3f}, orchestrated "
-                  f"{row['orchestrated']['mean_reward']:.3f} on {row['tasks']} tasks; same outcome on "
-                  f"{row['same_outcome']}; routing {row['routing']['accuracy']}; sums ok: {row['rollup_sums_ok']}")
+            print(
+                f"{row['policy']}: standalone {row['standalone']['mean_reward']:.3f}, orchestrated "
+                f"{row['orchestrated']['mean_reward']:.3f} on {row['tasks']} tasks; same outcome on "
+                f"{row['same_outcome']}; routing {row['routing']['accuracy']}; sums ok: {row['rollup_sums_ok']}"
+            )
         if "throughput" in report:
             t = report["throughput"]
-            print(f"orchestrator efficiency {t['orchestrator']['efficiency']:.2%} "
-                  f"({t['orchestrator']['episodes_per_s']} episodes/s); flat subagent baseline "
-                  f"{t['baseline_flat_subagents']['efficiency']:.2%}")
+            print(
+                f"orchestrator efficiency {t['orchestrator']['efficiency']:.2%} "
+                f"({t['orchestrator']['episodes_per_s']} episodes/s); flat subagent baseline "
+                f"{t['baseline_flat_subagents']['efficiency']:.2%}"
+            )
     return 0
 
 

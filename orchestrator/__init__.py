@@ -19,7 +19,25 @@ from .runner import SHARED_DIR, CallResult, SubagentRunner
 from .tree import Rollup, render_tree, rollup, routing_accuracy
 
 __all__ = [
-    "ENV_ID", "SHARED_DIR", "CallResult", "Limits", "OrchestratorEnv", "PosedTasks", "Prices", "Rollup", "Roster",
-    "RosterError", "ScriptedRouter", "SubagentConfig", "SubagentRunner", "default_roster", "load_roster",
-    "make_env", "make_spec", "parse_subagent_reply", "render_tree", "rollup", "routing_accuracy",
+    "ENV_ID",
+    "SHARED_DIR",
+    "CallResult",
+    "Limits",
+    "OrchestratorEnv",
+    "PosedTasks",
+    "Prices",
+    "Rollup",
+    "Roster",
+    "RosterError",
+    "ScriptedRouter",
+    "SubagentConfig",
+    "SubagentRunner",
+    "default_roster",
+    "load_roster",
+    "make_env",
+    "make_spec",
+    "parse_subagent_reply",
+    "render_tree",
+    "rollup",
+    "routing_accuracy",
 ]

@@ -43,8 +43,9 @@ def read_trajectories(source: str | Path) -> list[Trajectory]:
     return out
 
 
-def child_records(trajectories: Iterable[Trajectory], name: str, *,
-                  ungraded: Literal["parent", "drop"] = "parent") -> list[Trajectory]:
+def child_records(
+    trajectories: Iterable[Trajectory], name: str, *, ungraded: Literal["parent", "drop"] = "parent"
+) -> list[Trajectory]:
     """The calls to subagent ``name`` (at any depth) as standalone records.
 
     Args:

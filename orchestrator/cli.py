@@ -1,11 +1,11 @@
 """``skillgym orchestrate``: play orchestrator episodes, show episode trees, check a roster.
 
-    skillgym orchestrate play --roster roster.yaml --episodes 3 --depth 1
-    skillgym orchestrate play --swap codebase-explorer=hf:runs/distill/student --episodes 20 --quiet
-    skillgym orchestrate show trajectories.jsonl --depth 0
-    skillgym orchestrate roster roster.yaml
-    skillgym orchestrate children trees.jsonl --name codebase-explorer --out runs/children
-    skillgym orchestrate serve roster.yaml --out served.yaml     # hf: subagents behind HTTP
+skillgym orchestrate play --roster roster.yaml --episodes 3 --depth 1
+skillgym orchestrate play --swap codebase-explorer=hf:runs/distill/student --episodes 20 --quiet
+skillgym orchestrate show trajectories.jsonl --depth 0
+skillgym orchestrate roster roster.yaml
+skillgym orchestrate children trees.jsonl --name codebase-explorer --out runs/children
+skillgym orchestrate serve roster.yaml --out served.yaml     # hf: subagents behind HTTP
 """
 
 from __future__ import annotations
@@ -62,8 +62,15 @@ def play(
 
     roster = _roster(roster_path, swap, backend)
     try:
-        env = skillgym.make("orchestrator-v0", roster=roster, tasks=tasks, router=router, split=split, backend=backend,
-                            task_limit=None if task else episodes)
+        env = skillgym.make(
+            "orchestrator-v0",
+            roster=roster,
+            tasks=tasks,
+            router=router,
+            split=split,
+            backend=backend,
+            task_limit=None if task else episodes,
+        )
         chosen = [env.env_spec.tasks.get(task)] if task else env.env_spec.tasks.tasks(split)[:episodes]
         agent = make_policy(policy, env)
     except (KeyError, ValueError, TypeError) as exc:
@@ -87,8 +94,10 @@ def play(
         cost = sum(t.metadata["rollup"]["cost_usd"] for t in trajectories)
         calls = sum(t.metadata["rollup"]["subagent_calls"] for t in trajectories)
         routing = routing_accuracy(trajectories)
-        typer.echo(f"{n} episodes · mean reward {mean:.3f} · {calls} subagent calls · ${cost:.6f} · "
-                   f"routing accuracy {routing['accuracy']}")
+        typer.echo(
+            f"{n} episodes · mean reward {mean:.3f} · {calls} subagent calls · ${cost:.6f} · "
+            f"routing accuracy {routing['accuracy']}"
+        )
 
 
 @app.command()
@@ -120,8 +129,9 @@ def children(
     source: Path = typer.Argument(..., help="Orchestrator trajectories: a run directory or a JSONL file."),
     name: str = typer.Option(..., "--name", help="The roster entry whose calls to keep."),
     out: Path = typer.Option(..., "--out", help="Run directory to write (then: skillgym export OUT --out DATASET)."),
-    ungraded: str = typer.Option("parent", help="Calls with no grade of their own: parent (take the "
-                                 "orchestrator episode's reward) or drop."),
+    ungraded: str = typer.Option(
+        "parent", help="Calls with no grade of their own: parent (take the orchestrator episode's reward) or drop."
+    ),
 ) -> None:
     """Turn the subagent calls orchestrators made into a run that `skillgym export` makes SFT data of."""
     from .children import child_records, read_trajectories, write_child_run
@@ -135,9 +145,11 @@ def children(
     if not records:
         _fail(f"no finished calls to {name!r} in {source}")
     written = write_child_run(records, out)
-    typer.echo(f"{written} calls to {name} written to {out} "
-               f"({sum(r.metadata['reward_source'] == 'own' for r in records)} graded by the subagent's env); "
-               f"next: skillgym export {out} --out DATASET")
+    typer.echo(
+        f"{written} calls to {name} written to {out} "
+        f"({sum(r.metadata['reward_source'] == 'own' for r in records)} graded by the subagent's env); "
+        f"next: skillgym export {out} --out DATASET"
+    )
 
 
 @app.command()
@@ -183,6 +195,8 @@ def roster_command(path: Path = typer.Argument(..., help="Roster YAML file.")) -
     """Check a roster file and list its subagents."""
     roster = _roster(path, [], "auto")
     for entry in roster.subagents:
-        typer.echo(f"{entry.name}: {entry.env} played by {entry.policy} "
-                   f"(timeout {entry.limits.timeout_s:g} s, ${entry.prices.input_per_million:g}/"
-                   f"${entry.prices.output_per_million:g} per M tokens)")
+        typer.echo(
+            f"{entry.name}: {entry.env} played by {entry.policy} "
+            f"(timeout {entry.limits.timeout_s:g} s, ${entry.prices.input_per_million:g}/"
+            f"${entry.prices.output_per_million:g} per M tokens)"
+        )

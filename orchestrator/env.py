@@ -75,8 +75,14 @@ class PosedTasks:
         limit: Keep only the first ``limit`` tasks of each split.
     """
 
-    def __init__(self, env: str, env_args: dict[str, Any] | None = None, *, expected_subagent: str | None = None,
-                 limit: int | None = None) -> None:
+    def __init__(
+        self,
+        env: str,
+        env_args: dict[str, Any] | None = None,
+        *,
+        expected_subagent: str | None = None,
+        limit: int | None = None,
+    ) -> None:
         self.env = env
         self.env_args = dict(env_args or {})
         self.expected_subagent = expected_subagent
@@ -111,8 +117,9 @@ class _SourceGrader:
         return self.source.spec().grader.grade(task, answer, messages, sandbox)
 
 
-def _task_source(tasks: Any, roster: Roster, grader: Grader | None, limit: int | None,
-                 env_args: dict[str, Any]) -> tuple[TaskSource, Grader]:
+def _task_source(
+    tasks: Any, roster: Roster, grader: Grader | None, limit: int | None, env_args: dict[str, Any]
+) -> tuple[TaskSource, Grader]:
     """(source, grader) from what ``make_spec(tasks=...)`` accepts."""
     if isinstance(tasks, PosedTasks):
         return tasks, grader or tasks.grader
@@ -130,7 +137,9 @@ def _task_source(tasks: Any, roster: Roster, grader: Grader | None, limit: int |
         if grader is None:
             raise ValueError("orchestrator-v0: tasks given as a task source need a grader= too")
         return tasks, grader
-    raise TypeError(f"orchestrator-v0: tasks={tasks!r} is not an env id, a .jsonl path, a list of tasks or a task source")
+    raise TypeError(
+        f"orchestrator-v0: tasks={tasks!r} is not an env id, a .jsonl path, a list of tasks or a task source"
+    )
 
 
 def make_spec(
@@ -201,8 +210,9 @@ class OrchestratorEnv(SkillEnv):
         **kwargs: :class:`SkillEnv` options.
     """
 
-    def __init__(self, env_spec: EnvSpec, *, roster: Roster | dict[str, Any] | str | Path | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, env_spec: EnvSpec, *, roster: Roster | dict[str, Any] | str | Path | None = None, **kwargs: Any
+    ) -> None:
         source = roster if roster is not None else env_spec.metadata.get("roster")
         self.roster = load_roster(source) if source is not None else default_roster()
         self.runner = SubagentRunner()

@@ -147,8 +147,10 @@ class Roster(BaseModel):
     def with_policy(self, name: str, policy: str) -> Roster:
         """A copy with ``name`` played by ``policy`` (the baselines: same roster, another model)."""
         self.get(name)
-        entries = [s.model_copy(update={"policy": str(parse_policy_spec(policy))}) if s.name == name else s
-                   for s in self.subagents]
+        entries = [
+            s.model_copy(update={"policy": str(parse_policy_spec(policy))}) if s.name == name else s
+            for s in self.subagents
+        ]
         return self.model_copy(update={"subagents": entries})
 
     def to_yaml(self) -> str:

@@ -186,7 +186,6 @@ class _KnownOnly:
         return self.inner.grade(task, answer, messages, sandbox)
 
 
-
 class _KnownTasks:
     """Finds a task of the subagent's own task source whose prompt is exactly the call's
     prompt (built lazily, once per spec): such a call can be graded."""
@@ -215,6 +214,7 @@ _KNOWN = _KnownTasks()
 
 
 # -- slots ----------------------------------------------------------------------------------------
+
 
 @dataclass
 class _Slot:
@@ -311,36 +311,66 @@ class SubagentRunner:
         except TimeoutError:
             limit = entry.limits.timeout_s
             result = self._failed(entry, slot, state, spec_id, task, f"timeout after {limit:g} s", status="timeout")
-            result.notes.append(f"note: stopped after its timeout of {limit:g} s (limits.timeout_s) "
-                                f"before it answered ({state.turns} turns done)")
+            result.notes.append(
+                f"note: stopped after its timeout of {limit:g} s (limits.timeout_s) "
+                f"before it answered ({state.turns} turns done)"
+            )
         except Exception as exc:
-            result = self._failed(entry, slot, state, spec_id, task, _error_status("", exc),
-                                  status=_error_status("", exc), trace=traceback.format_exc())
+            result = self._failed(
+                entry,
+                slot,
+                state,
+                spec_id,
+                task,
+                _error_status("", exc),
+                status=_error_status("", exc),
+                trace=traceback.format_exc(),
+            )
         assert result.child is not None
         _account(result.child, entry, time.perf_counter() - started, result.status, prompt)
         return result
 
-    async def _finished(self, entry: SubagentConfig, slot: _Slot, trajectory: Trajectory, *, graded: bool) -> CallResult:
+    async def _finished(
+        self, entry: SubagentConfig, slot: _Slot, trajectory: Trajectory, *, graded: bool
+    ) -> CallResult:
         status = "truncated" if trajectory.truncated else "ok"
         answer = trajectory.final_answer
         if answer is None:  # truncated: the last thing it said is all there is
-            answer = next((str(m.get("content") or "") for m in reversed(trajectory.messages)
-                           if m.get("role") == "assistant"), "")
+            answer = next(
+                (str(m.get("content") or "") for m in reversed(trajectory.messages) if m.get("role") == "assistant"), ""
+            )
         loop = asyncio.get_running_loop()
         files, contents, notes = await loop.run_in_executor(slot.executor, _collect_shared, slot.env)
         trajectory.metadata["graded"] = graded
         if not graded:  # a prompt of the orchestrator's own: nothing to grade it against
             trajectory.reward, trajectory.reward_components, trajectory.grade_details = None, {}, {}
         limit = entry.limits.max_answer_chars
-        result = CallResult(status=status, answer=answer[:limit], answer_chars=len(answer), files=files,
-                            file_contents=contents, child=trajectory, notes=notes)
+        result = CallResult(
+            status=status,
+            answer=answer[:limit],
+            answer_chars=len(answer),
+            files=files,
+            file_contents=contents,
+            child=trajectory,
+            notes=notes,
+        )
         if len(answer) > limit:
             result.notes.append(f"note: the answer was cut to its first {limit:,} of {len(answer):,} characters")
         self._release(entry, slot)
         return result
 
-    def _failed(self, entry: SubagentConfig, slot: _Slot | None, state: EpisodeState, spec_id: str,
-                task: Task | None, error: str, *, status: str, trace: str | None = None) -> CallResult:
+    def _failed(
+        self,
+        entry: SubagentConfig,
+        slot: _Slot | None,
+        state: EpisodeState,
+        spec_id: str,
+        task: Task | None,
+        error: str,
+        *,
+        status: str,
+        trace: str | None = None,
+    ) -> CallResult:
         partial = None
         if slot is not None and state.reset_done:
             try:
@@ -349,8 +379,12 @@ class SubagentRunner:
                 partial = None
         match = ENV_ID_RE.match(spec_id)
         child = Trajectory.failed(
-            error, env_id=spec_id if match else "subagent-v0", env_version=int(match["version"]) if match else 0,
-            task_id=task.id if task is not None else "subagent", policy_id=entry.policy, partial=partial,
+            error,
+            env_id=spec_id if match else "subagent-v0",
+            env_version=int(match["version"]) if match else 0,
+            task_id=task.id if task is not None else "subagent",
+            policy_id=entry.policy,
+            partial=partial,
             metadata={"traceback": trace} if trace else None,
         )
         if slot is not None:
@@ -419,19 +453,28 @@ def _task_for(spec: EnvSpec, prompt: str, shared: dict[str, str]) -> Task:
     files = {f"{SHARED_DIR}/{path}": text for path, text in shared.items()}
     known = _KNOWN.find(spec, prompt)
     if known is not None:
-        return known.model_copy(update={"files": {**known.files, **files},
-                                        "metadata": {**known.metadata, "posed_by": "orchestrator"}})
+        return known.model_copy(
+            update={"files": {**known.files, **files}, "metadata": {**known.metadata, "posed_by": "orchestrator"}}
+        )
     digest = hashlib.sha256(prompt.encode("utf-8", "replace")).hexdigest()[:12]
-    return Task(id=f"call-{digest}", prompt=prompt, files=files, split="test",
-                metadata={"posed_by": "orchestrator", "ungraded": True})
+    return Task(
+        id=f"call-{digest}",
+        prompt=prompt,
+        files=files,
+        split="test",
+        metadata={"posed_by": "orchestrator", "ungraded": True},
+    )
 
 
 def _collect_shared(env: SkillEnv) -> tuple[list[str], dict[str, str], list[str]]:
     """Files the subagent created or changed under ``shared/`` (the task's seed files are the
     snapshot it started from)."""
     task = env.task
-    seeded = {p.removeprefix(f"{SHARED_DIR}/"): t for p, t in (task.files if task else {}).items()
-              if p.startswith(f"{SHARED_DIR}/")}
+    seeded = {
+        p.removeprefix(f"{SHARED_DIR}/"): t
+        for p, t in (task.files if task else {}).items()
+        if p.startswith(f"{SHARED_DIR}/")
+    }
     try:
         listing = env.sandbox.call("glob", pattern="**/*", path=SHARED_DIR)
     except OpError:
@@ -475,8 +518,9 @@ def read_shared(sandbox: Sandbox) -> tuple[dict[str, str], list[str]]:
             continue
         total += len(text)
         if total > MAX_SHARED_BYTES:
-            notes.append(f"note: {path} is not visible to the subagent: the shared workspace exceeds "
-                         f"{MAX_SHARED_BYTES:,} bytes")
+            notes.append(
+                f"note: {path} is not visible to the subagent: the shared workspace exceeds {MAX_SHARED_BYTES:,} bytes"
+            )
             continue
         files[path] = text
     return files, notes
@@ -504,16 +548,18 @@ def _account(child: Trajectory, entry: SubagentConfig, seconds: float, status: s
     if child.usage.total_tokens == 0 and child.messages:
         child.usage = estimate_usage(child.messages)
         source = "estimated"
-    child.metadata.update({
-        "subagent": entry.name,
-        "model": entry.model,
-        "call_status": status,
-        "latency_s": round(seconds, 6),
-        "cost_usd": entry.prices.cost(child.usage),
-        "usage_source": source,
-        "prompt": prompt,
-        "graded": bool(child.metadata.get("graded")) and child.reward is not None,
-    })
+    child.metadata.update(
+        {
+            "subagent": entry.name,
+            "model": entry.model,
+            "call_status": status,
+            "latency_s": round(seconds, 6),
+            "cost_usd": entry.prices.cost(child.usage),
+            "usage_source": source,
+            "prompt": prompt,
+            "graded": bool(child.metadata.get("graded")) and child.reward is not None,
+        }
+    )
 
 
 def _error_status(where: str, exc: BaseException) -> str:

@@ -23,8 +23,9 @@ __all__ = ["serve_roster"]
 _SAMPLING = {"max_new_tokens": "max_tokens", "temperature": "temperature", "top_p": "top_p", "seed": "seed"}
 
 
-def serve_roster(roster: Roster, *, backend: str = "auto", log_dir: str | Path | None = None,
-                 timeout: float = 300.0) -> tuple[Roster, list[ServerHandle]]:
+def serve_roster(
+    roster: Roster, *, backend: str = "auto", log_dir: str | Path | None = None, timeout: float = 300.0
+) -> tuple[Roster, list[ServerHandle]]:
     """Serve every ``hf:`` model of ``roster``.
 
     Args:
@@ -47,8 +48,12 @@ def serve_roster(roster: Roster, *, backend: str = "auto", log_dir: str | Path |
                 continue
             assert spec.path is not None
             if spec.path not in handles:
-                handles[spec.path] = start_server(spec.path, backend=backend, log_dir=log_dir,  # type: ignore[arg-type]
-                                                  timeout=timeout)
+                handles[spec.path] = start_server(
+                    spec.path,
+                    backend=backend,
+                    log_dir=log_dir,  # type: ignore[arg-type]
+                    timeout=timeout,
+                )
             options: dict[str, Any] = {_SAMPLING[k]: v for k, v in spec.options.items() if k in _SAMPLING}
             query = "&".join(f"{k}={v}" for k, v in sorted(options.items()))
             served = handles[spec.path].policy_spec + (f"?{query}" if query else "")

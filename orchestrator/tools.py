@@ -23,10 +23,12 @@ __all__ = ["ListSubagents", "SubagentTool"]
 
 
 class SubagentArgs(ToolArgs):
-    prompt: str = Field(min_length=1, description="The task for the subagent, complete in itself: it sees nothing else.")
+    prompt: str = Field(
+        min_length=1, description="The task for the subagent, complete in itself: it sees nothing else."
+    )
     config: str | dict[str, Any] = Field(
         description="The subagent's name from list_subagents (or, where the roster allows it, an inline "
-        "definition {\"env\": ..., \"policy\": ...})."
+        'definition {"env": ..., "policy": ...}).'
     )
 
 

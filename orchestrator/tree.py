@@ -131,8 +131,7 @@ def routing_accuracy(trajectories: list[Trajectory]) -> dict[str, Any]:
         correct += int(chosen == expected)
         key = f"{expected or '(alone)'} -> {chosen or '(alone)'}"
         confusion[key] = confusion.get(key, 0) + 1
-    return {"known": known, "correct": correct, "accuracy": correct / known if known else None,
-            "confusion": confusion}
+    return {"known": known, "correct": correct, "accuracy": correct / known if known else None, "confusion": confusion}
 
 
 def render_tree(trajectory: Trajectory, depth: int = 1, *, max_chars: int = 600, indent: str = "    ") -> str:
@@ -181,9 +180,11 @@ def _child_block(child: Trajectory, depth: int, max_chars: int, indent: str, lev
     pad = indent * level
     usage = child.usage if isinstance(child.usage, Usage) else Usage()
     reward = "" if child.reward is None else f", reward {child.reward:g}"
-    head = (f"{pad}+ subagent {meta.get('subagent', '?')} [{meta.get('model', child.policy_id)}] "
-            f"{meta.get('call_status', child.status)}: {child.num_turns} turns, {usage.total_tokens} tokens, "
-            f"${float(meta.get('cost_usd') or 0):.6f}, {float(meta.get('latency_s') or 0):.2f} s{reward}")
+    head = (
+        f"{pad}+ subagent {meta.get('subagent', '?')} [{meta.get('model', child.policy_id)}] "
+        f"{meta.get('call_status', child.status)}: {child.num_turns} turns, {usage.total_tokens} tokens, "
+        f"${float(meta.get('cost_usd') or 0):.6f}, {float(meta.get('latency_s') or 0):.2f} s{reward}"
+    )
     if depth <= 0:
         answer = _clip(json.dumps(child.final_answer or "", ensure_ascii=False), max_chars)
         return [head, f"{pad}  = {answer}"]

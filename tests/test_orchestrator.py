@@ -79,19 +79,30 @@ class EchoExpert(Policy):
 def echo_spec(backend: str = "local") -> EnvSpec:
     """A small subagent env (module:function factory) played by :class:`EchoExpert`."""
     return EnvSpec(
-        id="echo-v0", tools=["read_file", "write_file", "submit"], sandbox=SandboxConfig(backend=backend),
-        tasks=TaskList([Task(id="known", prompt="echo the known question", reference={"answer": "echo: echo the known question"})]),
-        grader=TaskReferenceGrader(), expert=EchoExpert, max_turns=4,
+        id="echo-v0",
+        tools=["read_file", "write_file", "submit"],
+        sandbox=SandboxConfig(backend=backend),
+        tasks=TaskList(
+            [Task(id="known", prompt="echo the known question", reference={"answer": "echo: echo the known question"})]
+        ),
+        grader=TaskReferenceGrader(),
+        expert=EchoExpert,
+        max_turns=4,
     )
 
 
 def echo_roster(**limits: Any) -> dict[str, Any]:
     return {
-        "subagents": [{
-            "name": "echo", "description": "Echoes what it is told.", "env": "test_orchestrator:echo_spec",
-            "policy": "expert", "limits": {"timeout_s": 20, **limits},
-            "prices": {"input_per_million": 3.0, "output_per_million": 15.0},
-        }],
+        "subagents": [
+            {
+                "name": "echo",
+                "description": "Echoes what it is told.",
+                "env": "test_orchestrator:echo_spec",
+                "policy": "expert",
+                "limits": {"timeout_s": 20, **limits},
+                "prices": {"input_per_million": 3.0, "output_per_million": 15.0},
+            }
+        ],
         "orchestrator_prices": {"input_per_million": 1.0, "output_per_million": 2.0},
     }
 
@@ -116,7 +127,9 @@ def bwrap_children() -> list[psutil.Process]:
     out = []
     for proc in psutil.Process().children(recursive=True):
         try:
-            if proc.status() != psutil.STATUS_ZOMBIE and ("bwrap" in proc.name() or "executor" in " ".join(proc.cmdline())):
+            if proc.status() != psutil.STATUS_ZOMBIE and (
+                "bwrap" in proc.name() or "executor" in " ".join(proc.cmdline())
+            ):
                 out.append(proc)
         except psutil.NoSuchProcess:
             pass
@@ -124,6 +137,7 @@ def bwrap_children() -> list[psutil.Process]:
 
 
 # -- roster -------------------------------------------------------------------------------------
+
 
 def test_roster_yaml_round_trip_and_swap(tmp_path):
     path = tmp_path / "roster.yaml"
@@ -153,6 +167,7 @@ def test_roster_errors_name_the_field(tmp_path):
 
 # -- the env ------------------------------------------------------------------------------------
 
+
 def test_check_env_and_gymnasium_make():
     env = orchestrator(echo_roster())
     try:
@@ -163,8 +178,9 @@ def test_check_env_and_gymnasium_make():
         env.close()
     import gymnasium
 
-    gym_env = gymnasium.make("skillgym/orchestrator-v0", roster=echo_roster(), tasks=[Task(id="a", prompt="p")],
-                             backend="local")
+    gym_env = gymnasium.make(
+        "skillgym/orchestrator-v0", roster=echo_roster(), tasks=[Task(id="a", prompt="p")], backend="local"
+    )
     assert isinstance(gym_env.unwrapped, OrchestratorEnv)
     gym_env.close()
 
@@ -184,7 +200,10 @@ def test_subagent_call_returns_compact_answer_and_child_with_accounting():
         # A prompt that is one of the subagent env's tasks is graded; the orchestrator's own is not.
         assert known.reward == 1.0 and known.metadata["graded"] is True
         assert posed.reward is None and posed.metadata["graded"] is False
-        assert posed.final_answer == "echo: anything else" and posed.messages[0] == {"role": "user", "content": "anything else"}
+        assert posed.final_answer == "echo: anything else" and posed.messages[0] == {
+            "role": "user",
+            "content": "anything else",
+        }
         for child in traj.children:
             meta = child.metadata
             assert meta["subagent"] == "echo" and meta["model"] == "expert" and meta["call_status"] == "ok"
@@ -221,8 +240,9 @@ def test_rollup_sums_tokens_cost_time_and_calls():
     assert own["cost_usd"] == pytest.approx((3000 * 1.0 + 600 * 2.0) / 1e6)
     assert totals["prompt_tokens"] == 3000 + sub["prompt_tokens"]
     assert totals["cost_usd"] == pytest.approx(own["cost_usd"] + sub["cost_usd"])
-    assert totals["wall_seconds"] == pytest.approx(sum(t.tool_seconds + (t.policy_seconds or 0) for t in traj.timings),
-                                                   abs=1e-5)
+    assert totals["wall_seconds"] == pytest.approx(
+        sum(t.tool_seconds + (t.policy_seconds or 0) for t in traj.timings), abs=1e-5
+    )
     assert totals["wall_seconds"] >= 0.75
 
 
@@ -284,26 +304,39 @@ def test_bad_calls_are_precise_tool_errors():
 
 # -- faults -------------------------------------------------------------------------------------
 
+
 def test_faults_come_back_as_precise_tool_messages_and_leave_nothing_behind():
     roster = echo_roster(timeout_s=1.5)
-    roster["subagents"].append({
-        "name": "down", "description": "A model server that is not running.", "env": "test_orchestrator:echo_spec",
-        "policy": "openai:m@http://127.0.0.1:9/v1?max_retries=0&timeout=5",
-    })
+    roster["subagents"].append(
+        {
+            "name": "down",
+            "description": "A model server that is not running.",
+            "env": "test_orchestrator:echo_spec",
+            "policy": "openai:m@http://127.0.0.1:9/v1?max_retries=0&timeout=5",
+        }
+    )
     env = orchestrator(roster)
     try:
         env.reset(options={"task_id": "t1"})
         before = time.perf_counter()
-        obs, reward, terminated, truncated, _ = env.step("\n".join([
-            call("raise now"), call("sleep 4"), call("hello", config="down"), call("megabyte"),
-        ]))
+        obs, reward, terminated, truncated, _ = env.step(
+            "\n".join(
+                [
+                    call("raise now"),
+                    call("sleep 4"),
+                    call("hello", config="down"),
+                    call("megabyte"),
+                ]
+            )
+        )
         seconds = time.perf_counter() - before
         assert not terminated and not truncated and reward == 0.0
         crashed, slept, down, big = (m["content"] for m in obs[-4:])
-        assert crashed.splitlines()[0] == (
-            "status: error: RuntimeError: the subagent's model crashed on purpose")
+        assert crashed.splitlines()[0] == ("status: error: RuntimeError: the subagent's model crashed on purpose")
         assert slept.splitlines()[:2] == [
-            "status: timeout", "note: stopped after its timeout of 1.5 s (limits.timeout_s) before it answered (0 turns done)"]
+            "status: timeout",
+            "note: stopped after its timeout of 1.5 s (limits.timeout_s) before it answered (0 turns done)",
+        ]
         assert down.startswith("status: error: ") and "127.0.0.1:9" in down.splitlines()[0]
         lines = big.splitlines()
         assert lines[0] == "status: ok"
@@ -357,6 +390,7 @@ def test_runner_close_waits_for_failed_slots():
 
 # -- transcript ---------------------------------------------------------------------------------
 
+
 def test_render_tree_depth():
     env = orchestrator(echo_roster())
     try:
@@ -378,6 +412,7 @@ def test_render_tree_depth():
 
 # -- acceptance (a)/(b): the scripted router on held-out codebase-explorer tasks ----------------
 
+
 def _standalone(policy_spec: str, tasks: list[Task]) -> list[float]:
     from skillgym.policies.spec import make_policy
 
@@ -391,15 +426,27 @@ def _standalone(policy_spec: str, tasks: list[Task]) -> list[float]:
 
 @pytest.mark.parametrize("policy", ["expert", "random:0"])
 def test_router_matches_standalone_subagent(policy):
-    roster = {"subagents": [
-        {"name": "codebase-explorer", "env": "codebase-explorer-v0", "env_args": {"backend": "local"},
-         "policy": policy, "description": "Answers questions about a Python codebase: where a function or class "
-         "is defined, which functions call it, how many methods a class has, a constant's value, a default."},
-        {"name": "poet", "env": "test_orchestrator:echo_spec", "policy": "expert",
-         "description": "Writes short poems about the sea and the weather."},
-    ]}
-    env = skillgym.make("orchestrator-v0", roster=roster, tasks="codebase-explorer-v0", task_limit=10,
-                        split="test", backend="local")
+    roster = {
+        "subagents": [
+            {
+                "name": "codebase-explorer",
+                "env": "codebase-explorer-v0",
+                "env_args": {"backend": "local"},
+                "policy": policy,
+                "description": "Answers questions about a Python codebase: where a function or class "
+                "is defined, which functions call it, how many methods a class has, a constant's value, a default.",
+            },
+            {
+                "name": "poet",
+                "env": "test_orchestrator:echo_spec",
+                "policy": "expert",
+                "description": "Writes short poems about the sea and the weather.",
+            },
+        ]
+    }
+    env = skillgym.make(
+        "orchestrator-v0", roster=roster, tasks="codebase-explorer-v0", task_limit=10, split="test", backend="local"
+    )
     try:
         tasks = env.env_spec.tasks.tasks("test")
         assert len(tasks) == 10 and all(t.metadata["expected_subagent"] == "codebase-explorer" for t in tasks)
@@ -426,22 +473,45 @@ def test_router_alone_and_declines():
         assert traj.final_answer == ALONE_ANSWER and traj.children == []
     finally:
         env.close()
-    spec = make_spec(echo_roster(), tasks=[Task(id="q", prompt="zebra quantum xylophone",
-                                                reference={"answer": "?"}, metadata={"expected_subagent": None})], backend="local")
+    spec = make_spec(
+        echo_roster(),
+        tasks=[
+            Task(
+                id="q",
+                prompt="zebra quantum xylophone",
+                reference={"answer": "?"},
+                metadata={"expected_subagent": None},
+            )
+        ],
+        backend="local",
+    )
     env = OrchestratorEnv(spec)
     try:
         traj = skillgym.run_episode(env, spec.expert(), task_id="q")
         assert traj.children == [] and traj.final_answer == ALONE_ANSWER
-        assert routing_accuracy([traj]) == {"known": 1, "correct": 1, "accuracy": 1.0,
-                                            "confusion": {"(alone) -> (alone)": 1}}
+        assert routing_accuracy([traj]) == {
+            "known": 1,
+            "correct": 1,
+            "accuracy": 1.0,
+            "confusion": {"(alone) -> (alone)": 1},
+        }
     finally:
         env.close()
 
 
 def test_openai_subagent_over_loopback_reports_real_usage():
     def respond(request: dict[str, Any]) -> dict[str, Any]:
-        return {"role": "assistant", "content": "", "tool_calls": [
-            {"id": "c1", "type": "function", "function": {"name": "submit", "arguments": json.dumps({"answer": "42"})}}]}
+        return {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [
+                {
+                    "id": "c1",
+                    "type": "function",
+                    "function": {"name": "submit", "arguments": json.dumps({"answer": "42"})},
+                }
+            ],
+        }
 
     with ScriptedOpenAIServer(respond, delay_s=0.05) as server:
         roster = echo_roster()
@@ -479,19 +549,29 @@ def untrained_student(tmp_path_factory) -> str:
         env.close()
     tokenizer = train_tokenizer(texts, vocab_size=400, boilerplate_min_fraction=0.5)
     path = tmp_path_factory.mktemp("student-untrained")
-    spec = TinyModelSpec(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
-                         intermediate_size=128)
+    spec = TinyModelSpec(
+        hidden_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2, intermediate_size=128
+    )
     build_tiny_model(spec, tokenizer, seed=0).save_pretrained(str(path))
     save_tokenizer(tokenizer, path)
     return f"hf:{path}?max_new_tokens=24"
 
 
 def test_untrained_student_subagent_plays_exactly_its_standalone_episode(untrained_student):
-    roster = {"subagents": [{"name": "codebase-explorer", "env": "codebase-explorer-v0",
-                             "env_args": {"backend": "local", "max_turns": 3}, "policy": untrained_student,
-                             "description": "Answers questions about a Python codebase."}]}
-    env = skillgym.make("orchestrator-v0", roster=roster, tasks="codebase-explorer-v0", task_limit=3,
-                        split="test", backend="local")
+    roster = {
+        "subagents": [
+            {
+                "name": "codebase-explorer",
+                "env": "codebase-explorer-v0",
+                "env_args": {"backend": "local", "max_turns": 3},
+                "policy": untrained_student,
+                "description": "Answers questions about a Python codebase.",
+            }
+        ]
+    }
+    env = skillgym.make(
+        "orchestrator-v0", roster=roster, tasks="codebase-explorer-v0", task_limit=3, split="test", backend="local"
+    )
     try:
         tasks = env.env_spec.tasks.tasks("test")
         trees = [skillgym.run_episode(env, env.env_spec.expert(), task=t) for t in tasks]
@@ -522,19 +602,31 @@ def test_cli_play_json_then_show_tree(tmp_path):
     roster_file = tmp_path / "roster.yaml"
     roster_file.write_text(yaml.safe_dump(echo_roster()))
     tasks_file = tmp_path / "tasks.jsonl"
-    save_tasks_jsonl([Task(id="e1", prompt="Echo this line please.", reference={"answer": "echo: Echo this line please."},
-                           split="test", metadata={"expected_subagent": "echo"})], tasks_file)
+    save_tasks_jsonl(
+        [
+            Task(
+                id="e1",
+                prompt="Echo this line please.",
+                reference={"answer": "echo: Echo this line please."},
+                split="test",
+                metadata={"expected_subagent": "echo"},
+            )
+        ],
+        tasks_file,
+    )
     runner = CliRunner()
-    result = runner.invoke(app, ["play", "--roster", str(roster_file), "--tasks", str(tasks_file), "--backend", "local",
-                                 "--json"])
+    result = runner.invoke(
+        app, ["play", "--roster", str(roster_file), "--tasks", str(tasks_file), "--backend", "local", "--json"]
+    )
     assert result.exit_code == 0, result.output
     (tmp_path / "out.jsonl").write_text(result.output)
     traj = skillgym.Trajectory.model_validate_json(result.output.splitlines()[-1])
     assert traj.reward == 1.0 and traj.children[0].metadata["subagent"] == "echo"
     shown = runner.invoke(app, ["show", str(tmp_path / "out.jsonl"), "--depth", "0"])
     assert shown.exit_code == 0 and '= "echo: Echo this line please."' in shown.output
-    summary = runner.invoke(app, ["play", "--roster", str(roster_file), "--tasks", str(tasks_file), "--backend",
-                                  "local", "--quiet"])
+    summary = runner.invoke(
+        app, ["play", "--roster", str(roster_file), "--tasks", str(tasks_file), "--backend", "local", "--quiet"]
+    )
     assert "1 episodes · mean reward 1.000 · 1 subagent calls" in summary.output
     assert "routing accuracy 1.0" in summary.output
     bad = runner.invoke(app, ["play", "--roster", str(roster_file), "--swap", "echo=gpt4"])
@@ -568,18 +660,40 @@ def test_children_become_an_exportable_run(tmp_path):
     roster_file = tmp_path / "roster.yaml"
     roster_file.write_text(yaml.safe_dump(echo_roster()))
     tasks_file = tmp_path / "tasks.jsonl"
-    save_tasks_jsonl([
-        Task(id="k", prompt="echo the known question", reference={"answer": "echo: echo the known question"}, split="test"),
-        Task(id="o", prompt="an echo of this", reference={"answer": "echo: an echo of this"}, split="test"),
-        Task(id="w", prompt="echo something", reference={"answer": "not what echo says"}, split="test"),
-    ], tasks_file)
+    save_tasks_jsonl(
+        [
+            Task(
+                id="k",
+                prompt="echo the known question",
+                reference={"answer": "echo: echo the known question"},
+                split="test",
+            ),
+            Task(id="o", prompt="an echo of this", reference={"answer": "echo: an echo of this"}, split="test"),
+            Task(id="w", prompt="echo something", reference={"answer": "not what echo says"}, split="test"),
+        ],
+        tasks_file,
+    )
     runner = CliRunner()
-    played = runner.invoke(app, ["play", "--roster", str(roster_file), "--tasks", str(tasks_file), "--episodes", "3",
-                                 "--backend", "local", "--json"])
+    played = runner.invoke(
+        app,
+        [
+            "play",
+            "--roster",
+            str(roster_file),
+            "--tasks",
+            str(tasks_file),
+            "--episodes",
+            "3",
+            "--backend",
+            "local",
+            "--json",
+        ],
+    )
     assert played.exit_code == 0, played.output
     (tmp_path / "trees.jsonl").write_text(played.output)
-    result = runner.invoke(app, ["children", str(tmp_path / "trees.jsonl"), "--name", "echo", "--out",
-                                 str(tmp_path / "calls")])
+    result = runner.invoke(
+        app, ["children", str(tmp_path / "trees.jsonl"), "--name", "echo", "--out", str(tmp_path / "calls")]
+    )
     assert result.exit_code == 0, result.output
     assert "3 calls to echo written" in result.output and "(1 graded by the subagent's env)" in result.output
     report = export_dataset(ExportConfig(run_dir=tmp_path / "calls", out=tmp_path / "sft"))
@@ -619,7 +733,9 @@ def test_shipped_example_roster_loads_and_the_roster_command_lists_it():
     assert roster.names == ["codebase-explorer"] and roster.get("codebase-explorer").env == "codebase-explorer-v0"
     assert default_roster("local").get("codebase-explorer").env_args == {"backend": "local"}
     listed = CliRunner().invoke(app, ["roster", str(EXAMPLE_ROSTER)])
-    assert listed.exit_code == 0 and listed.output.startswith("codebase-explorer: codebase-explorer-v0 played by expert")
+    assert listed.exit_code == 0 and listed.output.startswith(
+        "codebase-explorer: codebase-explorer-v0 played by expert"
+    )
 
 
 def test_served_student_subagent_over_http(untrained_student, tmp_path):
@@ -627,16 +743,27 @@ def test_served_student_subagent_over_http(untrained_student, tmp_path):
     orchestrator's calls going over HTTP (the trained student comes from the main job)."""
     from skillgym.orchestrator.serving import serve_roster
 
-    roster = Roster.model_validate({"subagents": [{
-        "name": "codebase-explorer", "env": "codebase-explorer-v0", "env_args": {"backend": "local", "max_turns": 2},
-        "policy": untrained_student, "description": "Answers questions about a Python codebase.",
-        "prices": {"input_per_million": 1.0, "output_per_million": 1.0}}]})
+    roster = Roster.model_validate(
+        {
+            "subagents": [
+                {
+                    "name": "codebase-explorer",
+                    "env": "codebase-explorer-v0",
+                    "env_args": {"backend": "local", "max_turns": 2},
+                    "policy": untrained_student,
+                    "description": "Answers questions about a Python codebase.",
+                    "prices": {"input_per_million": 1.0, "output_per_million": 1.0},
+                }
+            ]
+        }
+    )
     served, handles = serve_roster(roster, backend="transformers", log_dir=tmp_path, timeout=240)
     try:
         policy = served.get("codebase-explorer").policy
         assert policy.startswith("openai:") and policy.endswith("?max_tokens=24") and len(handles) == 1
-        env = skillgym.make("orchestrator-v0", roster=served, tasks="codebase-explorer-v0", task_limit=2,
-                            split="test", backend="local")
+        env = skillgym.make(
+            "orchestrator-v0", roster=served, tasks="codebase-explorer-v0", task_limit=2, split="test", backend="local"
+        )
         try:
             trees = [skillgym.run_episode(env, env.env_spec.expert(), task=t) for t in env.env_spec.tasks.tasks("test")]
         finally:
@@ -649,4 +776,5 @@ def test_served_student_subagent_over_http(untrained_student, tmp_path):
         assert child.metadata["call_status"] in ("ok", "truncated") and child.metadata["usage_source"] == "policy"
         assert child.metadata["model"] == policy.partition("?")[0] and child.usage.completion_tokens > 0
         assert tree.metadata["rollup"]["per_model"][child.metadata["model"]]["cost_usd"] == pytest.approx(
-            child.usage.total_tokens / 1e6)
+            child.usage.total_tokens / 1e6
+        )

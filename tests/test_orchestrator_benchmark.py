@@ -9,8 +9,28 @@ from skillgym.benchmarks.orchestrator import main
 
 
 def test_benchmark_tiny_run_reports_both_parts(capsys):
-    assert main(["--json", "--tasks", "2", "--policies", "expert", "--episodes", "2", "--calls", "3",
-                 "--delay", "0.05", "--rounds", "1", "--sandbox", "local"]) == 0
+    assert (
+        main(
+            [
+                "--json",
+                "--tasks",
+                "2",
+                "--policies",
+                "expert",
+                "--episodes",
+                "2",
+                "--calls",
+                "3",
+                "--delay",
+                "0.05",
+                "--rounds",
+                "1",
+                "--sandbox",
+                "local",
+            ]
+        )
+        == 0
+    )
     report = json.loads(capsys.readouterr().out)
     (row,) = report["accuracy"]
     assert row["policy"] == "expert" and row["tasks"] == 2
