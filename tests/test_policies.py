@@ -553,3 +553,21 @@ def test_async_connections_close_with_their_loop_without_aclose(recwarn):
         del client, sessions
         gc.collect()
     assert not [w for w in recwarn if "Unclosed" in str(w.message)]
+
+
+def test_server_delay_is_its_latency_not_extra_time():
+    """The loopback server answers ``delay_s`` after a request arrives, its own work included,
+    so a benchmark's ideal (concurrency / delay) is what the server can really deliver."""
+    import httpx
+
+    async def busy(request):
+        await asyncio.sleep(0.15)  # the server's own work on the answer
+        return assistant_message("ok")
+
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    with ScriptedOpenAIServer(busy, delay_s=0.3) as server, httpx.Client() as client:
+        client.post(server.base_url + "/chat/completions", json=body)  # a warm connection
+        started = time.perf_counter()
+        assert client.post(server.base_url + "/chat/completions", json=body).json()["choices"][0]["message"]["content"] == "ok"
+        took = time.perf_counter() - started
+    assert 0.3 <= took < 0.42, took  # not 0.45: the 0.15 s of work was inside the delay
