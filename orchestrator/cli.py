@@ -102,25 +102,19 @@ def play(
 
 @app.command()
 def show(
-    path: Path = typer.Argument(..., help="A JSONL file of trajectories (or one JSON trajectory)."),
+    path: Path = typer.Argument(..., help="Trajectories: a run directory (skillgym rollout) or a JSONL file."),
     depth: int = typer.Option(1, min=0, help="Levels of subagent calls to open (0: answers only)."),
 ) -> None:
     """Print stored orchestrator trajectories as indented trees."""
-    from pydantic import ValidationError
-
-    from skillgym.types import Trajectory
-
+    from .children import read_trajectories
     from .tree import render_tree
 
-    if not path.is_file():
-        _fail(f"{path} does not exist")
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            traj = Trajectory.model_validate_json(line)
-        except ValidationError as exc:
-            _fail(f"{path}:{lineno}: not a trajectory: {exc.errors()[0]['msg']}")
+    try:
+        trajectories = read_trajectories(path)
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    for traj in trajectories:
+        typer.echo(f"=== task {traj.task_id}: reward {traj.reward}")
         typer.echo(render_tree(traj, depth=depth))
 
 

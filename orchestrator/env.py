@@ -98,7 +98,9 @@ class PosedTasks:
             return self._spec
 
     def _pose(self, task: Task) -> Task:
-        metadata = {**task.metadata, "source_env": self.env, "expected_subagent": self.expected_subagent}
+        metadata = {**task.metadata, "source_env": self.env}
+        if self.expected_subagent is not None:  # unknown is not "answer alone": routing skips such tasks
+            metadata["expected_subagent"] = self.expected_subagent
         return task.model_copy(update={"metadata": metadata})
 
     def tasks(self, split: str) -> list[Task]:
