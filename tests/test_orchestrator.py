@@ -778,3 +778,26 @@ def test_served_student_subagent_over_http(untrained_student, tmp_path):
         assert tree.metadata["rollup"]["per_model"][child.metadata["model"]]["cost_usd"] == pytest.approx(
             child.usage.total_tokens / 1e6
         )
+
+
+def test_rollout_engine_stores_orchestrator_trees(tmp_path):
+    from typer.testing import CliRunner
+
+    from skillgym.pipeline.cli import app
+    from skillgym.rollouts.store import iter_trajectories
+    from skillgym.tasks import save_tasks_jsonl
+
+    roster_file = tmp_path / "roster.yaml"
+    roster_file.write_text(yaml.safe_dump(echo_roster()))
+    tasks_file = tmp_path / "tasks.jsonl"
+    save_tasks_jsonl([Task(id=f"e{i}", prompt=f"echo number {i}", reference={"answer": f"echo: echo number {i}"})
+                      for i in range(3)], tasks_file)
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["rollout", "orchestrator-v0", "--out", str(out), "--concurrency", "3",
+                                      "--env-arg", f"roster={roster_file}", "--env-arg", f"tasks={tasks_file}",
+                                      "--env-arg", "backend=local"])
+    assert result.exit_code == 0, result.output
+    stored = sorted(iter_trajectories(out), key=lambda t: t.task_id)
+    assert [t.reward for t in stored] == [1.0, 1.0, 1.0]
+    assert [t.children[0].final_answer for t in stored] == [f"echo: echo number {i}" for i in range(3)]
+    assert all(t.metadata["rollup"]["subagent_calls"] == 1 for t in stored)
