@@ -218,7 +218,10 @@ class OrchestratorEnv(SkillEnv):
         source = roster if roster is not None else env_spec.metadata.get("roster")
         self.roster = load_roster(source) if source is not None else default_roster()
         self.runner = SubagentRunner()
-        self._pending: dict[str, tuple[CallHandle, list[str]]] = {}
+        # Calls started ahead for the turn being stepped, by their position in the turn (ids
+        # need not be unique in model output), and how many calls the step has run so far.
+        self._pending: dict[int, tuple[str, CallHandle, list[str]]] = {}
+        self._call_seq = 0
         super().__init__(env_spec, **kwargs)
 
     def _build_tools(self) -> list[Tool]:
@@ -233,25 +236,26 @@ class OrchestratorEnv(SkillEnv):
 
     # -- concurrency: start every subagent call of a turn before answering them in order -----
     def step(self, action: Any):
+        self._call_seq = 0
         if not self._done and self._trajectory is not None:
             self._pending = self._start_turn_calls(action)
         try:
             return super().step(action)
         finally:
             leftover, self._pending = self._pending, {}
-            for handle, _ in leftover.values():  # never asked for (cannot happen): let them end
+            for _, handle, _ in leftover.values():  # never asked for (the step broke): let them end
                 self.runner.finish(handle)
 
-    def _start_turn_calls(self, action: Any) -> dict[str, tuple[CallHandle, list[str]]]:
+    def _start_turn_calls(self, action: Any) -> dict[int, tuple[str, CallHandle, list[str]]]:
         try:
             parsed = parse_turn(action, call_id_prefix=f"call_{self._turn + 1}")
         except Exception:  # the core step reports unreadable turns; nothing to start here
             return {}
         if parsed.errors or any(c.name is None or c.arguments is None for c in parsed.calls):
             return {}
-        started: dict[str, tuple[CallHandle, list[str]]] = {}
+        started: dict[int, tuple[str, CallHandle, list[str]]] = {}
         shared: tuple[dict[str, str], list[str]] | None = None
-        for call in parsed.calls:
+        for position, call in enumerate(parsed.calls):
             tool = self.tools.get(call.name or "")
             if tool is not None and tool.ends_episode:
                 break  # calls after a submit are not run (SkillEnv.step)
@@ -266,14 +270,18 @@ class OrchestratorEnv(SkillEnv):
                 continue  # answered when the call is run, with the error
             if shared is None:
                 shared = self._shared_snapshot()
-            started[call.id] = (self.runner.start(entry, args.prompt, shared[0]), shared[1])
+            started[position] = (call.id, self.runner.start(entry, args.prompt, shared[0]), shared[1])
         return started
 
     def _run_call(self, call: ParsedCall) -> tuple[str, str | None, str | None]:
-        pending = self._pending.pop(call.id, None) if call.name == SubagentTool.name else None
-        if pending is None:
+        # SkillEnv.step runs a readable turn's calls in order, up to a submit: the n-th call run
+        # here is the n-th of the turn, the position it was started under.
+        position, self._call_seq = self._call_seq, self._call_seq + 1
+        pending = self._pending.get(position)
+        if pending is None or pending[0] != call.id or call.name != SubagentTool.name:
             return super()._run_call(call)
-        handle, notes = pending
+        del self._pending[position]
+        _, handle, notes = pending
         return self._complete(handle, notes, call.id), None, None
 
     # -- used by the tools -------------------------------------------------------------------

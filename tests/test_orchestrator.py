@@ -801,3 +801,16 @@ def test_rollout_engine_stores_orchestrator_trees(tmp_path):
     assert [t.reward for t in stored] == [1.0, 1.0, 1.0]
     assert [t.children[0].final_answer for t in stored] == [f"echo: echo number {i}" for i in range(3)]
     assert all(t.metadata["rollup"]["subagent_calls"] == 1 for t in stored)
+
+
+def test_calls_with_duplicate_ids_each_get_their_own_answer():
+    env = orchestrator(echo_roster())
+    try:
+        env.reset(options={"task_id": "t1"})
+        calls = [{"id": "same", "type": "function", "function": {"name": "subagent", "arguments": json.dumps(
+            {"prompt": prompt, "config": "echo"})}} for prompt in ("first", "second")]
+        obs, *_ = env.step({"role": "assistant", "content": "", "tool_calls": calls})
+        assert [parse_subagent_reply(m["content"])["answer"] for m in obs[-2:]] == ["echo: first", "echo: second"]
+        assert [c.final_answer for c in env.trajectory.children] == ["echo: first", "echo: second"]
+    finally:
+        env.close()
