@@ -19,6 +19,13 @@ fi
 #    `transformers serve` needs (FastAPI, uvicorn, openai): without it `skillgym serve` fails.
 log "installing skillgym and its extras"
 $PY -m pip install -q -e ".[rollouts,train,serve,skills,dev,adapters]"
+# OpenEnv's client (openenv: fastmcp 3, so mcp<2) cannot share an environment with verifiers
+# (mcp==2.0.0): it gets its own venv, which tests/test_adapters_openenv.py drives.
+OPENENV_VENV=${SKILLGYM_OPENENV_VENV:-$HOME/.cache/skillgym/openenv-venv}
+if [ ! -x "$OPENENV_VENV/bin/python" ] || ! "$OPENENV_VENV/bin/python" -c "import openenv" 2>/dev/null; then
+  log "installing openenv==0.10.0 into $OPENENV_VENV"
+  $PY -m venv "$OPENENV_VENV" && "$OPENENV_VENV/bin/pip" install -q "openenv==0.10.0"
+fi
 
 # 3. Sandbox tools from Debian (bubblewrap for the local sandbox, debootstrap for the
 #    base image), only as root and only when missing.
