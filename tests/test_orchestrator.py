@@ -122,15 +122,17 @@ def explorer(**update: Any) -> SkillEnv:
     return SkillEnv(cached_spec("codebase-explorer-v0", {"backend": "local"}).model_copy(update=update))
 
 
-def bwrap_children() -> list[psutil.Process]:
-    """Sandbox processes (bubblewrap executors) that this test process started and that still run."""
+def bwrap_children(ignore: frozenset[int] = frozenset()) -> list[psutil.Process]:
+    """Sandbox processes (bubblewrap executors) that this test process started and that still
+    run, except those in ``ignore`` (pids that were there before the test)."""
     out = []
     for proc in psutil.Process().children(recursive=True):
         try:
             if proc.status() != psutil.STATUS_ZOMBIE and (
                 "bwrap" in proc.name() or "executor" in " ".join(proc.cmdline())
             ):
-                out.append(proc)
+                if proc.pid not in ignore:
+                    out.append(proc)
         except psutil.NoSuchProcess:
             pass
     return out
@@ -315,6 +317,7 @@ def test_faults_come_back_as_precise_tool_messages_and_leave_nothing_behind():
             "policy": "openai:m@http://127.0.0.1:9/v1?max_retries=0&timeout=5",
         }
     )
+    already = frozenset(p.pid for p in bwrap_children())  # other tests' sandboxes are not ours to judge
     env = orchestrator(roster)
     try:
         env.reset(options={"task_id": "t1"})
@@ -353,9 +356,9 @@ def test_faults_come_back_as_precise_tool_messages_and_leave_nothing_behind():
     finally:
         env.close()
     deadline = time.time() + 10
-    while bwrap_children() and time.time() < deadline:
+    while bwrap_children(already) and time.time() < deadline:
         time.sleep(0.2)
-    assert bwrap_children() == [], "a subagent sandbox outlived the orchestrator env"
+    assert bwrap_children(already) == [], "a subagent sandbox outlived the orchestrator env"
 
 
 @pytest.mark.docker
@@ -379,13 +382,14 @@ def test_timeout_on_docker_leaves_no_container(docker_base_image):
 
 
 def test_runner_close_waits_for_failed_slots():
+    already = frozenset(p.pid for p in bwrap_children())
     runner = SubagentRunner()
     entry = Roster.model_validate(echo_roster(timeout_s=1.0)).get("echo")
     result = runner.call(entry, "sleep 2.5")
     assert result.status == "timeout" and result.child is not None
     assert result.child.status == "failed" and result.child.error == "timeout after 1 s"
     runner.close()
-    assert bwrap_children() == []
+    assert bwrap_children(already) == []
 
 
 # -- transcript ---------------------------------------------------------------------------------
