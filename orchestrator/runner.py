@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import hashlib
+import os
 import threading
 import time
 import traceback
@@ -101,20 +102,22 @@ class CallResult:
 # -- the process-wide loop ------------------------------------------------------------------------
 
 _LOOP: asyncio.AbstractEventLoop | None = None
+_LOOP_PID = 0
 _LOOP_LOCK = threading.Lock()
 
 
 def _loop() -> asyncio.AbstractEventLoop:
     """The event loop every subagent call runs on (started once, in a daemon thread)."""
-    global _LOOP
+    global _LOOP, _LOOP_PID
     with _LOOP_LOCK:
-        if _LOOP is None or _LOOP.is_closed():
+        # A forked child inherits the loop object but not the thread that runs it: start its own.
+        if _LOOP is None or _LOOP.is_closed() or _LOOP_PID != os.getpid():
             loop = asyncio.new_event_loop()
             # Synchronous policies (the expert, in-process models) run their turns in the
             # loop's default executor: the default size (CPUs + 4) would cap concurrency.
             loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(256, thread_name_prefix="subagent-act"))
             threading.Thread(target=loop.run_forever, name="subagent-loop", daemon=True).start()
-            _LOOP = loop
+            _LOOP, _LOOP_PID = loop, os.getpid()
         return _LOOP
 
 
