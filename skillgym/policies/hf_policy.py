@@ -28,7 +28,7 @@ from skillgym.types import Message
 
 
 class HFPolicy(Policy):
-    """Generate each assistant turn with ``model.generate``; greedy unless ``temperature > 0``.
+    """Generate each assistant turn of one or many concurrent episodes; greedy unless ``temperature > 0``.
 
     ``path_or_model`` is a local folder / hub id or an already-loaded model (then pass its
     ``tokenizer``). ``seed`` makes sampling reproducible: each turn samples from its own
@@ -37,8 +37,10 @@ class HFPolicy(Policy):
     ``generate_kwargs`` go to ``model.generate`` unchanged (and select the unbatched path).
 
     ``batch_size`` is the most turns generated together (0: one ``model.generate`` at a time,
-    as before batching); ``batch_wait_s`` how long an idle generator waits for company;
-    ``prefix_cache`` keeps each conversation's keys/values for its next turn.
+    as before batching; the faster choice for a large model that only ever runs one episode);
+    ``batch_wait_s`` how long an idle generator waits for company; ``prefix_cache`` keeps
+    finished turns' keys/values, so a conversation's next turn (and another episode with the
+    same system prompt) starts from them instead of re-encoding the prefix.
     """
 
     def __init__(
