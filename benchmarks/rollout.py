@@ -3,8 +3,9 @@
     python -m skillgym.benchmarks.rollout --json --sandbox docker --plot rollout.png
 
 A loopback OpenAI-compatible server (``skillgym.testing.openai_server``) replays the env's
-scripted expert and answers every request after a fixed delay (default 200 ms). It runs in
-its own process, so its work does not share the driver's GIL. For each concurrency level the
+scripted expert and answers every request a fixed delay (default 200 ms) after it arrived,
+its own work on the answer included, so the server's latency is the delay. It runs in its own
+process, as a model server does, so its work does not share the driver's GIL. For each concurrency level the
 full engine runs (``run_rollouts``: OpenAI policy over HTTP, env steps in real sandboxes,
 durable store writes) and the report gives episodes/s, turns/s, the ideal turns/s
 (concurrency / delay), efficiency (measured / ideal) and the framework overhead: the share
@@ -16,11 +17,15 @@ Targets (DESIGN.md / issues 3 and 16): at concurrency 64, >= 80% of ideal (320 t
 200 ms); overhead at concurrency 1 <= 5%. Sandboxes are Docker containers by default (what
 users run); ``--sandbox local`` uses bubblewrap.
 
-Where the time goes (profiled with ``py-spy --gil`` at concurrency 32 on 2 cores): the driver
-process is bound by its one interpreter lock, and most of that time is the async HTTP client
-(about 1.7 ms of CPU per request for httpx's AsyncClient, 0.5 ms for aiohttp) and the event loop
-machinery around it; env steps take about 5%. Docker adds about 1.6 ms of CPU per tool call
-outside the driver (dockerd relaying the attach stream, the shim, the executor in the container).
+Where the time goes (profiled with ``py-spy --gil`` at concurrency 32-64 on 2 cores): the
+driver process is bound by its one interpreter lock, and most of that time is the async HTTP
+client and the event loop machinery around it. That is why the client's async face is aiohttp
+(about 0.5 ms of CPU per request; httpx's AsyncClient took 1.7 ms) with connections opened
+before the clock starts (``OpenAIPolicy.awarm``); of what is left, serializing the request body
+is the largest single item, env steps take about 5%. Docker adds about 1.6 ms of CPU per tool
+call outside the driver (dockerd relaying the attach stream, the shim, the executor in the
+container), and on a 2-core machine the server process and dockerd compete with the driver
+for the same cores.
 
 Which env. The default, ``skillgym.benchmarks.rollout:make_bench_spec``, is a small env whose
 tools are cheap sandbox round trips (list a folder, read a file, submit: three turns), so the
@@ -250,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         "env": args.env,
         "sandbox_backend": sandbox,
         "rollout_backend": args.backend,
-        "policy": "openai (httpx) -> loopback ScriptedOpenAIServer(ReplayResponder) in a separate process",
+        "policy": "openai (aiohttp) -> loopback ScriptedOpenAIServer(ReplayResponder) in a separate process",
         "server_delay_s": args.delay,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
         "results": results,
