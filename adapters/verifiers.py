@@ -22,7 +22,6 @@ re-implemented here.
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -31,10 +30,10 @@ import verifiers.v1 as vf
 from pydantic import Field
 
 import skillgym
-from skillgym.chat_template import IM_END, IM_START, render
+from skillgym.adapters.chat_text import system_prompt_with_tools, text_of, tool_responses_text
 
 __all__ = ["SkillgymData", "SkillgymEnv", "SkillgymEnvConfig", "SkillgymTask", "SkillgymTaskset",
-           "SkillgymTasksetConfig", "load_environment", "tool_responses_text"]
+           "SkillgymTasksetConfig", "load_environment"]
 
 REWARD_NAME = "skillgym_reward"
 # verifiers resolves a taskset id as a top-level module name (dots are not allowed), so the
@@ -91,26 +90,6 @@ class SkillgymEnvConfig(vf.SingleAgentEnvConfig):
     ``null`` harness (a plain chat loop) on a local subprocess runtime."""
 
 
-def system_prompt_with_tools(system: str, tools: list[dict[str, Any]]) -> str:
-    """The system block exactly as the Qwen3 chat template renders it (instructions + ``<tools>``)."""
-    text = render([{"role": "system", "content": system}], tools=tools or None)
-    return text[len(IM_START + "system\n") : text.index(IM_END)]
-
-
-def tool_responses_text(messages: list[dict[str, Any]]) -> str:
-    """Tool messages as the user turn the Qwen3 template makes of them (``<tool_response>`` blocks)."""
-    blocks = [f"<tool_response>\n{_text(m.get('content'))}\n</tool_response>" for m in messages]
-    return "\n".join(blocks)
-
-
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(part.get("text", "") for part in content if isinstance(part, dict))
-    return "" if content is None else json.dumps(content, ensure_ascii=False)
-
-
 class SkillgymEnv(vf.Env[SkillgymEnvConfig]):
     """Runs one skillgym episode per verifiers episode; the env's grader gives the reward."""
 
@@ -124,10 +103,10 @@ class SkillgymEnv(vf.Env[SkillgymEnvConfig]):
             observation, info = await asyncio.to_thread(env.reset, options={"task_id": data.task_id})
             system = next((m for m in observation if m.get("role") == "system"), None)
             user = next(m for m in observation if m.get("role") == "user")
-            prompt = system_prompt_with_tools(_text(system.get("content")) if system else "", info.get("tools", []))
+            prompt = system_prompt_with_tools(text_of(system.get("content")) if system else "", info.get("tools", []))
             seat = task.with_data(prompt=None, system_prompt=prompt)
             async with agents.agent.interaction(seat) as interaction:
-                segment = await interaction.turn(_text(user.get("content")))
+                segment = await interaction.turn(text_of(user.get("content")))
                 while True:
                     before = len(observation)
                     observation, step_reward, terminated, truncated, info = await asyncio.to_thread(

@@ -14,6 +14,7 @@ vf = pytest.importorskip("verifiers.v1")
 
 import skillgym  # noqa: E402
 from skillgym.adapters import verifiers as adapter  # noqa: E402
+from skillgym.adapters.chat_text import system_prompt_with_tools  # noqa: E402
 from skillgym.episode import run_episode  # noqa: E402
 from skillgym.testing.openai_server import ReplayResponder, ScriptedOpenAIServer, assistant_message  # noqa: E402
 from skillgym.toolcalls import render_tool_call_text  # noqa: E402
@@ -38,7 +39,7 @@ def _as_tool_messages(request: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_system_prompt_carries_the_env_tools():
-    text = adapter.system_prompt_with_tools("be brief", [{"type": "function", "function": {"name": "grep"}}])
+    text = system_prompt_with_tools("be brief", [{"type": "function", "function": {"name": "grep"}}])
     assert text.startswith("be brief") and '"name": "grep"' in text and "<tools>" in text
 
 
