@@ -168,3 +168,50 @@ def test_mcp_streamable_http_expert_episode_and_100_malformed_requests(http_serv
             assert response.text.strip(), "an error without a message"
     assert proc.poll() is None  # still serving
     assert asyncio.run(run()) == 1.0  # and still right
+
+
+def test_mcp_stdio_survives_100_malformed_lines_and_answers_those_with_ids():
+    import select
+
+    proc = subprocess.Popen([*_cli(), "serve-env", ENV_ID, "--protocol", "mcp", "--env-arg", "split=test"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    bad = [
+        ("{not json", None),  # no id to answer under: the SDK drops it (and logs), the server goes on
+        ("[]", None),
+        ("x" * 2_000_000, None),
+        ('{"jsonrpc":"2.0","id":ID,"method":"no/such/method"}', -32601),
+        ('{"jsonrpc":"2.0","id":ID,"method":"tools/call","params":{"name":7}}', -32602),
+        ('{"jsonrpc":"2.0","id":7,"method":"tools/call","params":"grep"}', None),  # not a valid request: dropped
+    ]
+    expect: dict[int, int] = {}
+    try:
+        for i in range(100):
+            line, code = bad[i % len(bad)]
+            if code is not None:
+                line = line.replace("ID", str(1000 + i))
+                expect[1000 + i] = code
+            proc.stdin.write(line + "\n")
+        init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}}
+        proc.stdin.write(json.dumps(init) + "\n")
+        proc.stdin.flush()
+        answers: dict[int, Any] = {}
+        deadline = time.monotonic() + 180
+        while 1 not in answers and time.monotonic() < deadline:
+            ready, _, _ = select.select([proc.stdout], [], [], 1.0)
+            if ready:
+                line = proc.stdout.readline()
+                assert line, f"the server exited: {proc.stderr.read()[-2000:]}"
+                message = json.loads(line)
+                answers[message.get("id")] = message
+        assert 1 in answers and answers[1]["result"]["serverInfo"]["name"] == f"skillgym-{ENV_ID}"
+        got = {i: answers[i]["error"]["code"] for i in expect if i in answers}
+        assert got == expect  # every malformed request with an id got its precise JSON-RPC error
+        assert proc.poll() is None
+    finally:
+        proc.stdin.close()  # end of input: the server stops and closes its sandbox
+        try:
+            assert proc.wait(timeout=60) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
