@@ -265,6 +265,9 @@ def test_seeded_sampling_does_not_depend_on_concurrency(student):
         assert _token_ids(asyncio.run(all_at_once())) == _token_ids(sequential)
         reseeded = run_episode(envs[0], HFPolicy(model, tokenizer, **{**options, "seed": 12}), task_id="t1")
         assert reseeded.token_ids != sequential[0].token_ids
+        # Two samples of one task draw different tokens (the policy numbers the task's episodes).
+        again = [run_episode(envs[0], shared, task_id="t1") for _ in range(2)]
+        assert again[0].token_ids != again[1].token_ids
         shared.close()
     finally:
         for env in envs:

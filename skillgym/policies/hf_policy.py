@@ -26,6 +26,8 @@ from skillgym.policies.base import Action, Policy
 from skillgym.policies.hf_batching import BatchedGenerator, GenerationRequest, batching_supported
 from skillgym.types import Message
 
+EPISODE_INDEX_KEY = "hf_policy_episode"  # set in info by HFPolicy.reset (see there)
+
 
 class HFPolicy(Policy):
     """Generate each assistant turn of one or many concurrent episodes; greedy unless ``temperature > 0``.
@@ -95,6 +97,8 @@ class HFPolicy(Policy):
         self.unbatched_reason = self._unbatched_reason()
         self._generator: BatchedGenerator | None = None
         self._generator_lock = threading.Lock()
+        self._episodes: dict[str, int] = {}
+        self._episodes_lock = threading.Lock()
 
     def _unbatched_reason(self) -> str | None:
         if self.batch_size < 1:
@@ -119,7 +123,19 @@ class HFPolicy(Policy):
             return self._generator
 
     def reset(self, observation: list[Message], info: dict[str, Any]) -> None:
+        """Start an episode. For seeded sampling, number the episodes of each (task, env seed):
+        the env's info carries no episode seed today, and without a number several samples of
+        one task would draw the same tokens. The number goes into ``info``, which the driver
+        hands back with every turn of this episode."""
         self._turn = 0
+        key = self._episode_key(info)
+        with self._episodes_lock:
+            info[EPISODE_INDEX_KEY] = self._episodes.get(key, 0)
+            self._episodes[key] = info[EPISODE_INDEX_KEY] + 1
+
+    @staticmethod
+    def _episode_key(info: dict[str, Any]) -> str:
+        return f"{info.get('env_id')}|{info.get('task_id')}|{info.get('seed')}"
 
     def prompt_ids(self, observation: list[Message], info: dict[str, Any]) -> list[int]:
         kwargs: dict[str, Any] = {}
@@ -160,10 +176,13 @@ class HFPolicy(Policy):
         )
 
     def _turn_seed(self, observation: list[Message], info: dict[str, Any]) -> int:
-        """The sampling stream of one turn: the policy seed, the episode and the turn index
-        (assistant messages so far), so it does not depend on the order turns arrive in."""
+        """The sampling stream of one turn: the policy seed, the episode (env, task, env seed
+        when the info has one, and the episode's number for that key, see :meth:`reset`) and
+        the turn index (assistant messages so far). It does not depend on the order turns
+        arrive in; with several samples of one task in flight, which sample gets which
+        stream follows the order their episodes started."""
         turn = sum(1 for message in observation if message.get("role") == "assistant")
-        episode = f"{info.get('env_id')}|{info.get('task_id')}|{info.get('seed')}"
+        episode = f"{self._episode_key(info)}|{info.get(EPISODE_INDEX_KEY, 0)}"
         digest = hashlib.sha256(f"{self.seed}|{episode}|{turn}".encode()).digest()
         return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
