@@ -51,4 +51,8 @@ fi
 
 say "building (or reusing) the sandbox base image"
 $PY -m skillgym.sandbox.images || fallback "the sandbox base image could not be built (see the error above)"
+# frontend-design-v0's image: the base plus Chromium and fonts (~1.2 GB, ~2 min on first build).
+say "building (or reusing) the frontend image (Chromium, fonts)"
+$PY -m skillgym.sandbox.images --derived frontend \
+  || say "WARNING: the frontend image could not be built; frontend-design-v0 will not run (see above)"
 say "done"

@@ -220,15 +220,47 @@ def build_derived_image(dockerfile_dir: str | Path, tag: str, client: docker.Doc
     return tag
 
 
+# Images of the project's own envs, one folder each under docker/ (bump a tag when its
+# Dockerfile changes, as BASE_VERSION for the base).
+DERIVED_IMAGES = {"frontend": "skillgym/frontend:1"}
+
+
+def docker_dir() -> Path:
+    """The repository's ``docker/`` folder (the package is installed editable from it)."""
+    return Path(__file__).resolve().parents[2] / "docker"
+
+
+def ensure_derived_image(name: str, client: docker.DockerClient | None = None, force: bool = False) -> str:
+    """Tag of the image built from ``docker/<name>/Dockerfile``, building (and caching) it when missing.
+
+    Args:
+        name: The folder under ``docker/``, e.g. ``frontend``.
+        client: A docker client; None: one from the environment.
+        force: Rebuild even if the image exists.
+
+    Returns:
+        The image's tag (``DERIVED_IMAGES[name]``, else ``skillgym/<name>:latest``).
+    """
+    client = _client(client)
+    tag = DERIVED_IMAGES.get(name, f"skillgym/{name}:latest")
+    if not force and image_exists(client, tag):
+        return tag
+    return build_derived_image(docker_dir() / name, tag, client)
+
+
 if __name__ == "__main__":
     import argparse
     import sys
 
     parser = argparse.ArgumentParser(description="Build (or reuse) the skillgym sandbox base image.")
     parser.add_argument("--force", action="store_true", help="rebuild even if the image exists")
+    parser.add_argument("--derived", metavar="NAME", help="build (or reuse) the image of docker/NAME instead")
     ns = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
+        if ns.derived:
+            sys.stdout.write(ensure_derived_image(ns.derived, force=ns.force) + "\n")
+            sys.exit(0)
         sys.stdout.write(ensure_base_image(force=ns.force) + "\n")
     except (ImageBuildError, DockerException) as exc:
         sys.stderr.write(f"error: {exc}\n")
