@@ -13,6 +13,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
+from skillgym.models import is_known_model, resolve_model
+
 from .tiny import TinyModelSpec
 
 TINY = "tiny"
@@ -166,8 +168,18 @@ def validate_recipe(data: dict[str, Any], source: str = "<recipe>") -> SFTRecipe
         raise RecipeError(f"{source}: invalid recipe:\n  " + "\n  ".join(problems)) from None
 
 
-def load_recipe(path: str | Path | None, overrides: list[str] | None = None, base: dict[str, Any] | None = None) -> SFTRecipe:
-    """Read a YAML recipe (or start from ``base``), apply ``--set`` overrides, validate."""
+def load_recipe(
+    path: str | Path | None,
+    overrides: list[str] | None = None,
+    base: dict[str, Any] | None = None,
+    resolve_models: bool = True,
+) -> SFTRecipe:
+    """Read a YAML recipe (or start from ``base``), apply ``--set`` overrides, validate.
+
+    With ``resolve_models``, a named pretrained student (``model: smollm2-135m``, see
+    :data:`skillgym.models.KNOWN_MODELS`) becomes its cached converted folder, downloaded and
+    converted on first use; False leaves the name (validation only, nothing fetched).
+    """
     data: dict[str, Any] = dict(base or {})
     source = "<recipe>"
     if path is not None:
@@ -184,7 +196,10 @@ def load_recipe(path: str | Path | None, overrides: list[str] | None = None, bas
         data.update(loaded)
     for key, value in parse_overrides(overrides or []):
         _set_dotted(data, key, value)
-    return validate_recipe(data, source)
+    recipe = validate_recipe(data, source)
+    if resolve_models and is_known_model(recipe.model):
+        recipe.model = resolve_model(recipe.model)
+    return recipe
 
 
 def bundled_recipes() -> list[str]:

