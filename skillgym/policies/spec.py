@@ -43,7 +43,10 @@ OPENAI_OPTIONS = frozenset(
     {"max_concurrency", "timeout", "max_retries", "backoff_base", "backoff_max", "send_tools", "send_reasoning",
      "logprobs", "return_token_ids"}
 )
-HF_OPTIONS = frozenset({"max_new_tokens", "temperature", "top_p", "device", "seed", "enable_thinking"})
+HF_OPTIONS = frozenset({
+    "max_new_tokens", "temperature", "top_p", "device", "seed", "enable_thinking",
+    "batch_size", "batch_wait_s", "prefix_cache",
+})
 _URL_RE = re.compile(r"^(?P<model>.*?)@(?P<url>https?://.*)$")
 _SYNTAX = "expert, random[:SEED], hf:PATH[?k=v...], openai:MODEL[@http://host:port/v1][?k=v...]"
 
