@@ -61,7 +61,7 @@ def distill(
     train_tasks: int | None = typer.Option(None, "--train-tasks", min=1, help="Teacher episodes on the train split."),
     test_tasks: int = typer.Option(200, "--test-tasks", min=1, help="Held-out test tasks for the evaluation."),
     min_reward: float = typer.Option(1.0, "--min-reward", help="Keep teacher episodes scoring at least this."),
-    concurrency: int = typer.Option(4, min=1),
+    concurrency: int = typer.Option(16, min=1, help="Episodes in flight at once (students batch their turns)."),
     backend: str = typer.Option("local", help="Rollout backend: local or ray."),
     env_arg: list[str] = typer.Option([], "--env-arg", help="key=value for the env (repeatable)."),
     stages: str | None = typer.Option(None, help="Comma-separated stages to run again: rollout,export,sft,eval,report."),

@@ -46,8 +46,9 @@ class DistillConfig(RunOptions, EnvSelection):
     train_tasks: int | None = Field(default=None, ge=1, description="Teacher episodes on the train split (None: every train task).")
     test_tasks: int = Field(default=200, ge=1)
     min_reward: float = 1.0
-    # Fewer episodes in flight than a plain rollout: the students' evaluation runs models in process.
-    concurrency: int = Field(default=4, ge=1, description="Episodes in flight at once.")
+    # The in-process students batch the turns of concurrent episodes (skillgym/policies/hf_batching.py):
+    # more episodes in flight means fuller batches, at ~a few MB of KV cache each for the tiny student.
+    concurrency: int = Field(default=16, ge=1, description="Episodes in flight at once.")
     untrained_tasks: int = Field(
         default=50, ge=1,
         description="Test tasks for the untrained student (the first N of the same list): it fills every turn up to "
