@@ -15,6 +15,12 @@ register(
     description="Research subagent: web_search and web_fetch over an offline corpus; a short answer with sources.",
 )
 
+register(
+    "frontend-design-v0",
+    spec_entry_point="skillgym.envs.frontend_design:make_spec",
+    description="Designer subagent: write a page from a brief, check it in headless Chromium, submit its path.",
+)
+
 # The orchestrator needs its own env class (host-side subagent tools), so it registers an env
 # factory. A string, not an import: envs depend on the core only, and this names the stage that
 # implements the env without loading it until someone makes one.
