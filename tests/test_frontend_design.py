@@ -1,0 +1,173 @@
+"""frontend-design-v0: briefs and split, the grader's arithmetic, and (with Docker) the real
+browser: check_env, an expert episode, and one page per defect losing exactly its points.
+
+The Docker tests share one env and one sandbox and render ~8 pages in all (about 20 s).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import skillgym
+from skillgym.envs.frontend_design import (
+    WEIGHTS,
+    DesignBriefs,
+    DesignGrader,
+    components_from_probe,
+    compose_page,
+    format_report,
+    score_of,
+)
+from skillgym.envs.frontend_design.expert import on_colour
+from skillgym.envs.frontend_design.grader import answer_path, is_generic_font
+from skillgym.envs.frontend_design.tasks import SEED
+
+OTHER_SKILL = Path("/work/shared/skills-corpus/anthropics-skills/frontend-design")
+
+
+# -- no browser ------------------------------------------------------------------------------
+def test_briefs_split_by_subject_and_state_their_constraints():
+    tasks = DesignBriefs(seed=0)
+    counts = tasks.counts()
+    assert counts["train"] + counts["test"] == 2 * len(SEED) >= 80
+    assert counts["test"] >= 10
+    by_subject: dict[str, set[str]] = {}
+    for split in ("train", "test"):
+        for task in tasks.tasks(split):
+            by_subject.setdefault(task.metadata["subject_id"], set()).add(split)
+            for text in task.reference["texts"]:
+                assert f'"{text}"' in task.prompt
+            assert task.reference["brand"] in task.prompt and "375 px" in task.prompt
+    assert all(len(splits) == 1 for splits in by_subject.values())  # both themes on one side
+    assert [t.id for t in DesignBriefs(seed=0).tasks("test")] == [t.id for t in tasks.tasks("test")]
+    assert [t.id for t in DesignBriefs(seed=1).tasks("test")] != [t.id for t in tasks.tasks("test")]
+
+
+def _page(**over):
+    page = {"width": 1280, "selector_counts": {"h1": 1}, "body_text": "Hello Tidewater", "contrast_checked": 10,
+            "contrast_failure_count": 0, "colors": {"#0e7c86": 3, "#111111": 5}, "page_background_luminance": 0.9,
+            "page_weight_bytes": 5_000, "fonts": {"EB Garamond": 300, "DejaVu Sans": 2},
+            "screenshot": {"nonzero_share": 0.05}, "overflow_px": 0, "console_error_count": 0,
+            "failed_request_count": 0, "external_request_count": 0}
+    page.update(over)
+    return page
+
+
+REF = {"selectors": [{"selector": "h1", "min": 1, "label": "h1"}], "texts": ["Tidewater"], "brand": "#0e7c86",
+       "theme": "light", "max_weight_kb": 10}
+
+
+def test_components_each_defect_costs_its_own_weight():
+    good = {"renders": [_page(), _page(width=375)]}
+    parts, _ = components_from_probe(good, REF)
+    parts["compactness"] = 1.0
+    assert score_of(parts) == pytest.approx(1.0)
+    cases = {
+        "console": {"console_error_count": 1},
+        "requests": {"external_request_count": 1},
+        "not_blank": {"screenshot": {"nonzero_share": 0.0}},
+        "no_overflow_1280": {"overflow_px": 40},
+        "brand_colour": {"colors": {"#ff0000": 1}},
+        "theme": {"page_background_luminance": 0.05},
+        "weight": {"page_weight_bytes": 50_000},
+        "typography": {"fonts": {"Inter": 300, "EB Garamond": 10}},
+    }
+    for name, over in cases.items():
+        parts, _ = components_from_probe({"renders": [_page(**over), _page(width=375)]}, REF)
+        parts["compactness"] = 1.0
+        assert parts[name] == 0.0, name
+        assert score_of(parts) == pytest.approx(1.0 - WEIGHTS[name]), name
+    parts, _ = components_from_probe({"renders": [_page(), _page(width=375, overflow_px=200)]}, REF)
+    assert parts["no_overflow_375"] == 0.0
+    parts, details = components_from_probe({"renders": [_page(body_text="nothing"), _page(width=375)]}, REF)
+    assert parts["requirements"] == 0.5 and details["missing"] == ['text "Tidewater"']
+    parts, _ = components_from_probe({"renders": [_page(contrast_failure_count=4), _page(width=375)]}, REF)
+    assert parts["contrast"] == pytest.approx(0.6)
+    parts, details = components_from_probe({"error": "no file at /workspace/x.html"}, REF)
+    assert not any(parts.values()) and "no file" in details["error"]
+
+
+def test_small_helpers():
+    assert answer_path("`index.html`\n") == "index.html" and answer_path("file:///workspace/a.html") == "/workspace/a.html"
+    assert is_generic_font("Inter Display") and is_generic_font("Liberation Sans") and not is_generic_font("EB Garamond")
+    assert on_colour("#ffff00") == "#000000" and on_colour("#1e40af") == "#ffffff"
+    text = format_report({"path": "/workspace/i.html", "file_bytes": 10, "renders": [
+        {**_page(width=375, overflow_px=300, scroll_width=675, wide_elements=[{"tag": "div.w", "right": 675}]),
+         "console_errors": ["boom"], "console_error_count": 1}]})
+    assert "HORIZONTAL OVERFLOW" in text and "div.w" in text and "boom" in text
+
+
+def test_skill_variants():
+    spec = skillgym.make_spec("frontend-design-v0", build_image=False)
+    assert spec.skill is not None and spec.skill.name == "frontend-design" and "render_page" in spec.skill.instructions
+    assert skillgym.make_spec("frontend-design-v0", build_image=False, instruction_mode="none").skill is None
+    if OTHER_SKILL.is_dir():
+        other = skillgym.make_spec("frontend-design-v0", build_image=False, skill=str(OTHER_SKILL))
+        assert other.skill is not None and other.skill.instructions != spec.skill.instructions
+        assert other.metadata["skill_source"] == str(OTHER_SKILL)
+
+
+# -- the real browser ------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def env():
+    from conftest import require_docker
+
+    require_docker()
+    env = skillgym.make("frontend-design-v0")
+    yield env
+    env.close()
+
+
+@pytest.mark.docker
+def test_check_env(env):
+    check_env(env, skip_render_check=True)
+
+
+@pytest.mark.docker
+def test_expert_episode_through_the_tools(env):
+    task = env.env_spec.tasks.tasks("test")[0]
+    policy = env.env_spec.expert()
+    obs, info = env.reset(options={"task_id": task.id})
+    policy.reset(obs, info)
+    done, reward = False, 0.0
+    while not done:
+        obs, reward, term, trunc, info = env.step(policy.act(obs, info))
+        done = term or trunc
+    assert reward >= 0.85, info.get("reward_components")
+    reports = [m["content"] for m in obs if m.get("role") == "tool" and m.get("name") == "render_page"]
+    assert len(reports) == 2 and "[375px]" in reports[0] and "[1280px]" in reports[1]
+    assert "horizontal overflow: none" in reports[0] and "console errors: 0" in reports[0]
+    assert set(WEIGHTS) == set(info["reward_components"])
+
+
+@pytest.mark.docker
+def test_each_broken_page_loses_exactly_its_points(env):
+    from skillgym.sandbox.factory import make_sandbox
+
+    task = env.env_spec.tasks.get("tidewater-light")
+    good = compose_page(task.reference, task.id)
+    pages = {
+        "good": (good, set()),
+        "blank": ("<!doctype html><html><head><meta name='viewport' content='width=device-width'></head>"
+                  "<body style='background:#f5efe3'></body></html>",
+                  {"not_blank", "requirements", "brand_colour", "typography"}),
+        "console": (good.replace("</body>", "<script>missingFunction()</script></body>"), {"console"}),
+        "overflow": (good.replace("</main>", "<div style='width:900px;height:10px'></div></main>"),
+                     {"no_overflow_375"}),
+        "contrast": (good.replace("--text: #1d1a16", "--text: #d8d0c0").replace("--muted: #4a443c", "--muted: #d8d0c0"),
+                     {"contrast"}),
+    }
+    grader = DesignGrader()
+    with make_sandbox(env.env_spec.sandbox) as sandbox:
+        for name, (html, lost) in pages.items():
+            sandbox.write_file(f"{name}.html", html)
+            grade = grader.grade(task, f"{name}.html", [], sandbox)
+            below = {k for k, v in grade.components.items() if v < 1.0}
+            assert below == lost, (name, grade.components, grade.details)
+            expected = 1.0 - sum(WEIGHTS[k] * (1.0 - grade.components[k]) for k in lost)
+            assert grade.score == pytest.approx(expected), name
+        missing = grader.grade(task, "nope.html", [], sandbox)
+        assert missing.score == 0.0 and "no file" in missing.details["error"]
