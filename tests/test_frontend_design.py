@@ -16,6 +16,7 @@ from skillgym.envs.frontend_design import (
     WEIGHTS,
     DesignBriefs,
     DesignGrader,
+    ExpertPolicy,
     components_from_probe,
     compose_page,
     format_report,
@@ -110,6 +111,24 @@ def test_skill_variants():
         assert other.metadata["skill_source"] == str(OTHER_SKILL)
 
 
+def test_expert_rewrites_when_a_report_flags_overflow():
+    tasks = DesignBriefs()
+    task = tasks.tasks("test")[0]
+    policy = ExpertPolicy(tasks)
+    obs = [{"role": "system", "content": ""}, {"role": "user", "content": task.prompt}]
+    policy.reset(obs, {"task_id": task.id})
+    names = []
+    # Each report is what the previous action's tool printed (the write_file result is not a report).
+    reports = ["", "wrote", "[375px] ...\n  HORIZONTAL OVERFLOW: content is 600px wide", "wrote", "[375px] ok",
+               "[1280px] ok"]
+    for report in reports:
+        action = policy.act([*obs, {"role": "tool", "name": "render_page", "content": report}], {})
+        names.append(action)
+    assert "write_file" in names[0] and '"width": 375' in names[1]
+    assert "write_file" in names[2] and "overflow-wrap: anywhere" in names[2]  # the fix pass
+    assert '"width": 375' in names[3] and '"width": 1280' in names[4] and "submit" in names[5]
+
+
 # -- the real browser ------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def env():
@@ -159,6 +178,9 @@ def test_each_broken_page_loses_exactly_its_points(env):
                      {"no_overflow_375"}),
         "contrast": (good.replace("--text: #1d1a16", "--text: #d8d0c0").replace("--muted: #4a443c", "--muted: #d8d0c0"),
                      {"contrast"}),
+        # The sandbox has no network: an external image is a failed (and external) request.
+        "external": (good.replace("</main>", "<img src='https://example.com/x.png' alt='' width='1' height='1'></main>"),
+                     {"requests"}),
     }
     grader = DesignGrader()
     with make_sandbox(env.env_spec.sandbox) as sandbox:
