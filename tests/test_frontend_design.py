@@ -33,8 +33,9 @@ OTHER_SKILL = Path("/work/shared/skills-corpus/anthropics-skills/frontend-design
 def test_briefs_split_by_subject_and_state_their_constraints():
     tasks = DesignBriefs(seed=0)
     counts = tasks.counts()
-    assert counts["train"] + counts["test"] == 2 * len(SEED) >= 80
-    assert counts["test"] >= 10
+    assert counts["train"] + counts["test"] == 8 * len(SEED) >= 300  # 2 themes x (seed + 3) brand colours
+    assert counts["test"] >= 50
+    assert sum(DesignBriefs(brand_variants=0).counts().values()) == 2 * len(SEED)
     by_subject: dict[str, set[str]] = {}
     for split in ("train", "test"):
         for task in tasks.tasks(split):

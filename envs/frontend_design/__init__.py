@@ -4,7 +4,8 @@ The sandbox runs ``skillgym/frontend`` (the base image plus Debian's Chromium an
 ``docker/frontend``; still no network). The policy gets the file tools, ``bash`` and
 ``render_page`` (:mod:`.browser`: Chromium inside the sandbox, a text report and a PNG
 screenshot under ``/workspace/.render``), and submits the page's path. Briefs come from a
-hand-written seed of subjects in light and dark themes (:mod:`.tasks`); the grader loads
+hand-written seed of 40 subjects grown into light and dark themes and
+several brand colours (:mod:`.tasks`); the grader loads
 the page in the same browser at 1280 and 375 px (:mod:`.grader`). :class:`ExpertPolicy`
 composes pages from a small design system through the tools.
 
@@ -67,6 +68,7 @@ def _ensure_image() -> None:
 def make_spec(
     skill: str | Path | None = None,
     seed: int = 0,
+    brand_variants: int = 3,
     instruction_mode: InstructionMode = "system",
     backend: str = "auto",
     build_image: bool = True,
@@ -77,6 +79,7 @@ def make_spec(
     Args:
         skill: A skill folder (or its SKILL.md) to use instead of the project's own.
         seed: Picks the train/test split of the briefs (by subject).
+        brand_variants: Extra brand colours each subject is asked in (0: the 80 seed briefs; 3: 320).
         instruction_mode: ``system``, ``load_skill`` or ``none`` (no skill at all).
         backend: The sandbox backend; the page is rendered by the Chromium of ``skillgym/frontend``,
             so ``local`` works only on a host with ``chromium`` installed.
@@ -88,7 +91,7 @@ def make_spec(
     """
     if build_image and backend != "local":
         _ensure_image()
-    tasks = DesignBriefs(seed=seed)
+    tasks = DesignBriefs(seed=seed, brand_variants=brand_variants)
     options: dict[str, Any] = {"max_turns": 12, "max_tokens": 32_768, "max_tool_output": 4_000}
     options.update(spec_kwargs)
     skill_source = str(Path(skill).expanduser().resolve()) if skill is not None else "project"
@@ -105,6 +108,7 @@ def make_spec(
         system_prompt=ENV_NOTES,
         instruction_mode=instruction_mode,
         expert=functools.partial(ExpertPolicy, tasks),
-        metadata={"skill_source": skill_source, "image": IMAGE, "task_counts": tasks.counts(), "seed": seed},
+        metadata={"skill_source": skill_source, "image": IMAGE, "task_counts": tasks.counts(), "seed": seed,
+                  "brand_variants": brand_variants},
         **options,
     )

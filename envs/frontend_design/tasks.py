@@ -1,4 +1,4 @@
-"""Design briefs: a hand-written seed of subjects, each asked for in a light and a dark theme.
+"""Design briefs: a hand-written seed of subjects, grown into light and dark themes and several brand colours.
 
 A brief is one page for one subject (a kayak rental's landing page, a clinic's sign-up form,
 ...) with constraints a program can check: elements that must be present (CSS selectors with
@@ -100,6 +100,11 @@ SEED: list[tuple[str, str, str, str, list[str], int]] = [
     ("green-bowl", "menu", "Green Bowl, a salad counter", "#15803d", ["Green Bowl", "Bowls"], 60),
 ]
 THEMES = ("light", "dark")
+# Brand colours the seed is grown with: each subject also gets BRAND_VARIANTS of these (picked by
+# a hash of its id), so one subject is asked for in several palettes as well as both themes.
+BRAND_POOL = ("#d9480f", "#0b7285", "#5f3dc4", "#2b8a3e", "#c2255c", "#e67700", "#1864ab", "#862e9c",
+              "#087f5b", "#a61e4d", "#364fc7", "#5c940d")
+BRAND_VARIANTS = 3
 MOBILE_WIDTH = 375
 DESKTOP_WIDTH = 1280
 
@@ -129,16 +134,25 @@ def _in_test(subject_id: str, seed: int, fraction: float) -> bool:
     return int.from_bytes(digest[:8], "big") / 2**64 < fraction
 
 
-def brief_rows() -> list[dict[str, Any]]:
-    """Every brief as a plain row: the seed subjects, each in both themes."""
+def _brands(subject_id: str, brand: str, variants: int) -> list[str]:
+    pool = [c for c in BRAND_POOL if c != brand]
+    start = int(hashlib.sha256(subject_id.encode()).hexdigest()[:8], 16) % len(pool)
+    return [brand] + [pool[(start + 5 * i) % len(pool)] for i in range(variants)]
+
+
+def brief_rows(brand_variants: int = BRAND_VARIANTS) -> list[dict[str, Any]]:
+    """Every brief as a plain row: each seed subject in both themes, with its own brand colour
+    and ``brand_variants`` more (ids ``<subject>-<theme>`` and ``<subject>-<theme>-b<k>``)."""
     rows = []
-    for sid, kind, subject, brand, texts, weight in SEED:
-        for theme in THEMES:
-            rows.append({
-                "id": f"{sid}-{theme}", "subject_id": sid, "kind": kind, "subject": subject, "brand": brand,
-                "theme": theme, "texts": list(texts), "max_weight_kb": weight,
-                "selectors": [{"selector": s, "min": n, "label": label} for s, n, label in KINDS[kind]],
-            })
+    for sid, kind, subject, seed_brand, texts, weight in SEED:
+        for k, brand in enumerate(_brands(sid, seed_brand, brand_variants)):
+            for theme in THEMES:
+                rows.append({
+                    "id": f"{sid}-{theme}" + (f"-b{k}" if k else ""), "subject_id": sid, "kind": kind,
+                    "subject": subject, "brand": brand, "theme": theme, "texts": list(texts),
+                    "max_weight_kb": weight,
+                    "selectors": [{"selector": s, "min": n, "label": label} for s, n, label in KINDS[kind]],
+                })
     return rows
 
 
@@ -148,11 +162,13 @@ class DesignBriefs(TaskList):
     Args:
         seed: Picks the train/test split (by subject).
         test_fraction: Share of subjects held out in ``test``.
+        brand_variants: Extra brand colours per subject (0: the seed's 80 briefs only).
     """
 
-    def __init__(self, seed: int = 0, test_fraction: float = TEST_FRACTION) -> None:
+    def __init__(self, seed: int = 0, test_fraction: float = TEST_FRACTION,
+                 brand_variants: int = BRAND_VARIANTS) -> None:
         tasks = []
-        for row in brief_rows():
+        for row in brief_rows(brand_variants):
             split = "test" if _in_test(row["subject_id"], seed, test_fraction) else "train"
             tasks.append(Task(
                 id=row["id"],
