@@ -28,7 +28,8 @@ class ProbeError(RuntimeError):
 
 
 def probe(sandbox: Sandbox, path: str, widths: list[int], *, selectors: list[str] | None = None,
-          screenshot_dir: str | None = SCREENSHOT_DIR, keep_text: bool = False, timeout: float = 60.0) -> dict[str, Any]:
+          screenshot_dir: str | None = SCREENSHOT_DIR, keep_text: bool = False, inline_png: bool = False,
+          timeout: float = 60.0) -> dict[str, Any]:
     """Load ``path`` in the sandbox's Chromium at each width and measure it.
 
     Args:
@@ -38,13 +39,14 @@ def probe(sandbox: Sandbox, path: str, widths: list[int], *, selectors: list[str
         selectors: CSS selectors whose match counts to report (``selector_counts``).
         screenshot_dir: Where PNG screenshots go inside the sandbox; None: none are kept.
         keep_text: Include the page's visible text (``body_text``, 20,000 characters at most).
+        inline_png: Include each screenshot as base64 (``screenshot.png_base64``) for the host.
         timeout: Seconds for the whole probe.
 
     Returns:
         The probe's JSON: ``path``, ``file_bytes``, ``renders`` (one per width) or ``error``.
     """
     options = {"path": path, "widths": widths, "selectors": selectors or [], "screenshot_dir": screenshot_dir,
-               "keep_text": keep_text, "timeout": max(5.0, timeout - 5)}
+               "keep_text": keep_text, "inline_png": inline_png, "timeout": max(5.0, timeout - 5)}
     cmd = f"python3 - {shlex.quote(json.dumps(options))} <<'{_EOF}'\n{PROBE_SOURCE}\n{_EOF}\n"
     res = sandbox.call("run", cmd=cmd, timeout=timeout, max_output=2_000_000)
     lines = [line for line in res["stdout"].splitlines() if line.startswith("{")]

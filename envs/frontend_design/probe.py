@@ -319,6 +319,8 @@ def measure(browser, url, width, options):
     data = base64.b64decode(shot["data"])
     w, h, nonzero = png_flatness(data)
     page["screenshot"] = {"width": w, "height": h, "bytes": len(data), "nonzero_share": round(nonzero, 6)}
+    if options.get("inline_png"):
+        page["screenshot"]["png_base64"] = shot["data"]
     folder = options.get("screenshot_dir")
     if folder:
         os.makedirs(folder, exist_ok=True)
