@@ -40,6 +40,7 @@ def rollout(
     concurrency: int = typer.Option(8, "--concurrency", min=1, help="Episodes in flight at once."),
     backend: str = typer.Option("local", "--backend", help="Rollout backend: local (one process) or ray (actors)."),
     actors: int = typer.Option(2, "--actors", min=1, help="Ray actors (with --backend ray)."),
+    ray_address: str | None = typer.Option(None, "--ray-address", envvar="RAY_ADDRESS", help="Ray cluster to join (with --backend ray)."),
     out: Path = typer.Option(..., "--out", help="Run directory: trajectories, manifest, summary. Re-run to resume."),
     seed: int = typer.Option(0, "--seed", help="Run seed; each episode's seed derives from (seed, task, sample)."),
     max_attempts: int = typer.Option(2, "--max-attempts", min=1, help="Tries per episode before it is recorded as failed."),
@@ -56,7 +57,7 @@ def rollout(
     config = validated(
         RolloutConfig, env=env, env_kwargs=parse_env_args(env_arg), policy=policy, split=split, n_tasks=tasks,
         samples=samples, concurrency=concurrency, backend=backend, num_actors=actors, out=out, seed=seed,
-        max_attempts=max_attempts, episode_timeout_s=timeout,
+        max_attempts=max_attempts, episode_timeout_s=timeout, ray_address=ray_address,
     )
 
     progress = Progress(
@@ -144,6 +145,7 @@ def eval_command(
     samples: int = typer.Option(1, "--samples", min=1, help="Episodes per task (k > 1 gives pass^k)."),
     concurrency: int = typer.Option(8, "--concurrency", min=1),
     backend: str = typer.Option("local", "--backend", help="Rollout backend: local or ray."),
+    ray_address: str | None = typer.Option(None, "--ray-address", envvar="RAY_ADDRESS", help="Ray cluster to join (with --backend ray)."),
     out: Path = typer.Option(..., "--out", help="Output folder (resumable)."),
     seed: int = typer.Option(0, "--seed"),
     env_arg: list[str] = typer.Option([], "--env-arg", help="key=value for the env (repeatable)."),
@@ -162,7 +164,7 @@ def eval_command(
     config = validated(
         EvalConfig, env=env_id, env_kwargs=parse_env_args(env_arg), policies=policy, variants=parse_variants(variant),
         split=split, n_tasks=tasks, samples=samples, concurrency=concurrency, backend=backend, out=out, seed=seed,
-        success_threshold=threshold,
+        success_threshold=threshold, ray_address=ray_address,
     )
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         console=err_console, disable=as_json)

@@ -23,6 +23,9 @@ class RunOptions(BaseModel):
 
     concurrency: int = Field(default=8, ge=1, description="Episodes in flight at once, over all actors.")
     backend: Literal["local", "ray"] = Field(default="local", description="Rollout backend: one process, or Ray actors.")
+    ray_address: str | None = Field(
+        default=None, description="Ray cluster to join (ray backend); None: $RAY_ADDRESS if set, else a local Ray."
+    )
     seed: int = 0
     out: Path = Field(description="Output folder; running again with the same config resumes it.")
 

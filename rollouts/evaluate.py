@@ -115,6 +115,7 @@ def run_eval(config: EvalConfig, on_cell: Callable[[str, Any], None] | None = No
                 env=config.env, env_kwargs={**config.env_kwargs, **overrides}, policy=policy, split=config.split,
                 n_tasks=config.policy_tasks.get(policy, config.n_tasks), samples=config.samples,
                 concurrency=config.concurrency, backend=config.backend, out=run_dir, seed=config.seed,
+                ray_address=config.ray_address,
             )
             callback = (lambda p, _label=label: on_cell(_label, p)) if on_cell else None
             run_rollouts(rollout, callback)

@@ -60,6 +60,15 @@ class RayBackend:
     async def start(self, episodes: int) -> None:
         import ray
 
+        address = self.config.ray_address or os.environ.get("RAY_ADDRESS")
+        if not ray.is_initialized() and address:
+            # An existing cluster: no local-only options (CPUs, dashboard belong to the cluster). Workers
+            # import skillgym from their own install; PYTHONPATH helps only where nodes share paths.
+            existing = os.environ.get("PYTHONPATH", "")
+            pythonpath = os.pathsep.join([*_driver_paths(), *([existing] if existing else [])])
+            ray.init(address=address, log_to_driver=False, configure_logging=False,
+                     runtime_env={"env_vars": {"PYTHONPATH": pythonpath}})
+            self._started_ray = True
         if not ray.is_initialized():
             existing = os.environ.get("PYTHONPATH", "")
             pythonpath = os.pathsep.join([*_driver_paths(), *([existing] if existing else [])])
@@ -75,11 +84,23 @@ class RayBackend:
         per_actor = math.ceil(self.config.concurrency / self.config.num_actors)
         actor_cls = ray.remote(RolloutActor)
         env_ref = EnvRef(env=self.config.env, env_kwargs=self.config.env_kwargs).model_dump(mode="json")
+        # Round-robin over the cluster's live nodes, so actors (and the sandboxes their envs start on
+        # their own node) spread out. Hard affinity: with SPREAD or soft affinity Ray put every
+        # zero-CPU actor on the head node (ray 2.60); the cost is that an actor whose node dies is
+        # not restarted elsewhere.
+        nodes = sorted(n["NodeID"] for n in ray.nodes() if n.get("Alive"))
+
+        def placement(i: int) -> Any:
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+            return NodeAffinitySchedulingStrategy(nodes[i % len(nodes)], soft=False) if len(nodes) > 1 else "DEFAULT"
+
         self.actors = [
-            actor_cls.options(max_concurrency=per_actor + 4, max_restarts=3, num_cpus=0).remote(
+            actor_cls.options(max_concurrency=per_actor + 4, max_restarts=3, num_cpus=0,
+                              scheduling_strategy=placement(i)).remote(
                 env_ref, self.config.policy, per_actor, self.config.episode_timeout_s
             )
-            for _ in range(self.config.num_actors)
+            for i in range(self.config.num_actors)
         ]
         self._load = [0] * len(self.actors)
         warm = min(per_actor, math.ceil(episodes / len(self.actors)))
