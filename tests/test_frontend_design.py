@@ -6,6 +6,7 @@ The Docker tests share one env and one sandbox and render ~8 pages in all (about
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -100,6 +101,24 @@ def test_small_helpers():
         {**_page(width=375, overflow_px=300, scroll_width=675, wide_elements=[{"tag": "div.w", "right": 675}]),
          "console_errors": ["boom"], "console_error_count": 1}]})
     assert "HORIZONTAL OVERFLOW" in text and "div.w" in text and "boom" in text
+
+
+def test_random_policy_can_call_render_page():
+    from skillgym.envs.frontend_design import RenderPage
+    from skillgym.policies.random import RandomPolicy
+
+    # render_page's width has minimum 320: the random policy once drew from [320, 51) and crashed.
+    policy = RandomPolicy(seed=0, max_turns=100)
+    policy.reset([], {})
+    info = {"tools": [RenderPage().schema()]}
+    widths = []
+    for _ in range(60):
+        action = policy.act([], info)
+        for call in action.get("tool_calls", []) if isinstance(action, dict) else []:
+            args = json.loads(call["function"]["arguments"])
+            if "width" in args:  # optional: drawn about a third of the time
+                widths.append(args["width"])
+    assert widths and all(320 <= w <= 2560 for w in widths)
 
 
 def test_skill_variants():

@@ -46,7 +46,9 @@ class RandomPolicy(Policy):
     def _value(self, prop: dict[str, Any]) -> Any:
         kind = prop.get("type")
         if kind == "integer":
-            return int(self.rng.integers(prop.get("minimum", 0), min(prop.get("maximum", 50), 50) + 1))
+            # At most 50 values above the minimum (a minimum above 50, e.g. a width >= 320, is valid).
+            low = prop.get("minimum", 0)
+            return int(self.rng.integers(low, min(prop.get("maximum", low + 50), low + 50) + 1))
         if kind == "number":
             return float(self.rng.uniform(0.1, 5))
         if kind == "boolean":
