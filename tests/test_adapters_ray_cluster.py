@@ -41,3 +41,45 @@ def test_rollout_on_a_two_node_cluster_uses_both_nodes_and_stores_every_episode(
     finally:
         ray.shutdown()
         cluster.shutdown()
+
+
+def test_a_rollout_killed_with_kill_9_on_the_cluster_resumes_without_loss_or_duplicates(tmp_path):
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    out = tmp_path / "run"
+    exe = shutil.which("skillgym")
+    cli = [exe] if exe else [sys.executable, "-c", "from skillgym.pipeline.cli import app; app()"]
+    argv = [*cli, "rollout", "codebase-explorer-v0", "--split", "test", "--tasks", "8", "--samples", "6",
+            "--concurrency", "4", "--backend", "ray", "--actors", "2", "--ray-address", cluster.address,
+            "--out", str(out), "--env-arg", "backend=local", "--json"]
+
+    def lines() -> list[bytes]:
+        return [line for shard in shard_paths(out) for line in shard.read_bytes().splitlines(keepends=True)]
+
+    try:
+        cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and proc.poll() is None and (not out.exists() or len(lines()) < 10):
+            time.sleep(0.2)
+        assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read()[-2000:]}"
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver dies; Ray reaps the actors it owned
+        proc.wait()
+        before = len(lines())
+        assert 10 <= before < 48
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=400)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert all(line.endswith(b"\n") for line in lines()), "a torn line survived the resume"
+        records = [json.loads(line) for line in lines()]
+        keys = [(r["task_id"], r["sample_index"]) for r in records]
+        assert len(keys) == len(set(keys)) == 48  # every episode exactly once
+        assert all(r["reward"] == 1.0 for r in records)
+    finally:
+        cluster.shutdown()
