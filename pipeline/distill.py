@@ -21,6 +21,7 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel, Field, ValidationError
 
 from skillgym.io import atomic_write_text
+from skillgym.models import is_known_model
 from skillgym.registry import make_spec
 from skillgym.rollouts import RolloutConfig, RolloutSummary, run_rollouts
 from skillgym.rollouts.config import EnvSelection, RunOptions
@@ -176,9 +177,19 @@ def _run_stage(
     return record
 
 
+def default_recipe_name(student: str) -> str:
+    """The bundled recipe for a student: the CPU recipes for the tiny and the named pretrained
+    models (``smollm2-135m`` -> ``smollm2-135m-lora``), the Qwen3-4B LoRA recipe for any other."""
+    if student == "tiny":
+        return "tiny-cpu"
+    if is_known_model(student):
+        return f"{student}-lora"
+    return "qwen3-4b-lora"
+
+
 def recipe_for(config: DistillConfig) -> SFTRecipe:
     """The SFT recipe: the bundled one for the student (or ``config.recipe``), pointed at this run's folders."""
-    path = config.recipe or bundled_recipe_path("tiny-cpu" if config.student == "tiny" else "qwen3-4b-lora")
+    path = config.recipe or bundled_recipe_path(default_recipe_name(config.student))
     base_overrides = [f"dataset={config.out / 'dataset'}", f"output_dir={config.out / 'student'}"]
     if config.student != "tiny":
         base_overrides.append(f"model={config.student}")
