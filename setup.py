@@ -3,6 +3,7 @@
 pyproject.toml holds all metadata; this file only computes the package list, because
 setuptools' declarative ``packages.find`` cannot discover sub-packages of remapped folders.
 """
+
 from pathlib import Path
 
 from setuptools import find_packages, setup

@@ -27,7 +27,9 @@ def serve_env(
     port: int = typer.Option(8000, "--port", help="TCP port (openenv; mcp with --transport http)."),
     transport: Transport = typer.Option(Transport.stdio, "--transport", help="mcp only: stdio or http (/mcp)."),
     task_id: str | None = typer.Option(None, "--task-id", help="mcp only: the task whose workspace the sandbox holds."),
-    max_sessions: int = typer.Option(16, "--max-sessions", min=1, help="openenv only: concurrent sessions (sandboxes)."),
+    max_sessions: int = typer.Option(
+        16, "--max-sessions", min=1, help="openenv only: concurrent sessions (sandboxes)."
+    ),
     env_arg: list[str] = typer.Option([], "--env-arg", help="Env option key=value (repeatable), e.g. split=test."),
 ) -> None:
     """Serve ENV as an OpenEnv environment server (one session and sandbox per client) or its tools as an MCP server."""
@@ -49,8 +51,9 @@ def serve_env(
             typer.echo(f"MCP server for {env}: http://{host}:{port}/mcp", err=True)
             serve_http(tools, host=host, port=port)
     except ImportError as exc:
-        typer.echo(f"Error: serve-env --protocol {protocol.value} needs {exc.name}: pip install 'skillgym[adapters]'",
-                   err=True)
+        typer.echo(
+            f"Error: serve-env --protocol {protocol.value} needs {exc.name}: pip install 'skillgym[adapters]'", err=True
+        )
         raise typer.Exit(1) from None
     except (KeyError, ValueError) as exc:
         typer.echo(f"Error: {env}: {exc}", err=True)

@@ -90,8 +90,11 @@ class EnvTools:
         call = {"id": "mcp_1", "type": "function", "function": {"name": name, "arguments": json.dumps(arguments)}}
         message = {"role": "assistant", "content": "", "tool_calls": [call]}
         _, reward, _, _, info = await asyncio.to_thread(self.env.step, message)
-        result = {"reward": float(reward), "reward_components": info.get("reward_components", {}),
-                  "task_id": self.task_id}
+        result = {
+            "reward": float(reward),
+            "reward_components": info.get("reward_components", {}),
+            "task_id": self.task_id,
+        }
         await self._reset()
         return f"graded: reward {float(reward):g}; the workspace was reset for a new attempt", False, result
 
@@ -102,20 +105,25 @@ def build_server(tools: EnvTools) -> Any:
     from mcp.server.lowlevel import Server
 
     async def list_tools(ctx: Any, params: Any) -> Any:
-        return types.ListToolsResult(tools=[
-            types.Tool(name=s["function"]["name"], description=s["function"].get("description"),
-                       input_schema=s["function"].get("parameters") or {"type": "object"})
-            for s in tools.schemas()
-        ])
+        return types.ListToolsResult(
+            tools=[
+                types.Tool(
+                    name=s["function"]["name"],
+                    description=s["function"].get("description"),
+                    input_schema=s["function"].get("parameters") or {"type": "object"},
+                )
+                for s in tools.schemas()
+            ]
+        )
 
     async def call_tool(ctx: Any, params: Any) -> Any:
         text, is_error, structured = await tools.call(params.name, params.arguments)
-        return types.CallToolResult(content=[types.TextContent(text=text)], structured_content=structured,
-                                    is_error=is_error)
+        return types.CallToolResult(
+            content=[types.TextContent(text=text)], structured_content=structured, is_error=is_error
+        )
 
     description = f"skillgym env {tools.env_id}: its tools on one sandbox (task {tools.task_id})"
-    return Server(f"skillgym-{tools.env_id}", description=description, on_list_tools=list_tools,
-                  on_call_tool=call_tool)
+    return Server(f"skillgym-{tools.env_id}", description=description, on_list_tools=list_tools, on_call_tool=call_tool)
 
 
 async def serve_stdio(tools: EnvTools) -> None:

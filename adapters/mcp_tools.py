@@ -47,8 +47,10 @@ class McpTool(Tool):
         self.timeout_s = timeout_s
 
     def schema(self) -> dict[str, Any]:
-        return {"type": "function", "function": {"name": self.name, "description": self.description,
-                                                 "parameters": self.input_schema}}
+        return {
+            "type": "function",
+            "function": {"name": self.name, "description": self.description, "parameters": self.input_schema},
+        }
 
     def __call__(self, sandbox: Sandbox, args: Any) -> str:
         arguments = args.model_dump() if hasattr(args, "model_dump") else dict(args or {})
@@ -56,7 +58,9 @@ class McpTool(Tool):
             result = _run(_call(self.url, self.name, arguments), self.timeout_s)
         except Exception as exc:  # the server is down or broke the protocol: the model hears it, the env goes on
             raise OpError(f"MCP server {self.url} failed on {self.name}: {type(exc).__name__}: {exc}") from None
-        text = "\n".join(getattr(part, "text", "") or f"[{getattr(part, 'type', 'content')}]" for part in result.content)
+        text = "\n".join(
+            getattr(part, "text", "") or f"[{getattr(part, 'type', 'content')}]" for part in result.content
+        )
         if result.is_error:
             raise OpError(text or f"{self.name} failed")
         return text
@@ -96,8 +100,9 @@ def mcp_tools(url: str, timeout_s: float = 120) -> list[McpTool]:
         listed = _run(_list(url), timeout_s)
     except Exception as exc:
         raise ValueError(f"cannot list the tools of MCP server {url}: {type(exc).__name__}: {exc}") from None
-    return [McpTool(url, t.name, t.description or t.name, t.input_schema or {"type": "object"}, timeout_s)
-            for t in listed]
+    return [
+        McpTool(url, t.name, t.description or t.name, t.input_schema or {"type": "object"}, timeout_s) for t in listed
+    ]
 
 
 def with_mcp_tools(spec: EnvSpec, urls: list[str]) -> EnvSpec:

@@ -95,8 +95,14 @@ class OpenEnvServer:
         max_message_bytes: Larger messages are refused with ``PAYLOAD_TOO_LARGE``.
     """
 
-    def __init__(self, env_id: str, env_kwargs: dict[str, Any] | None = None, *, max_sessions: int = 16,
-                 max_message_bytes: int = MAX_MESSAGE_BYTES):
+    def __init__(
+        self,
+        env_id: str,
+        env_kwargs: dict[str, Any] | None = None,
+        *,
+        max_sessions: int = 16,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
+    ):
         self.env_id = env_id
         self.env_kwargs = dict(env_kwargs or {})
         self.spec = skillgym.make_spec(env_id, **self.env_kwargs)  # fails now on a bad id, starts nothing
@@ -138,23 +144,45 @@ class OpenEnvServer:
     async def _metadata(self, request: Any) -> Any:
         from starlette.responses import JSONResponse
 
-        return JSONResponse({"name": self.env_id, "description": self.spec.skill.description,
-                             "version": skillgym.__version__ if hasattr(skillgym, "__version__") else None})
+        return JSONResponse(
+            {
+                "name": self.env_id,
+                "description": self.spec.skill.description,
+                "version": skillgym.__version__ if hasattr(skillgym, "__version__") else None,
+            }
+        )
 
     async def _schema(self, request: Any) -> Any:
         from starlette.responses import JSONResponse
 
-        observation = {"type": "object", "properties": {"messages": {"type": "array"}, "tools": {"type": "array"},
-                                                        "task_id": {"type": "string"}}}
-        return JSONResponse({"action": StepData.model_json_schema(), "reset": ResetData.model_json_schema(),
-                             "observation": observation, "state": {"type": "object"}})
+        observation = {
+            "type": "object",
+            "properties": {"messages": {"type": "array"}, "tools": {"type": "array"}, "task_id": {"type": "string"}},
+        }
+        return JSONResponse(
+            {
+                "action": StepData.model_json_schema(),
+                "reset": ResetData.model_json_schema(),
+                "observation": observation,
+                "state": {"type": "object"},
+            }
+        )
 
     async def _stateless(self, request: Any) -> Any:
         from starlette.responses import JSONResponse
 
-        return JSONResponse({"error": {"code": "SESSION_ERROR", "message": (
-            "this server keeps episodes in sessions: connect a WebSocket to /ws (one session and sandbox "
-            "per connection) and send reset/step messages there")}}, status_code=400)
+        return JSONResponse(
+            {
+                "error": {
+                    "code": "SESSION_ERROR",
+                    "message": (
+                        "this server keeps episodes in sessions: connect a WebSocket to /ws (one session and sandbox "
+                        "per connection) and send reset/step messages there"
+                    ),
+                }
+            },
+            status_code=400,
+        )
 
     # -- one session per WebSocket ------------------------------------------------------------
     async def _ws(self, websocket: Any) -> None:
@@ -163,15 +191,26 @@ class OpenEnvServer:
         await websocket.accept()
         asked = websocket.query_params.get("session_id")
         if asked is not None:  # sessions are bound to their connection; none can be re-attached
-            await _send_error(websocket, ProtocolError("SESSION_ERROR", f"unknown session_id {asked!r}: a session "
-                                                       "lives as long as its WebSocket; connect without session_id"))
+            await _send_error(
+                websocket,
+                ProtocolError(
+                    "SESSION_ERROR",
+                    f"unknown session_id {asked!r}: a session "
+                    "lives as long as its WebSocket; connect without session_id",
+                ),
+            )
             await websocket.close()
             return
         if len(self.sessions) >= self.max_sessions:
-            await _send_error(websocket, ProtocolError("CAPACITY_REACHED", f"{len(self.sessions)} of "
-                                                       f"{self.max_sessions} sessions are in use; retry later",
-                                                       active_sessions=len(self.sessions),
-                                                       max_sessions=self.max_sessions))
+            await _send_error(
+                websocket,
+                ProtocolError(
+                    "CAPACITY_REACHED",
+                    f"{len(self.sessions)} of {self.max_sessions} sessions are in use; retry later",
+                    active_sessions=len(self.sessions),
+                    max_sessions=self.max_sessions,
+                ),
+            )
             await websocket.close()
             return
         session = _Session(id=uuid.uuid4().hex)
@@ -205,30 +244,36 @@ class OpenEnvServer:
 
     async def _handle(self, session: _Session, text: str) -> tuple[dict[str, Any], bool]:
         if len(text.encode("utf-8", errors="replace")) > self.max_message_bytes:
-            raise ProtocolError("PAYLOAD_TOO_LARGE", f"a message may hold {self.max_message_bytes} bytes; "
-                                f"this one holds {len(text.encode('utf-8', errors='replace'))}")
+            raise ProtocolError(
+                "PAYLOAD_TOO_LARGE",
+                f"a message may hold {self.max_message_bytes} bytes; "
+                f"this one holds {len(text.encode('utf-8', errors='replace'))}",
+            )
         try:
             message = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ProtocolError("INVALID_JSON", f"Invalid JSON: {exc}") from None
         if not isinstance(message, dict):
-            raise ProtocolError("VALIDATION_ERROR", f"a message is a JSON object with a 'type'; got "
-                                f"{type(message).__name__}")
+            raise ProtocolError(
+                "VALIDATION_ERROR", f"a message is a JSON object with a 'type'; got {type(message).__name__}"
+            )
         kind = message.get("type")
         data = message.get("data", {})
         if data is None:
             data = {}
         unknown = sorted(set(message) - {"type", "data"})
         if unknown:
-            raise ProtocolError("VALIDATION_ERROR", f"unknown message field(s) {unknown}; a message has 'type' "
-                                "and 'data'")
+            raise ProtocolError(
+                "VALIDATION_ERROR", f"unknown message field(s) {unknown}; a message has 'type' and 'data'"
+            )
         if kind not in ("reset", "step", "state", "close"):
             raise ProtocolError("UNKNOWN_TYPE", f"Unknown message type: {kind!r}; use reset, step, state or close")
         if kind == "close":
             return {}, True
         if not isinstance(data, dict):
-            raise ProtocolError("VALIDATION_ERROR", f"'data' of a {kind} message is an object; got "
-                                f"{type(data).__name__}")
+            raise ProtocolError(
+                "VALIDATION_ERROR", f"'data' of a {kind} message is an object; got {type(data).__name__}"
+            )
         async with session.lock:
             if kind == "reset":
                 return await self._reset(session, _validated(ResetData, data, kind)), False
@@ -252,29 +297,51 @@ class OpenEnvServer:
         session.task_id, session.episode_id = info.get("task_id"), data.episode_id
         observation = {"messages": messages, "tools": info.get("tools", []), "task_id": info.get("task_id")}
         # What a policy reads from reset's info besides the chat (e.g. a scripted expert's task metadata).
-        metadata = {"session_id": session.id, "env_id": self.env_id, "task_id": info.get("task_id"),
-                    "task_metadata": info.get("task_metadata", {})}
-        return {"type": "observation", "data": {"observation": observation, "reward": None, "done": False,
-                                                "metadata": metadata}}
+        metadata = {
+            "session_id": session.id,
+            "env_id": self.env_id,
+            "task_id": info.get("task_id"),
+            "task_metadata": info.get("task_metadata", {}),
+        }
+        return {
+            "type": "observation",
+            "data": {"observation": observation, "reward": None, "done": False, "metadata": metadata},
+        }
 
     async def _step(self, session: _Session, data: StepData) -> dict[str, Any]:
         if session.env is None or session.task_id is None:
-            raise ProtocolError("SESSION_ERROR", "step before reset: send {\"type\": \"reset\"} first")
+            raise ProtocolError("SESSION_ERROR", 'step before reset: send {"type": "reset"} first')
         if session.done:
-            raise ProtocolError("SESSION_ERROR", "the episode is over: send {\"type\": \"reset\"} to start another")
+            raise ProtocolError("SESSION_ERROR", 'the episode is over: send {"type": "reset"} to start another')
         messages, reward, terminated, truncated, info = await asyncio.to_thread(session.env.step, data.message)
         new = messages[session.messages :]
         session.messages, session.steps = len(messages), session.steps + 1
         session.done = bool(terminated or truncated)
-        metadata = {"terminated": bool(terminated), "truncated": bool(truncated),
-                    "reward_components": info.get("reward_components", {}),
-                    "truncation_reason": info.get("truncation_reason")}
-        return {"type": "observation", "data": {"observation": {"messages": new}, "reward": float(reward),
-                                                "done": session.done, "metadata": metadata}}
+        metadata = {
+            "terminated": bool(terminated),
+            "truncated": bool(truncated),
+            "reward_components": info.get("reward_components", {}),
+            "truncation_reason": info.get("truncation_reason"),
+        }
+        return {
+            "type": "observation",
+            "data": {
+                "observation": {"messages": new},
+                "reward": float(reward),
+                "done": session.done,
+                "metadata": metadata,
+            },
+        }
 
     def _state(self, session: _Session) -> dict[str, Any]:
-        return {"session_id": session.id, "env_id": self.env_id, "task_id": session.task_id,
-                "episode_id": session.episode_id, "step_count": session.steps, "done": session.done}
+        return {
+            "session_id": session.id,
+            "env_id": self.env_id,
+            "task_id": session.task_id,
+            "episode_id": session.episode_id,
+            "step_count": session.steps,
+            "done": session.done,
+        }
 
     async def _close(self, session: _Session) -> None:
         if self.sessions.pop(session.id, None) is None:
@@ -302,15 +369,22 @@ def serve(server: OpenEnvServer, host: str = "127.0.0.1", port: int = 8000) -> N
     """Run ``server`` in the foreground (uvicorn) until interrupted."""
     import uvicorn
 
-    uvicorn.run(server.app(), host=host, port=port, log_level="warning", ws_max_size=4 * server.max_message_bytes,
-                ws_ping_interval=20.0, ws_ping_timeout=20.0)
+    uvicorn.run(
+        server.app(),
+        host=host,
+        port=port,
+        log_level="warning",
+        ws_max_size=4 * server.max_message_bytes,
+        ws_ping_interval=20.0,
+        ws_ping_timeout=20.0,
+    )
 
 
 class ServerThread:
     """``server`` on a loopback port in a background thread (tests, benchmarks)::
 
-        with ServerThread(OpenEnvServer("codebase-explorer-v0")) as running:
-            url = running.base_url
+    with ServerThread(OpenEnvServer("codebase-explorer-v0")) as running:
+        url = running.base_url
     """
 
     def __init__(self, server: OpenEnvServer, host: str = "127.0.0.1", port: int = 0):
@@ -331,8 +405,13 @@ class ServerThread:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, self.port))
         self.port = sock.getsockname()[1]
-        config = uvicorn.Config(self.server.app(), log_level="warning", ws_max_size=4 * self.server.max_message_bytes,
-                                ws_ping_interval=5.0, ws_ping_timeout=5.0)
+        config = uvicorn.Config(
+            self.server.app(),
+            log_level="warning",
+            ws_max_size=4 * self.server.max_message_bytes,
+            ws_ping_interval=5.0,
+            ws_ping_timeout=5.0,
+        )
         self._uvicorn = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._uvicorn.run, kwargs={"sockets": [sock]}, daemon=True)
         self._thread.start()

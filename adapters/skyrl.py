@@ -59,11 +59,20 @@ class SkillgymTextEnv(BaseTextEnv):
         self._seen = len(messages)
         system = next((m for m in messages if m.get("role") == "system"), None)
         user = next(m for m in messages if m.get("role") == "user")
-        chat = [{"role": "system", "content": system_prompt_with_tools(text_of(system.get("content")) if system else "",
-                                                                       info.get("tools", []))},
-                {"role": "user", "content": text_of(user.get("content"))}]
-        return chat, {"task_id": info.get("task_id"), "task_metadata": info.get("task_metadata", {}),
-                      "tools": info.get("tools", [])}
+        chat = [
+            {
+                "role": "system",
+                "content": system_prompt_with_tools(
+                    text_of(system.get("content")) if system else "", info.get("tools", [])
+                ),
+            },
+            {"role": "user", "content": text_of(user.get("content"))},
+        ]
+        return chat, {
+            "task_id": info.get("task_id"),
+            "task_metadata": info.get("task_metadata", {}),
+            "tools": info.get("tools", []),
+        }
 
     def step(self, action: str) -> BaseTextEnvStepOutput:
         self.turns += 1
@@ -75,22 +84,32 @@ class SkillgymTextEnv(BaseTextEnv):
         observations = [] if done or not answers else [{"role": "user", "content": tool_responses_text(answers)}]
         if done:
             self.reward, self.reward_components = float(reward), dict(info.get("reward_components") or {})
-        metadata = {"terminated": bool(terminated), "truncated": bool(truncated), "turn": info.get("turn"),
-                    "tool_errors": info.get("tool_errors", []), "reward_components": info.get("reward_components")}
-        return BaseTextEnvStepOutput(observations=observations, reward=float(reward), done=done, metadata=metadata,
-                                     postprocessed_action=None)
+        metadata = {
+            "terminated": bool(terminated),
+            "truncated": bool(truncated),
+            "turn": info.get("turn"),
+            "tool_errors": info.get("tool_errors", []),
+            "reward_components": info.get("reward_components"),
+        }
+        return BaseTextEnvStepOutput(
+            observations=observations, reward=float(reward), done=done, metadata=metadata, postprocessed_action=None
+        )
 
     def get_metrics(self) -> dict[str, Any]:
-        numeric = {k: float(v) for k, v in self.reward_components.items()
-                   if isinstance(v, int | float) and not isinstance(v, bool)}
+        numeric = {
+            k: float(v)
+            for k, v in self.reward_components.items()
+            if isinstance(v, int | float) and not isinstance(v, bool)
+        }
         return {"reward": self.reward, "turns": self.turns, **numeric}
 
     def close(self) -> None:
         self.env.close()
 
 
-def dataset_rows(env_id: str, split: str = "train", limit: int | None = None,
-                 **env_kwargs: Any) -> list[dict[str, Any]]:
+def dataset_rows(
+    env_id: str, split: str = "train", limit: int | None = None, **env_kwargs: Any
+) -> list[dict[str, Any]]:
     """SkyRL dataset rows for env ``env_id``'s tasks (reading them starts no sandbox).
 
     Args:
@@ -104,8 +123,16 @@ def dataset_rows(env_id: str, split: str = "train", limit: int | None = None,
         ``env_class`` (``"skillgym"``), ``env_id``, ``task_id`` and ``split``.
     """
     tasks = list(skillgym.make_spec(env_id, **env_kwargs).tasks.tasks(split))[:limit]
-    return [{"prompt": [{"role": "user", "content": t.prompt}], "env_class": ENV_CLASS, "env_id": env_id,
-             "task_id": t.id, "split": split} for t in tasks]
+    return [
+        {
+            "prompt": [{"role": "user", "content": t.prompt}],
+            "env_class": ENV_CLASS,
+            "env_id": env_id,
+            "task_id": t.id,
+            "split": split,
+        }
+        for t in tasks
+    ]
 
 
 if ENV_CLASS not in skyrl_gym.registry:

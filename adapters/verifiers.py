@@ -32,8 +32,15 @@ from pydantic import Field
 import skillgym
 from skillgym.adapters.chat_text import system_prompt_with_tools, text_of, tool_responses_text
 
-__all__ = ["SkillgymData", "SkillgymEnv", "SkillgymEnvConfig", "SkillgymTask", "SkillgymTaskset",
-           "SkillgymTasksetConfig", "load_environment"]
+__all__ = [
+    "SkillgymData",
+    "SkillgymEnv",
+    "SkillgymEnvConfig",
+    "SkillgymTask",
+    "SkillgymTaskset",
+    "SkillgymTasksetConfig",
+    "load_environment",
+]
 
 REWARD_NAME = "skillgym_reward"
 # verifiers resolves a taskset id as a top-level module name (dots are not allowed), so the
@@ -80,8 +87,15 @@ class SkillgymTaskset(vf.Taskset[SkillgymTask, SkillgymTasksetConfig]):
             if config.limit is not None:
                 tasks = tasks[: config.limit]
         for task in tasks:
-            data = SkillgymData(id=task.id, name=task.id, prompt=None, env_id=config.env_id, task_id=task.id,
-                                split=task.split or config.split, env_kwargs=config.env_kwargs)
+            data = SkillgymData(
+                id=task.id,
+                name=task.id,
+                prompt=None,
+                env_id=config.env_id,
+                task_id=task.id,
+                split=task.split or config.split,
+                env_kwargs=config.env_kwargs,
+            )
             yield SkillgymTask(data, config.task)
 
 
@@ -131,9 +145,15 @@ class SkillgymEnv(vf.Env[SkillgymEnvConfig]):
             await asyncio.to_thread(env.close)
 
 
-def load_environment(env_id: str = "codebase-explorer-v0", *, split: str = "test", limit: int | None = None,
-                     task_ids: list[str] | None = None, env_kwargs: dict[str, Any] | None = None,
-                     agent: dict[str, Any] | None = None) -> SkillgymEnv:
+def load_environment(
+    env_id: str = "codebase-explorer-v0",
+    *,
+    split: str = "test",
+    limit: int | None = None,
+    task_ids: list[str] | None = None,
+    env_kwargs: dict[str, Any] | None = None,
+    agent: dict[str, Any] | None = None,
+) -> SkillgymEnv:
     """A verifiers environment whose tasks, tools and reward are skillgym env ``env_id``'s.
 
     Args:
@@ -148,17 +168,26 @@ def load_environment(env_id: str = "codebase-explorer-v0", *, split: str = "test
     Returns:
         A ``verifiers.v1.Env``; run it with verifiers' eval (``run_eval``) or trainers.
     """
-    config = SkillgymEnvConfig.model_validate({"taskset": env_config_dict(env_id, split=split, limit=limit,
-                                                                          task_ids=task_ids, env_kwargs=env_kwargs),
-                                               "agent": agent if agent is not None else DEFAULT_AGENT})
+    config = SkillgymEnvConfig.model_validate(
+        {
+            "taskset": env_config_dict(env_id, split=split, limit=limit, task_ids=task_ids, env_kwargs=env_kwargs),
+            "agent": agent if agent is not None else DEFAULT_AGENT,
+        }
+    )
     return SkillgymEnv(config)
 
 
 DEFAULT_AGENT: dict[str, Any] = {"runtime": {"type": "subprocess"}, "harness": {"id": "null"}}
 
 
-def env_config_dict(env_id: str, *, split: str = "test", limit: int | None = None, task_ids: list[str] | None = None,
-                    env_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+def env_config_dict(
+    env_id: str,
+    *,
+    split: str = "test",
+    limit: int | None = None,
+    task_ids: list[str] | None = None,
+    env_kwargs: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """The ``taskset`` block of a verifiers env config for ``env_id`` (for ``EvalConfig``)."""
     out: dict[str, Any] = {"id": PLUGIN_ID, "env_id": env_id, "split": split, "env_kwargs": env_kwargs or {}}
     if limit is not None:

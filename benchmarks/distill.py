@@ -34,7 +34,9 @@ def peak_rss_mb() -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print only the JSON result")
-    parser.add_argument("--out", type=Path, default=None, help="run folder (default: a fresh temp folder, so nothing is cached)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="run folder (default: a fresh temp folder, so nothing is cached)"
+    )
     parser.add_argument("--env-arg", action="append", default=[], help="key=value for the env, e.g. backend=local")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="recipe override key=value")
     parser.add_argument("--test-tasks", type=int, default=200)
@@ -49,8 +51,15 @@ def main(argv: list[str] | None = None) -> int:
     # Trainers print their logs to stdout; stdout is for the JSON result alone.
     with contextlib.redirect_stdout(sys.stderr):
         report = run_distill(
-            DistillConfig(env="codebase-explorer-v0", env_kwargs=parse_key_values(args.env_arg), teacher="expert", student="tiny",
-                          out=out, test_tasks=args.test_tasks, recipe_overrides=args.overrides),
+            DistillConfig(
+                env="codebase-explorer-v0",
+                env_kwargs=parse_key_values(args.env_arg),
+                teacher="expert",
+                student="tiny",
+                out=out,
+                test_tasks=args.test_tasks,
+                recipe_overrides=args.overrides,
+            ),
             log,
         )
     wall = time.perf_counter() - started
@@ -69,8 +78,9 @@ def main(argv: list[str] | None = None) -> int:
         "targets": {
             "total_seconds_max": TARGET_TOTAL_S,
             "trained_vs_teacher_min": TARGET_RATIO,
-            "met": bool(wall <= TARGET_TOTAL_S and (report.trained_vs_teacher or 0) >= TARGET_RATIO
-                        and report.test_tasks >= 200),
+            "met": bool(
+                wall <= TARGET_TOTAL_S and (report.trained_vs_teacher or 0) >= TARGET_RATIO and report.test_tasks >= 200
+            ),
         },
     }
     print(json.dumps(result, indent=None if args.json else 2))

@@ -49,11 +49,15 @@ def rendered_conversations(material: dict[str, Any], count: int = 60) -> list[st
     renderer = build_tokenizer([material["system"], *material["prompts"]], boilerplate=False)
     texts = []
     for index in range(count):
-        chat = [{"role": "system", "content": material["system"]},
-                {"role": "user", "content": material["prompts"][index % len(material["prompts"])]}]
+        chat = [
+            {"role": "system", "content": material["system"]},
+            {"role": "user", "content": material["prompts"][index % len(material["prompts"])]},
+        ]
         for turn in range(3):
-            chat += [{"role": "assistant", "content": f"Looking at module_{index}_{turn}."},
-                     {"role": "user", "content": tool_output(index, turn)}]
+            chat += [
+                {"role": "assistant", "content": f"Looking at module_{index}_{turn}."},
+                {"role": "user", "content": tool_output(index, turn)},
+            ]
         texts.append(renderer.apply_chat_template(chat, tools=material["tools"], tokenize=False))
     return texts
 
@@ -71,16 +75,30 @@ def build_model(name: str, vocab_size: int) -> Any:
     torch.manual_seed(0)
     if name == "tiny":  # training/tiny-cpu.yaml's student
         config = Qwen3Config(
-            vocab_size=vocab_size, hidden_size=192, intermediate_size=512, num_hidden_layers=4,
-            num_attention_heads=4, num_key_value_heads=4, head_dim=48, max_position_embeddings=4096,
-            rope_theta=1e6, tie_word_embeddings=True,
+            vocab_size=vocab_size,
+            hidden_size=192,
+            intermediate_size=512,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            head_dim=48,
+            max_position_embeddings=4096,
+            rope_theta=1e6,
+            tie_word_embeddings=True,
         )
         return Qwen3ForCausalLM(config).eval()
     if name == "smollm2":  # SmolLM2-135M's shape
         config = LlamaConfig(
-            vocab_size=vocab_size, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
-            num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=8192, rope_theta=100000.0,
-            tie_word_embeddings=True, rms_norm_eps=1e-5,
+            vocab_size=vocab_size,
+            hidden_size=576,
+            intermediate_size=1536,
+            num_hidden_layers=30,
+            num_attention_heads=9,
+            num_key_value_heads=3,
+            max_position_embeddings=8192,
+            rope_theta=100000.0,
+            tie_word_embeddings=True,
+            rms_norm_eps=1e-5,
         )
         return LlamaForCausalLM(config).eval()
     raise ValueError(f"unknown model {name!r}; choose from {MODELS}")
@@ -111,8 +129,9 @@ def episode_material(count: int) -> dict[str, Any]:
 
 def tool_output(episode: int, turn: int) -> str:
     rng = random.Random(episode * 1000 + turn)
-    lines = [f"src/pkg/module_{rng.randrange(50)}.py:{rng.randrange(400)}: def f_{rng.randrange(999)}(x):"
-             for _ in range(4)]
+    lines = [
+        f"src/pkg/module_{rng.randrange(50)}.py:{rng.randrange(400)}: def f_{rng.randrange(999)}(x):" for _ in range(4)
+    ]
     return "<tool_response>\n" + "\n".join(lines) + "\n</tool_response>"
 
 
@@ -131,15 +150,23 @@ async def run_level(policy: Any, material: dict[str, Any], concurrency: int, epi
                 action = await policy.aact(chat, info)
                 generated += action["usage"]["completion_tokens"]
                 outputs[(index, turn)] = action["token_ids"]
-                chat = [*chat, {"role": "assistant", "content": action["content"]},
-                        {"role": "user", "content": tool_output(index, turn)}]
+                chat = [
+                    *chat,
+                    {"role": "assistant", "content": action["content"]},
+                    {"role": "user", "content": tool_output(index, turn)},
+                ]
 
     started = time.perf_counter()
     await asyncio.gather(*(episode(i) for i in range(episodes)))
     wall = time.perf_counter() - started
     return {
-        "concurrency": concurrency, "episodes": episodes, "turns": episodes * turns, "generated_tokens": generated,
-        "wall_s": round(wall, 3), "tokens_per_s": round(generated / wall, 1), "episodes_per_s": round(episodes / wall, 3),
+        "concurrency": concurrency,
+        "episodes": episodes,
+        "turns": episodes * turns,
+        "generated_tokens": generated,
+        "wall_s": round(wall, 3),
+        "tokens_per_s": round(generated / wall, 1),
+        "episodes_per_s": round(episodes / wall, 3),
         "_outputs": outputs,
     }
 
@@ -151,15 +178,20 @@ def bench_model(name: str, args: argparse.Namespace, tokenizer: Any, material: d
 
     model = build_model(name, len(tokenizer))
     result: dict[str, Any] = {
-        "model": name, "parameters": sum(p.numel() for p in model.parameters()), "levels": [],
+        "model": name,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "levels": [],
     }
     for level in args.levels:
         episodes = max(level, args.min_episodes)
         row: dict[str, Any] = {"concurrency": level, "episodes": episodes}
         outputs: dict[str, dict] = {}
         for mode in args.modes:
-            options = dict(max_new_tokens=args.new_tokens, batch_size=0 if mode == "unbatched" else args.batch_size,
-                           prefix_cache=mode == "batched")
+            options = dict(
+                max_new_tokens=args.new_tokens,
+                batch_size=0 if mode == "unbatched" else args.batch_size,
+                prefix_cache=mode == "batched",
+            )
             policy = HFPolicy(model, tokenizer, **options)
             policy.act([{"role": "user", "content": "warm up"}], {"tools": material["tools"]})  # probe, first allocs
             with torch.inference_mode():
@@ -179,8 +211,9 @@ def bench_model(name: str, args: argparse.Namespace, tokenizer: Any, material: d
             same = sum(outputs["batched"][key] == outputs["unbatched"].get(key) for key in outputs["batched"])
             row["turns_identical_to_unbatched"] = f"{same}/{len(outputs['batched'])}"
         result["levels"].append(row)
-        _progress(args, f"{name} c={level}: " + ", ".join(
-            f"{mode} {row[mode]['tokens_per_s']} tok/s" for mode in args.modes))
+        _progress(
+            args, f"{name} c={level}: " + ", ".join(f"{mode} {row[mode]['tokens_per_s']} tok/s" for mode in args.modes)
+        )
     return result
 
 
@@ -216,8 +249,11 @@ def main(argv: list[str] | None = None) -> int:
     material = episode_material(max(args.levels + [args.min_episodes]))
     tokenizer = build_tokenizer(rendered_conversations(material))
     report: dict[str, Any] = {
-        "threads": torch.get_num_threads(), "turns_per_episode": args.turns, "new_tokens_per_turn": args.new_tokens,
-        "batch_size": args.batch_size, "modes": args.modes,
+        "threads": torch.get_num_threads(),
+        "turns_per_episode": args.turns,
+        "new_tokens_per_turn": args.new_tokens,
+        "batch_size": args.batch_size,
+        "modes": args.modes,
         "note": "random-weight models built from a config; timings need an otherwise idle machine",
         "models": [bench_model(name, args, tokenizer, material) for name in args.models.split(",") if name],
     }

@@ -34,8 +34,11 @@ def _record(env_id: str, n: int) -> tuple[list[str], dict[str, list[Any]], dict[
         actions, rewards = {}, {}
         for tid in ids:
             traj = run_episode(env, env.env_spec.expert(), task_id=tid)
-            actions[tid] = [{k: v for k, v in m.items() if k in ("role", "content", "tool_calls")}
-                            for m in traj.messages if m["role"] == "assistant"]
+            actions[tid] = [
+                {k: v for k, v in m.items() if k in ("role", "content", "tool_calls")}
+                for m in traj.messages
+                if m["role"] == "assistant"
+            ]
             rewards[tid] = traj.reward
         return ids, actions, rewards
     finally:
@@ -99,12 +102,17 @@ def main(argv: list[str] | None = None) -> int:
     for name, run in (("in_process", _in_process), ("openenv", _openenv)):
         seconds, steps, rewards = run(args.env, ids, actions)
         results[name] = rewards
-        report[name] = {"steps": steps, "step_seconds": round(seconds, 4),
-                        "steps_per_s": round(steps / seconds, 2) if seconds else None,
-                        "mean_reward": round(sum(rewards.values()) / len(rewards), 4)}
+        report[name] = {
+            "steps": steps,
+            "step_seconds": round(seconds, 4),
+            "steps_per_s": round(steps / seconds, 2) if seconds else None,
+            "mean_reward": round(sum(rewards.values()) / len(rewards), 4),
+        }
     report["rewards_equal"] = results["in_process"] == results["openenv"] == expected
     if report["in_process"]["steps_per_s"] and report["openenv"]["steps_per_s"]:
-        report["openenv_vs_in_process"] = round(report["openenv"]["steps_per_s"] / report["in_process"]["steps_per_s"], 3)
+        report["openenv_vs_in_process"] = round(
+            report["openenv"]["steps_per_s"] / report["in_process"]["steps_per_s"], 3
+        )
     json.dump(report, sys.stdout, indent=None if args.json else 2)
     sys.stdout.write("\n")
     return 0 if report["rewards_equal"] else 1

@@ -82,9 +82,14 @@ def make_bench_spec(backend: str = "docker") -> Any:
 
     skill, tasks, expert = _bench_parts()
     return EnvSpec(
-        id="rollout-bench-v0", skill=skill, tools=["list_dir", "read_file", "submit"],
-        sandbox=SandboxConfig(backend=backend), tasks=tasks, grader=AnswerMatch("normalized"),
-        max_turns=6, expert=expert,
+        id="rollout-bench-v0",
+        skill=skill,
+        tools=["list_dir", "read_file", "submit"],
+        sandbox=SandboxConfig(backend=backend),
+        tasks=tasks,
+        grader=AnswerMatch("normalized"),
+        max_turns=6,
+        expert=expert,
     )
 
 
@@ -106,7 +111,11 @@ def _bench_parts() -> tuple[Any, Any, Any]:
         )
         for i in range(N_BENCH_TASKS)
     ]
-    skill = SkillSpec(name="lookup", description="Reads numbers from files.", instructions="Find the file, read it, submit the number.")
+    skill = SkillSpec(
+        name="lookup",
+        description="Reads numbers from files.",
+        instructions="Find the file, read it, submit the number.",
+    )
     return skill, TaskList(tasks), expert
 
 
@@ -127,7 +136,16 @@ def serve(env_id: str, delay_s: float) -> None:
 
 class ServerProcess:
     def __init__(self, env_id: str, delay_s: float) -> None:
-        argv = [sys.executable, "-m", "skillgym.benchmarks.rollout", "--serve", "--env", env_id, "--delay", str(delay_s)]
+        argv = [
+            sys.executable,
+            "-m",
+            "skillgym.benchmarks.rollout",
+            "--serve",
+            "--env",
+            env_id,
+            "--delay",
+            str(delay_s),
+        ]
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
@@ -200,7 +218,13 @@ def plot(results: list[dict[str, Any]], path: Path, delay: float) -> None:
 
     levels = [r["concurrency"] for r in results]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
-    left.plot(levels, [r["ideal_turns_per_s"] for r in results], "--", color="#999999", label=f"ideal (concurrency / {delay:g} s)")
+    left.plot(
+        levels,
+        [r["ideal_turns_per_s"] for r in results],
+        "--",
+        color="#999999",
+        label=f"ideal (concurrency / {delay:g} s)",
+    )
     left.plot(levels, [r["turns_per_s"] for r in results], "o-", color="#2f6db5", label="measured")
     left.set(xscale="log", yscale="log", xlabel="concurrent episodes", ylabel="turns / s", title="rollout throughput")
     left.set_xticks(levels, [str(x) for x in levels])
@@ -208,7 +232,13 @@ def plot(results: list[dict[str, Any]], path: Path, delay: float) -> None:
     right.plot(levels, [100 * r["efficiency"] for r in results], "o-", color="#2f6db5", label="efficiency")
     right.plot(levels, [r["overhead_pct"] for r in results], "s-", color="#c0392b", label="framework overhead")
     right.axhline(100 * TARGET_EFFICIENCY, color="#999999", linestyle=":", linewidth=1)
-    right.set(xscale="log", xlabel="concurrent episodes", ylabel="% of wall time / of ideal", ylim=(0, 105), title="efficiency")
+    right.set(
+        xscale="log",
+        xlabel="concurrent episodes",
+        ylabel="% of wall time / of ideal",
+        ylim=(0, 105),
+        title="efficiency",
+    )
     right.set_xticks(levels, [str(x) for x in levels])
     right.legend(fontsize=8)
     fig.tight_layout()
@@ -224,8 +254,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--levels", default=",".join(map(str, LEVELS)), help="concurrency levels, comma separated")
     parser.add_argument("--episodes-per-slot", type=int, default=5, help="episodes per concurrent slot (levels > 1)")
     parser.add_argument("--env", default=BENCH_ENV, help="env id or module:function (default: the light bench env)")
-    parser.add_argument("--sandbox", default="docker", choices=["auto", "local", "docker"],
-                        help="sandbox backend (default docker: the isolation users run)")
+    parser.add_argument(
+        "--sandbox",
+        default="docker",
+        choices=["auto", "local", "docker"],
+        help="sandbox backend (default docker: the isolation users run)",
+    )
     parser.add_argument("--backend", default="local", choices=["local", "ray"], help="rollout backend")
     parser.add_argument("--actors", type=int, default=2, help="Ray actors (with --backend ray)")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
@@ -245,8 +279,11 @@ def main(argv: list[str] | None = None) -> int:
                 results.append(run_level(args, server.base_url, concurrency, Path(tmp), sandbox))
                 if not args.json:
                     r = results[-1]
-                    print(f"concurrency {concurrency:4d}: {r['turns_per_s']:8.1f} turns/s  ({100 * r['efficiency']:.1f}% of "
-                          f"{r['ideal_turns_per_s']:.0f}), overhead {r['overhead_pct']:.2f}%", file=sys.stderr)
+                    print(
+                        f"concurrency {concurrency:4d}: {r['turns_per_s']:8.1f} turns/s  ({100 * r['efficiency']:.1f}% of "
+                        f"{r['ideal_turns_per_s']:.0f}), overhead {r['overhead_pct']:.2f}%",
+                        file=sys.stderr,
+                    )
     finally:
         server.close()
     by_level = {r["concurrency"]: r for r in results}

@@ -78,14 +78,17 @@ def split_queries(queries: list[LabelledQuery]) -> dict[str, list[LabelledQuery]
     tuning and held-out, so both halves hold both styles in equal shares."""
     halves: dict[str, list[LabelledQuery]] = {h: [] for h in HALVES}
     for style in sorted({q.style for q in queries}):
-        group = sorted((q for q in queries if q.style == style), key=lambda q: hashlib.sha256(q.id.encode()).hexdigest())
+        group = sorted(
+            (q for q in queries if q.style == style), key=lambda q: hashlib.sha256(q.id.encode()).hexdigest()
+        )
         for n, q in enumerate(group):
             halves[HALVES[n % 2]].append(q)
     return halves
 
 
-def evaluate(lib: SkillLibrary, queries: list[LabelledQuery], mode: SearchMode, k: int,
-             base_name: dict[str, str] | None = None) -> dict[str, Any]:
+def evaluate(
+    lib: SkillLibrary, queries: list[LabelledQuery], mode: SearchMode, k: int, base_name: dict[str, str] | None = None
+) -> dict[str, Any]:
     """Quality of one mode over some queries.
 
     Args:
@@ -113,8 +116,15 @@ def evaluate(lib: SkillLibrary, queries: list[LabelledQuery], mode: SearchMode, 
         full += len(found) / min(len(set(q.expected)), k)
         reciprocal += 1.0 / ranks[0] if ranks else 0.0
         if not ranks or ranks[0] > 1:
-            misses.append({"id": q.id, "query": q.query, "expected": q.expected, "got": names,
-                           "first_rank": ranks[0] if ranks else None})
+            misses.append(
+                {
+                    "id": q.id,
+                    "query": q.query,
+                    "expected": q.expected,
+                    "got": names,
+                    "first_rank": ranks[0] if ranks else None,
+                }
+            )
     n = max(len(queries), 1)
     return {
         "recall@1": round(hits_at_1 / n, 4),
@@ -127,8 +137,16 @@ def evaluate(lib: SkillLibrary, queries: list[LabelledQuery], mode: SearchMode, 
     }
 
 
-def run(corpus: Path, *, modes: list[SearchMode] | None = None, k: int = 5, embedding_model: str | Path | None = None,
-        queries_file: Path = QUERIES, scale: int = 0, seed: int = 0) -> dict[str, Any]:
+def run(
+    corpus: Path,
+    *,
+    modes: list[SearchMode] | None = None,
+    k: int = 5,
+    embedding_model: str | Path | None = None,
+    queries_file: Path = QUERIES,
+    scale: int = 0,
+    seed: int = 0,
+) -> dict[str, Any]:
     """The whole benchmark.
 
     Args:
@@ -173,8 +191,15 @@ def run(corpus: Path, *, modes: list[SearchMode] | None = None, k: int = 5, embe
     }
     report["routing"] = evaluate_routing(lib, halves["heldout"])
     if scale:
-        report["scale"] = run_scale(lib.skills, halves["heldout"], n=scale, k=k, seed=seed,
-                                    modes=["hybrid" if "hybrid" in modes else "bm25"], embedding_model=model)
+        report["scale"] = run_scale(
+            lib.skills,
+            halves["heldout"],
+            n=scale,
+            k=k,
+            seed=seed,
+            modes=["hybrid" if "hybrid" in modes else "bm25"],
+            embedding_model=model,
+        )
     return report
 
 
@@ -223,19 +248,45 @@ def evaluate_routing(lib: SkillLibrary, queries: list[LabelledQuery]) -> dict[st
 
 # Word swaps that change wording but not meaning; applied to a random share of occurrences.
 _SYNONYMS = {
-    "use": "apply", "create": "build", "creating": "building", "build": "construct", "make": "produce",
-    "help": "assist", "helps": "assists", "need": "require", "comprehensive": "thorough",
-    "ensure": "make sure", "quickly": "fast", "review": "assess", "analyze": "examine",
-    "improve": "enhance", "complex": "complicated", "implement": "develop", "code": "source",
-    "task": "job", "tasks": "jobs", "user": "person", "users": "people", "write": "author",
-    "check": "verify", "fix": "repair", "issues": "problems", "always": "consistently",
-    "important": "crucial", "best": "recommended", "guide": "handbook", "expert": "specialist",
+    "use": "apply",
+    "create": "build",
+    "creating": "building",
+    "build": "construct",
+    "make": "produce",
+    "help": "assist",
+    "helps": "assists",
+    "need": "require",
+    "comprehensive": "thorough",
+    "ensure": "make sure",
+    "quickly": "fast",
+    "review": "assess",
+    "analyze": "examine",
+    "improve": "enhance",
+    "complex": "complicated",
+    "implement": "develop",
+    "code": "source",
+    "task": "job",
+    "tasks": "jobs",
+    "user": "person",
+    "users": "people",
+    "write": "author",
+    "check": "verify",
+    "fix": "repair",
+    "issues": "problems",
+    "always": "consistently",
+    "important": "crucial",
+    "best": "recommended",
+    "guide": "handbook",
+    "expert": "specialist",
 }
 _PREFIXES = ["", "", "", "acme-", "team-", "my-", "oss-", "pro-"]
 _SUFFIXES = ["", "", "", "-pro", "-helper", "-v2", "-kit", "-plus"]
 _NOTES = [
-    "", "Maintained by the platform team.", "Forked from a community collection.",
-    "Internal copy; see the original for updates.", "Adapted for our monorepo conventions.",
+    "",
+    "Maintained by the platform team.",
+    "Forked from a community collection.",
+    "Internal copy; see the original for updates.",
+    "Adapted for our monorepo conventions.",
 ]
 
 
@@ -286,9 +337,16 @@ def generate_library(base: list[SkillSpec], folder: Path, n: int, seed: int = 0)
     return origin
 
 
-def run_scale(base: list[SkillSpec], queries: list[LabelledQuery], *, n: int = DEFAULT_SCALE, k: int = 5,
-              seed: int = 0, modes: list[SearchMode] | None = None,
-              embedding_model: str | Path | None = None) -> dict[str, Any]:
+def run_scale(
+    base: list[SkillSpec],
+    queries: list[LabelledQuery],
+    *,
+    n: int = DEFAULT_SCALE,
+    k: int = 5,
+    seed: int = 0,
+    modes: list[SearchMode] | None = None,
+    embedding_model: str | Path | None = None,
+) -> dict[str, Any]:
     """Build, save, reload and query a generated ``n``-skill library; report the figures."""
     modes = modes or ["hybrid"]
     root = Path(tempfile.mkdtemp(prefix="skillgym-scale-"))
@@ -358,8 +416,12 @@ def run_scale(base: list[SkillSpec], queries: list[LabelledQuery], *, n: int = D
             "save_seconds": round(save_seconds, 2),
             "reload_seconds": round(reload_seconds, 3),
             "save_and_reload_seconds": round(save_seconds + reload_seconds, 2),
-            "cpu_seconds": {"load": round(load_cpu, 2), "build": round(build_cpu, 2), "save": round(save_cpu, 2),
-                            "reload": round(reload_cpu, 3)},
+            "cpu_seconds": {
+                "load": round(load_cpu, 2),
+                "build": round(build_cpu, 2),
+                "save": round(save_cpu, 2),
+                "reload": round(reload_cpu, 3),
+            },
             "load_average_1min": round(os.getloadavg()[0], 2),
             "first_query_seconds": round(first_query_seconds, 3),
             "index_megabytes": round(index_bytes / 2**20, 1),
@@ -367,7 +429,7 @@ def run_scale(base: list[SkillSpec], queries: list[LabelledQuery], *, n: int = D
             "distinct_after_grouping": len(lib) - grouped + len(groups),
             "modes": by_mode,
             "note": "wall timings depend on machine load (see load_average_1min); quote numbers from a run on an "
-                    "otherwise idle machine",
+            "otherwise idle machine",
         }
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -375,15 +437,26 @@ def run_scale(base: list[SkillSpec], queries: list[LabelledQuery], *, n: int = D
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--corpus", type=Path, default=find_corpus() or DEFAULT_CORPUS,
-                        help="folder of skills and agents (default: $SKILLGYM_CORPUS or ../shared/skills-corpus)")
+    parser.add_argument(
+        "--corpus",
+        type=Path,
+        default=find_corpus() or DEFAULT_CORPUS,
+        help="folder of skills and agents (default: $SKILLGYM_CORPUS or ../shared/skills-corpus)",
+    )
     parser.add_argument("--queries", type=Path, default=QUERIES, help="labelled query file")
     parser.add_argument("-k", type=int, default=5)
-    parser.add_argument("--embedding-model", default=None,
-                        help="'wordllama' (default when installed) or a local sentence-transformers model folder")
+    parser.add_argument(
+        "--embedding-model",
+        default=None,
+        help="'wordllama' (default when installed) or a local sentence-transformers model folder",
+    )
     parser.add_argument("--modes", default=None, help="comma-separated subset of bm25,embedding,hybrid")
-    parser.add_argument("--scale", type=int, default=DEFAULT_SCALE,
-                        help=f"generated skills for the scale figures (default {DEFAULT_SCALE}; 0 skips them)")
+    parser.add_argument(
+        "--scale",
+        type=int,
+        default=DEFAULT_SCALE,
+        help=f"generated skills for the scale figures (default {DEFAULT_SCALE}; 0 skips them)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="print the full JSON report")
     args = parser.parse_args(argv)
@@ -392,26 +465,41 @@ def main(argv: list[str] | None = None) -> int:
     modes = [m.strip() for m in args.modes.split(",")] if args.modes else None
     if modes and any(m not in MODES for m in modes):
         parser.error(f"--modes takes a subset of {', '.join(MODES)}")
-    report = run(args.corpus, modes=modes, k=args.k, embedding_model=args.embedding_model,  # type: ignore[arg-type]
-                 queries_file=args.queries, scale=args.scale, seed=args.seed)
+    report = run(
+        args.corpus,
+        modes=modes,
+        k=args.k,
+        embedding_model=args.embedding_model,  # type: ignore[arg-type]
+        queries_file=args.queries,
+        scale=args.scale,
+        seed=args.seed,
+    )
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
     for half in (*HALVES, "all"):
         results = report["modes"] if half == "all" else report["halves"][half]
         for mode, result in results.items():
-            print(f"{half:8s} {mode:9s} recall@1={result['recall@1']:.3f} recall@{args.k}={result[f'recall@{args.k}']:.3f} "
-                  f"mrr={result['mrr']:.3f} ({result['queries']} queries, {report['skills']} skills)")
+            print(
+                f"{half:8s} {mode:9s} recall@1={result['recall@1']:.3f} recall@{args.k}={result[f'recall@{args.k}']:.3f} "
+                f"mrr={result['mrr']:.3f} ({result['queries']} queries, {report['skills']} skills)"
+            )
     r = report["routing"]
-    print(f"routing (held-out, roster of {r['roster']}): accuracy {r['accuracy']:.3f}, declined on-topic "
-          f"{r['declined_on_topic']:.3f}, declined off-topic {r['declined_off_topic']:.3f}")
+    print(
+        f"routing (held-out, roster of {r['roster']}): accuracy {r['accuracy']:.3f}, declined on-topic "
+        f"{r['declined_on_topic']:.3f}, declined off-topic {r['declined_off_topic']:.3f}"
+    )
     if "scale" in report:
         s = report["scale"]
-        print(f"scale: {s['skills']} skills, load+build {s['load_and_build_seconds']} s, save {s['save_seconds']} s, "
-              f"reload {s['reload_seconds']} s, {s['duplicate_groups']} duplicate groups")
+        print(
+            f"scale: {s['skills']} skills, load+build {s['load_and_build_seconds']} s, save {s['save_seconds']} s, "
+            f"reload {s['reload_seconds']} s, {s['duplicate_groups']} duplicate groups"
+        )
         for mode, r in s["modes"].items():
-            print(f"  {mode}: p50 {r['query_ms_p50']} ms, p90 {r['query_ms_p90']} ms, "
-                  f"top-{args.k} all different {r['top_k_all_different_skills']:.2f}, recall@{args.k} {r[f'recall@{args.k}']:.3f}")
+            print(
+                f"  {mode}: p50 {r['query_ms_p50']} ms, p90 {r['query_ms_p90']} ms, "
+                f"top-{args.k} all different {r['top_k_all_different_skills']:.2f}, recall@{args.k} {r[f'recall@{args.k}']:.3f}"
+            )
     return 0
 
 

@@ -77,13 +77,19 @@ def bench_build(pages_limit: int | None) -> dict[str, Any]:
         started = time.perf_counter()
         build_index(pages, folder)
         seconds = time.perf_counter() - started
-        return {"pages": len(pages), "seconds": round(seconds, 2), "bytes": _folder_bytes(folder),
-                "text_bytes": sum(len(p.text.encode()) for p in pages)}
+        return {
+            "pages": len(pages),
+            "seconds": round(seconds, 2),
+            "bytes": _folder_bytes(folder),
+            "text_bytes": sum(len(p.text.encode()) for p in pages),
+        }
 
 
 def bench_startup(runs: int = 3) -> dict[str, Any]:
-    code = ("import skillgym; s = skillgym.make_spec('web-research-v0'); "
-            "t = [x for x in s.host_tools if x.name == 'web_search'][0]; t.backend.search('Scott Derrickson', 5)")
+    code = (
+        "import skillgym; s = skillgym.make_spec('web-research-v0'); "
+        "t = [x for x in s.host_tools if x.name == 'web_search'][0]; t.backend.search('Scott Derrickson', 5)"
+    )
     out: dict[str, Any] = {"runs": runs}
     # The baseline in the same run: a process that only imports skillgym (what any env costs).
     for label, program in (("import_only", "import skillgym"), ("env", code)):
@@ -99,16 +105,25 @@ def bench_startup(runs: int = 3) -> dict[str, Any]:
 def bench_memory(folder: Path, procs: int, queries: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {"index_bytes": _folder_bytes(folder), "procs": procs}
     for label in ("bare", "mmap", "copy"):
-        children = [subprocess.Popen([sys.executable, "-c", _CHILD, str(folder), label, json.dumps(queries)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _ in range(procs)]
+        children = [
+            subprocess.Popen(
+                [sys.executable, "-c", _CHILD, str(folder), label, json.dumps(queries)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(procs)
+        ]
         reports = [json.loads(c.stdout.readline()) for c in children]
         for c in children:
             c.communicate("")
         private = [r["Private_Clean"] + r["Private_Dirty"] for r in reports]
-        out[label] = {"rss_mb_each": round(statistics.mean(r["Rss"] for r in reports), 1),
-                      "pss_mb_sum": round(sum(r["Pss"] for r in reports), 1),
-                      "private_mb_each": round(statistics.mean(private), 1),
-                      "shared_mb_each": round(statistics.mean(r["Shared_Clean"] for r in reports), 1)}
+        out[label] = {
+            "rss_mb_each": round(statistics.mean(r["Rss"] for r in reports), 1),
+            "pss_mb_sum": round(sum(r["Pss"] for r in reports), 1),
+            "private_mb_each": round(statistics.mean(private), 1),
+            "shared_mb_each": round(statistics.mean(r["Shared_Clean"] for r in reports), 1),
+        }
     return out
 
 
@@ -140,9 +155,12 @@ def bench_latency(episodes: int, think: float, searches: int, queries: list[str]
             t.join()
         wall = time.perf_counter() - started
         latencies.sort()
-        result[label] = {"think_s": wait, "p50_ms": round(1000 * latencies[len(latencies) // 2], 2),
-                         "p99_ms": round(1000 * latencies[int(len(latencies) * 0.99) - 1], 2),
-                         "searches_per_s": round(len(latencies) / wall, 1)}
+        result[label] = {
+            "think_s": wait,
+            "p50_ms": round(1000 * latencies[len(latencies) // 2], 2),
+            "p99_ms": round(1000 * latencies[int(len(latencies) * 0.99) - 1], 2),
+            "searches_per_s": round(len(latencies) / wall, 1),
+        }
     return result
 
 

@@ -22,7 +22,9 @@ from rich.table import Table
 from skillgym.cli import app as core_app
 from skillgym.cli_options import parse_env_args, validated
 
-app = typer.Typer(help="Turn agent skills and subagents into environments, data and small models.", no_args_is_help=True)
+app = typer.Typer(
+    help="Turn agent skills and subagents into environments, data and small models.", no_args_is_help=True
+)
 app.add_typer(core_app)  # no name: the core's commands and groups join this app at the top level
 console = Console()
 
@@ -57,14 +59,18 @@ def distill(
     student: str = typer.Option("tiny", help="'tiny' (embedded default, CPU) or a HF model id / folder (LoRA recipe)."),
     out: Path = typer.Option(Path("runs/distill"), "--out", help="Run folder; re-run the same command to resume."),
     recipe: Path | None = typer.Option(None, help="SFT recipe YAML (default: tiny-cpu.yaml or qwen3-4b-lora.yaml)."),
-    set_: list[str] = typer.Option([], "--set", help="Recipe override key=value (repeatable), e.g. training.num_train_epochs=3."),
+    set_: list[str] = typer.Option(
+        [], "--set", help="Recipe override key=value (repeatable), e.g. training.num_train_epochs=3."
+    ),
     train_tasks: int | None = typer.Option(None, "--train-tasks", min=1, help="Teacher episodes on the train split."),
     test_tasks: int = typer.Option(200, "--test-tasks", min=1, help="Held-out test tasks for the evaluation."),
     min_reward: float = typer.Option(1.0, "--min-reward", help="Keep teacher episodes scoring at least this."),
     concurrency: int = typer.Option(16, min=1, help="Episodes in flight at once (students batch their turns)."),
     backend: str = typer.Option("local", help="Rollout backend: local or ray."),
     env_arg: list[str] = typer.Option([], "--env-arg", help="key=value for the env (repeatable)."),
-    stages: str | None = typer.Option(None, help="Comma-separated stages to run again: rollout,export,sft,eval,report."),
+    stages: str | None = typer.Option(
+        None, help="Comma-separated stages to run again: rollout,export,sft,eval,report."
+    ),
     seed: int = typer.Option(0),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
@@ -72,9 +78,21 @@ def distill(
     from skillgym.pipeline.distill import DistillConfig, run_distill
 
     config = validated(
-        DistillConfig, env=env_id, env_kwargs=parse_env_args(env_arg), teacher=teacher, student=student, recipe=recipe,
-        recipe_overrides=set_, out=out, train_tasks=train_tasks, test_tasks=test_tasks, min_reward=min_reward,
-        concurrency=concurrency, backend=backend, seed=seed, stages=[s for s in (stages or "").split(",") if s] or None,
+        DistillConfig,
+        env=env_id,
+        env_kwargs=parse_env_args(env_arg),
+        teacher=teacher,
+        student=student,
+        recipe=recipe,
+        recipe_overrides=set_,
+        out=out,
+        train_tasks=train_tasks,
+        test_tasks=test_tasks,
+        min_reward=min_reward,
+        concurrency=concurrency,
+        backend=backend,
+        seed=seed,
+        stages=[s for s in (stages or "").split(",") if s] or None,
     )
     started = time.perf_counter()
     err = Console(stderr=True)
@@ -88,13 +106,28 @@ def distill(
     if as_json:
         print(report.model_dump_json(indent=2))
         return
-    table = Table("policy", "success", "95% CI", "mean reward", "turns", title=f"distill {env_id}: {report.test_tasks} test tasks")
+    table = Table(
+        "policy", "success", "95% CI", "mean reward", "turns", title=f"distill {env_id}: {report.test_tasks} test tasks"
+    )
     for role, m in report.metrics.items():
-        table.add_row(role, f"{m.success_rate:.3f}", f"[{m.success_ci95[0]:.2f}, {m.success_ci95[1]:.2f}]", f"{m.mean_reward:.3f}", f"{m.mean_turns:.2f}")
+        table.add_row(
+            role,
+            f"{m.success_rate:.3f}",
+            f"[{m.success_ci95[0]:.2f}, {m.success_ci95[1]:.2f}]",
+            f"{m.mean_reward:.3f}",
+            f"{m.mean_turns:.2f}",
+        )
     console.print(table)
     ratio = report.trained_vs_teacher
-    console.print(f"trained student / teacher success: [bold]{ratio:.1%}[/bold]" if ratio is not None else "teacher solved nothing")
-    console.print(" · ".join(f"{k} {v:.0f}s" for k, v in report.stage_seconds.items()) + f" · this run {time.perf_counter() - started:.0f}s")
+    console.print(
+        f"trained student / teacher success: [bold]{ratio:.1%}[/bold]"
+        if ratio is not None
+        else "teacher solved nothing"
+    )
+    console.print(
+        " · ".join(f"{k} {v:.0f}s" for k, v in report.stage_seconds.items())
+        + f" · this run {time.perf_counter() - started:.0f}s"
+    )
     console.print(f"report: {out / 'report.md'}")
 
 

@@ -42,21 +42,32 @@ class DistillConfig(RunOptions, EnvSelection):
 
     teacher: str = "expert"
     student: str = Field(default="tiny", description="'tiny' (embedded default), a HF model id, or a local folder.")
-    recipe: Path | None = Field(default=None, description="SFT recipe; default tiny-cpu.yaml for 'tiny', else qwen3-4b-lora.yaml.")
+    recipe: Path | None = Field(
+        default=None, description="SFT recipe; default tiny-cpu.yaml for 'tiny', else qwen3-4b-lora.yaml."
+    )
     recipe_overrides: list[str] = Field(default_factory=list, description="--set key=value for the recipe.")
-    train_tasks: int | None = Field(default=None, ge=1, description="Teacher episodes on the train split (None: every train task).")
+    train_tasks: int | None = Field(
+        default=None, ge=1, description="Teacher episodes on the train split (None: every train task)."
+    )
     test_tasks: int = Field(default=200, ge=1)
     min_reward: float = 1.0
     # The in-process students batch the turns of concurrent episodes (skillgym/policies/hf_batching.py):
     # more episodes in flight means fuller batches, at ~a few MB of KV cache each for the tiny student.
     concurrency: int = Field(default=16, ge=1, description="Episodes in flight at once.")
     untrained_tasks: int = Field(
-        default=50, ge=1,
+        default=50,
+        ge=1,
         description="Test tasks for the untrained student (the first N of the same list): it fills every turn up to "
         "max_new_tokens until the turn limit, so it costs several times the others, and it scores ~0.",
     )
-    max_new_tokens: int = Field(default=96, ge=8, description="Generation cap per student turn in evaluation (the expert's longest turn is ~60 tokens with the tiny student's tokenizer).")
-    stages: list[str] | None = Field(default=None, description="Stages to force; others run only when missing or stale.")
+    max_new_tokens: int = Field(
+        default=96,
+        ge=8,
+        description="Generation cap per student turn in evaluation (the expert's longest turn is ~60 tokens with the tiny student's tokenizer).",
+    )
+    stages: list[str] | None = Field(
+        default=None, description="Stages to force; others run only when missing or stale."
+    )
 
 
 class StageRecord(BaseModel, Generic[R]):
@@ -101,7 +112,9 @@ class DistillReport(BaseModel):
     student: str
     success: dict[Role, float] = Field(description="Success rate per role.")
     success_ci95: dict[Role, tuple[float, float]]
-    trained_vs_teacher: float | None = Field(description="Trained student's success over the teacher's (None: the teacher solved nothing).")
+    trained_vs_teacher: float | None = Field(
+        description="Trained student's success over the teacher's (None: the teacher solved nothing)."
+    )
     test_tasks: int
     stage_seconds: dict[str, float]
     total_seconds: float
@@ -142,7 +155,12 @@ def _cached(config: DistillConfig, stage: str, result_type: type[R], print_: str
 
 
 def _run_stage(
-    config: DistillConfig, stage: str, result_type: type[R], inputs: Any, work: Callable[[], R], log: Log,
+    config: DistillConfig,
+    stage: str,
+    result_type: type[R],
+    inputs: Any,
+    work: Callable[[], R],
+    log: Log,
     outputs: list[Path],
 ) -> StageRecord[R]:
     """Run ``stage`` unless its record matches ``inputs``. A stage killed midway resumes from
@@ -230,21 +248,48 @@ def run_distill(config: DistillConfig, log: Log | None = None) -> DistillReport:
     recipe = recipe_for(config)
     train_tasks = config.train_tasks
 
-    rollout_inputs = {"env": config.env, "env_kwargs": config.env_kwargs, "teacher": config.teacher, "n": train_tasks, "seed": config.seed}
-    rollout = _run_stage(config, "rollout", RolloutSummary, rollout_inputs, lambda: _rollout(config, train_tasks), say,
-                         [config.out / "teacher"])
+    rollout_inputs = {
+        "env": config.env,
+        "env_kwargs": config.env_kwargs,
+        "teacher": config.teacher,
+        "n": train_tasks,
+        "seed": config.seed,
+    }
+    rollout = _run_stage(
+        config,
+        "rollout",
+        RolloutSummary,
+        rollout_inputs,
+        lambda: _rollout(config, train_tasks),
+        say,
+        [config.out / "teacher"],
+    )
 
     export_inputs = {"rollout": rollout.fingerprint, "min_reward": config.min_reward}
-    export = _run_stage(config, "export", ExportReport, export_inputs, lambda: _export(config), say, [config.out / "dataset"])
+    export = _run_stage(
+        config, "export", ExportReport, export_inputs, lambda: _export(config), say, [config.out / "dataset"]
+    )
 
     sft_inputs = {"export": export.fingerprint, "recipe": json.loads(recipe.model_dump_json())}
     sft = _run_stage(config, "sft", SFTResult, sft_inputs, lambda: _sft(recipe), say, [config.out / "student"])
 
-    eval_inputs = {"sft": sft.fingerprint, "teacher": config.teacher, "n": config.test_tasks,
-                   "max_new_tokens": config.max_new_tokens, "env_kwargs": config.env_kwargs,
-                   "untrained_tasks": config.untrained_tasks}
-    evaluation = _run_stage(config, "eval", EvalReport, eval_inputs, lambda: _eval(config, recipe), say,
-                            [config.out / "eval", config.out / "student-untrained"])
+    eval_inputs = {
+        "sft": sft.fingerprint,
+        "teacher": config.teacher,
+        "n": config.test_tasks,
+        "max_new_tokens": config.max_new_tokens,
+        "env_kwargs": config.env_kwargs,
+        "untrained_tasks": config.untrained_tasks,
+    }
+    evaluation = _run_stage(
+        config,
+        "eval",
+        EvalReport,
+        eval_inputs,
+        lambda: _eval(config, recipe),
+        say,
+        [config.out / "eval", config.out / "student-untrained"],
+    )
 
     records: dict[str, StageRecord[Any]] = {"rollout": rollout, "export": export, "sft": sft, "eval": evaluation}
     report_inputs = {k: r.fingerprint for k, r in records.items()}
@@ -254,15 +299,31 @@ def run_distill(config: DistillConfig, log: Log | None = None) -> DistillReport:
 
 # -- stages ------------------------------------------------------------------------------------------
 def _rollout(config: DistillConfig, n_tasks: int | None) -> RolloutSummary:
-    return run_rollouts(RolloutConfig(
-        env=config.env, env_kwargs=config.env_kwargs, policy=config.teacher, split="train", n_tasks=n_tasks,
-        concurrency=config.concurrency, backend=config.backend, out=config.out / "teacher", seed=config.seed,
-    ))
+    return run_rollouts(
+        RolloutConfig(
+            env=config.env,
+            env_kwargs=config.env_kwargs,
+            policy=config.teacher,
+            split="train",
+            n_tasks=n_tasks,
+            concurrency=config.concurrency,
+            backend=config.backend,
+            out=config.out / "teacher",
+            seed=config.seed,
+        )
+    )
 
 
 def _export(config: DistillConfig) -> ExportReport:
-    return export_dataset(ExportConfig(run_dir=config.out / "teacher", out=config.out / "dataset",
-                                       min_reward=config.min_reward, overwrite=True, seed=config.seed))
+    return export_dataset(
+        ExportConfig(
+            run_dir=config.out / "teacher",
+            out=config.out / "dataset",
+            min_reward=config.min_reward,
+            overwrite=True,
+            seed=config.seed,
+        )
+    )
 
 
 def _sft(recipe: SFTRecipe) -> SFTResult:
@@ -299,12 +360,26 @@ def trained_student(config: DistillConfig) -> str:
 def _eval(config: DistillConfig, recipe: SFTRecipe) -> EvalReport:
     generation = f"?max_new_tokens={config.max_new_tokens}"
     untrained = untrained_student(config, recipe) + generation
-    roles: dict[str, Role] = {config.teacher: "teacher", untrained: "untrained", trained_student(config) + generation: "trained"}
-    return run_eval(EvalConfig(
-        env=config.env, env_kwargs=config.env_kwargs, policies=list(roles), roles=roles, split="test",
-        n_tasks=config.test_tasks, policy_tasks={untrained: min(config.untrained_tasks, config.test_tasks)},
-        concurrency=config.concurrency, backend=config.backend, out=config.out / "eval", seed=config.seed,
-    ))
+    roles: dict[str, Role] = {
+        config.teacher: "teacher",
+        untrained: "untrained",
+        trained_student(config) + generation: "trained",
+    }
+    return run_eval(
+        EvalConfig(
+            env=config.env,
+            env_kwargs=config.env_kwargs,
+            policies=list(roles),
+            roles=roles,
+            split="test",
+            n_tasks=config.test_tasks,
+            policy_tasks={untrained: min(config.untrained_tasks, config.test_tasks)},
+            concurrency=config.concurrency,
+            backend=config.backend,
+            out=config.out / "eval",
+            seed=config.seed,
+        )
+    )
 
 
 def write_report(config: DistillConfig, records: dict[str, StageRecord[Any]]) -> ReportResult:
@@ -313,7 +388,9 @@ def write_report(config: DistillConfig, records: dict[str, StageRecord[Any]]) ->
     cells = evaluation.by_role()
     missing = sorted({"teacher", "untrained", "trained"} - set(cells))
     if missing:
-        raise ValueError(f"{config.out / 'eval' / 'eval.json'} has no cell for role(s) {missing}; run with --stages eval")
+        raise ValueError(
+            f"{config.out / 'eval' / 'eval.json'} has no cell for role(s) {missing}; run with --stages eval"
+        )
     roles = {role: cells[role].metrics for role in ("teacher", "untrained", "trained")}
     teacher_success = roles["teacher"].success_rate
     trained_success = roles["trained"].success_rate
@@ -333,8 +410,11 @@ def write_report(config: DistillConfig, records: dict[str, StageRecord[Any]]) ->
         sft=SFTSummary.model_validate(sft.model_dump(include=set(SFTSummary.model_fields))),
         export=ExportSummary.model_validate(export.model_dump(include=set(ExportSummary.model_fields))),
         metrics=roles,
-        artifacts={"student": str(config.out / "student"), "eval_chart": str(config.out / "eval" / "eval.png"),
-                   "training_curve": str(config.out / "student" / "training_curve.png")},
+        artifacts={
+            "student": str(config.out / "student"),
+            "eval_chart": str(config.out / "eval" / "eval.png"),
+            "training_curve": str(config.out / "student" / "training_curve.png"),
+        },
     )
     atomic_write_text(config.out / "report.json", report.model_dump_json(indent=2) + "\n")
     lines = [
@@ -347,16 +427,22 @@ def write_report(config: DistillConfig, records: dict[str, StageRecord[Any]]) ->
     ]
     for role, m in roles.items():
         lo, hi = m.success_ci95
-        lines.append(f"| {role} | {m.tasks} | {m.success_rate:.3f} | [{lo:.2f}, {hi:.2f}] | {m.mean_reward:.3f} | {m.mean_turns:.2f} | {m.answer_chars:.0f}/{m.trace_chars:.0f} |")
+        lines.append(
+            f"| {role} | {m.tasks} | {m.success_rate:.3f} | [{lo:.2f}, {hi:.2f}] | {m.mean_reward:.3f} | {m.mean_turns:.2f} | {m.answer_chars:.0f}/{m.trace_chars:.0f} |"
+        )
     for role, cell in cells.items():
         if cell.errors:
             # Episodes that did not run score 0 but measure nothing: say so next to the numbers.
-            lines.append(f"\n**{role}: {cell.metrics.failed_episodes} of {cell.metrics.episodes} episodes failed to run**"
-                         f" ({cell.errors[0]}); its success rate is not a measurement of the model.")
+            lines.append(
+                f"\n**{role}: {cell.metrics.failed_episodes} of {cell.metrics.episodes} episodes failed to run**"
+                f" ({cell.errors[0]}); its success rate is not a measurement of the model."
+            )
     ratio = report.trained_vs_teacher
     lines += [
         "",
-        f"Trained student reaches **{ratio:.1%}** of the teacher's success rate." if ratio is not None else "The teacher solved nothing.",
+        f"Trained student reaches **{ratio:.1%}** of the teacher's success rate."
+        if ratio is not None
+        else "The teacher solved nothing.",
         "",
         "## Time per stage",
         "",

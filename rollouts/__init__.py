@@ -11,7 +11,18 @@ from skillgym.rollouts.manifest import ManifestMismatch, RunManifest, read_manif
 from skillgym.rollouts.store import StoreError, TrajectoryStore, iter_trajectories
 
 __all__ = [
-    "EpisodeKey", "ManifestMismatch", "RolloutConfig", "RolloutProgress", "RolloutSummary", "RunManifest",
-    "StoreError", "TrajectoryStore", "arun_episode", "arun_rollouts", "episode_seed", "iter_trajectories",
-    "read_manifest", "run_rollouts",
+    "EpisodeKey",
+    "ManifestMismatch",
+    "RolloutConfig",
+    "RolloutProgress",
+    "RolloutSummary",
+    "RunManifest",
+    "StoreError",
+    "TrajectoryStore",
+    "arun_episode",
+    "arun_rollouts",
+    "episode_seed",
+    "iter_trajectories",
+    "read_manifest",
+    "run_rollouts",
 ]

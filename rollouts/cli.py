@@ -33,19 +33,27 @@ err_console = Console(stderr=True)
 
 def rollout(
     env: str = typer.Argument(..., help="Env id (codebase-explorer-v0), skill:<name>, or module:function."),
-    policy: str = typer.Option("expert", "--policy", help="Policy spec: expert, random[:SEED], hf:PATH, openai:MODEL[@URL]."),
+    policy: str = typer.Option(
+        "expert", "--policy", help="Policy spec: expert, random[:SEED], hf:PATH, openai:MODEL[@URL]."
+    ),
     split: str = typer.Option("train", "--split", help="Task split to draw from."),
     tasks: int | None = typer.Option(None, "--tasks", min=1, help="The first N tasks of the split (default: all)."),
     samples: int = typer.Option(1, "--samples", min=1, help="Episodes per task."),
     concurrency: int = typer.Option(8, "--concurrency", min=1, help="Episodes in flight at once."),
     backend: str = typer.Option("local", "--backend", help="Rollout backend: local (one process) or ray (actors)."),
     actors: int = typer.Option(2, "--actors", min=1, help="Ray actors (with --backend ray)."),
-    ray_address: str | None = typer.Option(None, "--ray-address", envvar="RAY_ADDRESS", help="Ray cluster to join (with --backend ray)."),
+    ray_address: str | None = typer.Option(
+        None, "--ray-address", envvar="RAY_ADDRESS", help="Ray cluster to join (with --backend ray)."
+    ),
     out: Path = typer.Option(..., "--out", help="Run directory: trajectories, manifest, summary. Re-run to resume."),
     seed: int = typer.Option(0, "--seed", help="Run seed; each episode's seed derives from (seed, task, sample)."),
-    max_attempts: int = typer.Option(2, "--max-attempts", min=1, help="Tries per episode before it is recorded as failed."),
+    max_attempts: int = typer.Option(
+        2, "--max-attempts", min=1, help="Tries per episode before it is recorded as failed."
+    ),
     timeout: float = typer.Option(900.0, "--timeout", min=1, help="Seconds one episode attempt may take."),
-    env_arg: list[str] = typer.Option([], "--env-arg", help="key=value for the env factory (repeatable), e.g. backend=local."),
+    env_arg: list[str] = typer.Option(
+        [], "--env-arg", help="key=value for the env factory (repeatable), e.g. backend=local."
+    ),
     force: bool = typer.Option(False, "--force", help="Resume into a run directory made with another config."),
     as_json: bool = typer.Option(False, "--json", help="No progress bar; print the summary as JSON."),
 ) -> None:
@@ -55,15 +63,33 @@ def rollout(
     check_policy_specs([policy])
     check_out_dir(out)
     config = validated(
-        RolloutConfig, env=env, env_kwargs=parse_env_args(env_arg), policy=policy, split=split, n_tasks=tasks,
-        samples=samples, concurrency=concurrency, backend=backend, num_actors=actors, out=out, seed=seed,
-        max_attempts=max_attempts, episode_timeout_s=timeout, ray_address=ray_address,
+        RolloutConfig,
+        env=env,
+        env_kwargs=parse_env_args(env_arg),
+        policy=policy,
+        split=split,
+        n_tasks=tasks,
+        samples=samples,
+        concurrency=concurrency,
+        backend=backend,
+        num_actors=actors,
+        out=out,
+        seed=seed,
+        max_attempts=max_attempts,
+        episode_timeout_s=timeout,
+        ray_address=ray_address,
     )
 
     progress = Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-        console=err_console, disable=as_json,
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[stats]}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=err_console,
+        disable=as_json,
     )
     bar = progress.add_task("rollout", total=None, stats="starting")
 
@@ -83,11 +109,18 @@ def rollout(
     table = Table("", "", title=f"rollout {summary.env_id} · {summary.policy} · {summary.backend}", show_header=False)
     rows = [
         ("run directory", summary.out),
-        ("episodes stored", f"{summary.records} / {summary.total}" + (f" ({summary.already_done} from before)" if summary.already_done else "")),
+        (
+            "episodes stored",
+            f"{summary.records} / {summary.total}"
+            + (f" ({summary.already_done} from before)" if summary.already_done else ""),
+        ),
         ("this run", f"{summary.completed} ok, {summary.failed} failed, {summary.retries} retries"),
         ("failed records", str(summary.failed_records)),
         ("mean reward", "-" if summary.mean_reward is None else f"{summary.mean_reward:.4f}"),
-        ("throughput", f"{summary.episodes_per_s:.2f} episodes/s, {summary.turns_per_s:.2f} turns/s over {summary.wall_s:.1f} s"),
+        (
+            "throughput",
+            f"{summary.episodes_per_s:.2f} episodes/s, {summary.turns_per_s:.2f} turns/s over {summary.wall_s:.1f} s",
+        ),
         ("tokens", f"{summary.tokens:,}"),
     ]
     for name, value in rows:
@@ -104,7 +137,9 @@ def export(
     max_turns: int | None = typer.Option(None, "--max-turns", min=1, help="Drop episodes with more assistant turns."),
     dedupe: bool = typer.Option(False, "--dedupe", help="Drop near-duplicate conversations (MinHash)."),
     dedupe_threshold: float = typer.Option(0.9, "--dedupe-threshold", help="Similarity that counts as a duplicate."),
-    val_fraction: float = typer.Option(0.0, "--val-fraction", min=0.0, max=0.99, help="Share of tasks held out for validation."),
+    val_fraction: float = typer.Option(
+        0.0, "--val-fraction", min=0.0, max=0.99, help="Share of tasks held out for validation."
+    ),
     tools: str = typer.Option("all", "--tools", help="Tool schemas per row: all (every tool) or used (those called)."),
     keep_truncated: bool = typer.Option(False, "--keep-truncated", help="Keep episodes cut off by a budget."),
     seed: int = typer.Option(0, "--seed", help="Seed of the train/validation task split."),
@@ -116,9 +151,18 @@ def export(
 
     check_out_dir(out)
     config = validated(
-        ExportConfig, run_dir=run_dir, out=out, min_reward=min_reward, max_turns=max_turns, dedupe=dedupe,
-        dedupe_threshold=dedupe_threshold, val_fraction=val_fraction, tools=tools,
-        keep_truncated=keep_truncated, seed=seed, overwrite=overwrite,
+        ExportConfig,
+        run_dir=run_dir,
+        out=out,
+        min_reward=min_reward,
+        max_turns=max_turns,
+        dedupe=dedupe,
+        dedupe_threshold=dedupe_threshold,
+        val_fraction=val_fraction,
+        tools=tools,
+        keep_truncated=keep_truncated,
+        seed=seed,
+        overwrite=overwrite,
     )
     try:
         with err_console.status("exporting", spinner="dots") if not as_json else contextlib.nullcontext():
@@ -134,7 +178,9 @@ def export(
     console.print(table)
     rejected = ", ".join(f"{k}: {v}" for k, v in sorted(report.rejected.items())) or "none"
     console.print(f"kept {report.kept} of {report.records} records; rejected: {rejected}")
-    console.print(f"stats: {report.stats_path}" + (f"  histogram: {report.histogram_path}" if report.histogram_path else ""))
+    console.print(
+        f"stats: {report.stats_path}" + (f"  histogram: {report.histogram_path}" if report.histogram_path else "")
+    )
 
 
 def eval_command(
@@ -145,14 +191,20 @@ def eval_command(
     samples: int = typer.Option(1, "--samples", min=1, help="Episodes per task (k > 1 gives pass^k)."),
     concurrency: int = typer.Option(8, "--concurrency", min=1),
     backend: str = typer.Option("local", "--backend", help="Rollout backend: local or ray."),
-    ray_address: str | None = typer.Option(None, "--ray-address", envvar="RAY_ADDRESS", help="Ray cluster to join (with --backend ray)."),
+    ray_address: str | None = typer.Option(
+        None, "--ray-address", envvar="RAY_ADDRESS", help="Ray cluster to join (with --backend ray)."
+    ),
     out: Path = typer.Option(..., "--out", help="Output folder (resumable)."),
     seed: int = typer.Option(0, "--seed"),
     env_arg: list[str] = typer.Option([], "--env-arg", help="key=value for the env (repeatable)."),
     variant: list[str] = typer.Option(
-        [], "--variant", help="NAME:key=value[,key=value] env variant, e.g. no-skill:instruction_mode=none (repeatable)."
+        [],
+        "--variant",
+        help="NAME:key=value[,key=value] env variant, e.g. no-skill:instruction_mode=none (repeatable).",
     ),
-    threshold: float = typer.Option(0.5, "--threshold", help="Reward at or above which an episode counts as a success."),
+    threshold: float = typer.Option(
+        0.5, "--threshold", help="Reward at or above which an episode counts as a success."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Evaluate policies side by side on the same held-out tasks: success (95% CI), pass^k,
@@ -162,12 +214,29 @@ def eval_command(
     check_policy_specs(policy)
     check_out_dir(out)
     config = validated(
-        EvalConfig, env=env_id, env_kwargs=parse_env_args(env_arg), policies=policy, variants=parse_variants(variant),
-        split=split, n_tasks=tasks, samples=samples, concurrency=concurrency, backend=backend, out=out, seed=seed,
-        success_threshold=threshold, ray_address=ray_address,
+        EvalConfig,
+        env=env_id,
+        env_kwargs=parse_env_args(env_arg),
+        policies=policy,
+        variants=parse_variants(variant),
+        split=split,
+        n_tasks=tasks,
+        samples=samples,
+        concurrency=concurrency,
+        backend=backend,
+        out=out,
+        seed=seed,
+        success_threshold=threshold,
+        ray_address=ray_address,
     )
-    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        console=err_console, disable=as_json)
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        disable=as_json,
+    )
     bars: dict[str, Any] = {}
 
     def on_cell(label: str, p: Any) -> None:
@@ -185,17 +254,33 @@ def eval_command(
         if errored:
             raise typer.Exit(1)
         return
-    table = Table("policy", "success (95% CI)", "pass^k", "reward", "turns", "tokens/ep", "answer/trace", "latency p50",
-                  title=f"{report.env} · {report.split} · {report.cells[0].metrics.tasks} tasks × {report.samples}")
+    table = Table(
+        "policy",
+        "success (95% CI)",
+        "pass^k",
+        "reward",
+        "turns",
+        "tokens/ep",
+        "answer/trace",
+        "latency p50",
+        title=f"{report.env} · {report.split} · {report.cells[0].metrics.tasks} tasks × {report.samples}",
+    )
     for cell in report.cells:
         m = cell.metrics
         passk = " ".join(f"{k}:{v:.2f}" for k, v in m.pass_k.items())
         success = f"{m.success_rate:.3f} [{m.success_ci95[0]:.2f}, {m.success_ci95[1]:.2f}]"
         if cell.errors:
             success = f"[red]errored[/red] ({m.failed_episodes}/{m.episodes} did not run)"
-        table.add_row(cell.label, success, passk,
-                      f"{m.mean_reward:.3f}", f"{m.mean_turns:.2f}", f"{m.tokens_per_episode:.0f}",
-                      f"{m.answer_chars:.0f}/{m.trace_chars:.0f}", f"{m.latency_p50_s:.2f}s")
+        table.add_row(
+            cell.label,
+            success,
+            passk,
+            f"{m.mean_reward:.3f}",
+            f"{m.mean_turns:.2f}",
+            f"{m.tokens_per_episode:.0f}",
+            f"{m.answer_chars:.0f}/{m.trace_chars:.0f}",
+            f"{m.latency_p50_s:.2f}s",
+        )
     console.print(table)
     console.print(f"report: {out / 'eval.json'} · chart: {out / 'eval.png'}")
     for cell in errored:

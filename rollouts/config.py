@@ -22,7 +22,9 @@ class RunOptions(BaseModel):
     """How a run executes and where it writes: shared by every stage config."""
 
     concurrency: int = Field(default=8, ge=1, description="Episodes in flight at once, over all actors.")
-    backend: Literal["local", "ray"] = Field(default="local", description="Rollout backend: one process, or Ray actors.")
+    backend: Literal["local", "ray"] = Field(
+        default="local", description="Rollout backend: one process, or Ray actors."
+    )
     ray_address: str | None = Field(
         default=None, description="Ray cluster to join (ray backend); None: $RAY_ADDRESS if set, else a local Ray."
     )
@@ -51,7 +53,9 @@ class RolloutConfig(RunOptions, EnvSelection):
 
     def identity(self) -> dict[str, Any]:
         """The fields that decide the records (compared when resuming)."""
-        return self.model_dump(mode="json", include={"env", "env_kwargs", "policy", "split", "n_tasks", "samples", "seed"})
+        return self.model_dump(
+            mode="json", include={"env", "env_kwargs", "policy", "split", "n_tasks", "samples", "seed"}
+        )
 
 
 class EpisodeKey(BaseModel):

@@ -133,7 +133,9 @@ async def arun_rollouts(
     return summary
 
 
-async def _attempts(backend: Backend, config: RolloutConfig, spec: EnvSpec, key: EpisodeKey, progress: RolloutProgress) -> Trajectory:
+async def _attempts(
+    backend: Backend, config: RolloutConfig, spec: EnvSpec, key: EpisodeKey, progress: RolloutProgress
+) -> Trajectory:
     """Up to ``max_attempts`` tries; the first ok trajectory, else the last failure."""
     seed = episode_seed(config.seed, key)
     trajectory: Trajectory | None = None
@@ -175,8 +177,12 @@ def _account(progress: RolloutProgress, trajectory: Trajectory, errors: dict[str
 
 
 def _summarize(
-    config: RolloutConfig, env_id: str, keys: list[EpisodeKey], store: TrajectoryStore,
-    progress: RolloutProgress, errors: list[str],
+    config: RolloutConfig,
+    env_id: str,
+    keys: list[EpisodeKey],
+    store: TrajectoryStore,
+    progress: RolloutProgress,
+    errors: list[str],
 ) -> RolloutSummary:
     by_task: dict[str, list[float]] = {}
     records = failed = 0

@@ -112,19 +112,38 @@ def run_eval(config: EvalConfig, on_cell: Callable[[str, Any], None] | None = No
             label = cell_label(policy, variant, len(config.variants))
             run_dir = config.out / "runs" / slug(f"{variant}-{policy}" if len(config.variants) > 1 else policy)
             rollout = RolloutConfig(
-                env=config.env, env_kwargs={**config.env_kwargs, **overrides}, policy=policy, split=config.split,
-                n_tasks=config.policy_tasks.get(policy, config.n_tasks), samples=config.samples,
-                concurrency=config.concurrency, backend=config.backend, out=run_dir, seed=config.seed,
+                env=config.env,
+                env_kwargs={**config.env_kwargs, **overrides},
+                policy=policy,
+                split=config.split,
+                n_tasks=config.policy_tasks.get(policy, config.n_tasks),
+                samples=config.samples,
+                concurrency=config.concurrency,
+                backend=config.backend,
+                out=run_dir,
+                seed=config.seed,
                 ray_address=config.ray_address,
             )
             callback = (lambda p, _label=label: on_cell(_label, p)) if on_cell else None
             run_rollouts(rollout, callback)
             trajectories = list(iter_trajectories(run_dir))
             metrics = policy_metrics(label, trajectories, config.success_threshold)
-            errors = list(dict.fromkeys((t.error or "unknown error").splitlines()[0][:300]
-                                        for t in trajectories if t.status == "failed"))[:5]
-            cells.append(EvalCell(variant=variant, policy=policy, label=label, role=config.roles.get(policy),
-                                  run_dir=str(run_dir), metrics=metrics, errors=errors))
+            errors = list(
+                dict.fromkeys(
+                    (t.error or "unknown error").splitlines()[0][:300] for t in trajectories if t.status == "failed"
+                )
+            )[:5]
+            cells.append(
+                EvalCell(
+                    variant=variant,
+                    policy=policy,
+                    label=label,
+                    role=config.roles.get(policy),
+                    run_dir=str(run_dir),
+                    metrics=metrics,
+                    errors=errors,
+                )
+            )
     report = EvalReport(env=config.env, split=config.split, n_tasks=config.n_tasks, samples=config.samples, cells=cells)
     config.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(config.out / "eval.json", report.model_dump_json(indent=2) + "\n")

@@ -42,9 +42,15 @@ class ExportConfig(BaseModel):
     min_reward: float = Field(default=1.0, description="Keep episodes whose reward is at least this.")
     max_turns: int | None = Field(default=None, ge=1, description="Drop episodes with more assistant turns.")
     dedupe: bool = Field(default=False, description="Drop near-duplicate conversations (MinHash).")
-    dedupe_threshold: float = Field(default=0.9, gt=0, le=1, description="Estimated Jaccard similarity that counts as a duplicate.")
-    val_fraction: float = Field(default=0.0, ge=0, lt=1, description="Share of tasks (not rows) held out for validation.")
-    tools: Literal["all", "used"] = Field(default="all", description="Offer every tool schema, or only those the episode called.")
+    dedupe_threshold: float = Field(
+        default=0.9, gt=0, le=1, description="Estimated Jaccard similarity that counts as a duplicate."
+    )
+    val_fraction: float = Field(
+        default=0.0, ge=0, lt=1, description="Share of tasks (not rows) held out for validation."
+    )
+    tools: Literal["all", "used"] = Field(
+        default="all", description="Offer every tool schema, or only those the episode called."
+    )
     keep_truncated: bool = Field(default=False, description="Keep episodes cut off by the turn or token budget.")
     seed: int = 0
     overwrite: bool = False
@@ -104,7 +110,11 @@ def used_tool_names(trajectory: Trajectory) -> set[str]:
 def dataset_features() -> Any:
     from datasets import Features, List, Value
 
-    call = {"id": Value("string"), "type": Value("string"), "function": {"name": Value("string"), "arguments": Value("string")}}
+    call = {
+        "id": Value("string"),
+        "type": Value("string"),
+        "function": {"name": Value("string"), "arguments": Value("string")},
+    }
     message = {key: Value("string") for key in MESSAGE_KEYS if key != "tool_calls"} | {"tool_calls": List(call)}
     return Features(
         {
@@ -174,7 +184,9 @@ def export_dataset(config: ExportConfig) -> ExportReport:
     from skillgym.rollouts.export_stats import build_stats, near_duplicates, write_histogram
 
     if not shard_paths(config.run_dir):
-        raise FileNotFoundError(f"{config.run_dir} holds no trajectories (no trajectories/shard-*.jsonl); run `skillgym rollout` first")
+        raise FileNotFoundError(
+            f"{config.run_dir} holds no trajectories (no trajectories/shard-*.jsonl); run `skillgym rollout` first"
+        )
     if config.out.exists() and not config.overwrite:
         raise FileExistsError(f"{config.out} exists; pick another --out or pass --overwrite")
     manifest = read_manifest(config.run_dir)

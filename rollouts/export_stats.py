@@ -78,8 +78,12 @@ def reward_histogram(values: list[float], bins: int = 10) -> dict[str, list[floa
 
 
 def build_stats(
-    config: Any, manifest: Any, records: list[Trajectory], rows: dict[str, list[dict[str, Any]]],
-    rejected: dict[str, int], has_histogram: bool,
+    config: Any,
+    manifest: Any,
+    records: list[Trajectory],
+    rows: dict[str, list[dict[str, Any]]],
+    rejected: dict[str, int],
+    has_histogram: bool,
 ) -> dict[str, Any]:
     all_rows = [r for split in rows.values() for r in split]
     turns = [r["num_turns"] for r in all_rows]
@@ -90,9 +94,14 @@ def build_stats(
     return {
         "run_dir": str(config.run_dir),
         "config": config.model_dump(mode="json"),
-        "source": None if manifest is None else {
-            "env_id": manifest.env_id, "env_version": manifest.env_version, "skill_hash": manifest.skill_hash,
-            "policy": manifest.policy, "git_revision": manifest.git_revision,
+        "source": None
+        if manifest is None
+        else {
+            "env_id": manifest.env_id,
+            "env_version": manifest.env_version,
+            "skill_hash": manifest.skill_hash,
+            "policy": manifest.policy,
+            "git_revision": manifest.git_revision,
         },
         "records": len(records),
         "failed_records": sum(1 for t in records if t.status != "ok"),

@@ -72,7 +72,11 @@ def git_revision() -> str | None:
         if rev.returncode != 0:
             return None
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=folder, capture_output=True, text=True, timeout=10
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            timeout=10,
         )
         return rev.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
@@ -180,7 +184,9 @@ def reconcile(root: Path, new: RunManifest, force: bool = False) -> RunManifest:
             )
         history = list(old.history)
         if diffs:
-            history.append({"identity": old.identity, "env_id": old.env_id, "skill_hash": old.skill_hash, "until": _now()})
+            history.append(
+                {"identity": old.identity, "env_id": old.env_id, "skill_hash": old.skill_hash, "until": _now()}
+            )
         new = new.model_copy(update={"created_at": old.created_at, "history": history})
     write_manifest(root, new)
     return new

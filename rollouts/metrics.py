@@ -72,7 +72,14 @@ def policy_metrics(policy: str, trajs: Sequence[Trajectory], threshold: float = 
     grouped = _by_task(trajs)
     per_task_success = [mean(success(t, threshold) for t in group) for group in grouped.values()]
     max_k = min((len(g) for g in grouped.values()), default=0)
-    pass_k = {k: round(mean(pass_hat_k([success(t, threshold) for t in g], k) for g in grouped.values()), 4) for k in range(1, max_k + 1)} if max_k else {}
+    pass_k = (
+        {
+            k: round(mean(pass_hat_k([success(t, threshold) for t in g], k) for g in grouped.values()), 4)
+            for k in range(1, max_k + 1)
+        }
+        if max_k
+        else {}
+    )
     ok = [t for t in trajs if t.status == "ok"] or list(trajs)
     answers = [len(t.final_answer or "") for t in ok]
     traces = [trace_chars(t.messages) for t in ok]

@@ -66,8 +66,12 @@ class RayBackend:
             # import skillgym from their own install; PYTHONPATH helps only where nodes share paths.
             existing = os.environ.get("PYTHONPATH", "")
             pythonpath = os.pathsep.join([*_driver_paths(), *([existing] if existing else [])])
-            ray.init(address=address, log_to_driver=False, configure_logging=False,
-                     runtime_env={"env_vars": {"PYTHONPATH": pythonpath}})
+            ray.init(
+                address=address,
+                log_to_driver=False,
+                configure_logging=False,
+                runtime_env={"env_vars": {"PYTHONPATH": pythonpath}},
+            )
             self._started_ray = True
         if not ray.is_initialized():
             existing = os.environ.get("PYTHONPATH", "")
@@ -96,10 +100,9 @@ class RayBackend:
             return NodeAffinitySchedulingStrategy(nodes[i % len(nodes)], soft=False) if len(nodes) > 1 else "DEFAULT"
 
         self.actors = [
-            actor_cls.options(max_concurrency=per_actor + 4, max_restarts=3, num_cpus=0,
-                              scheduling_strategy=placement(i)).remote(
-                env_ref, self.config.policy, per_actor, self.config.episode_timeout_s
-            )
+            actor_cls.options(
+                max_concurrency=per_actor + 4, max_restarts=3, num_cpus=0, scheduling_strategy=placement(i)
+            ).remote(env_ref, self.config.policy, per_actor, self.config.episode_timeout_s)
             for i in range(self.config.num_actors)
         ]
         self._load = [0] * len(self.actors)

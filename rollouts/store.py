@@ -124,8 +124,8 @@ def repair_torn_tail(path: Path) -> int:
 class TrajectoryStore:
     """The single writer of a run directory. Use as a context manager::
 
-        with TrajectoryStore(out) as store:
-            if key not in store: store.append(trajectory)
+    with TrajectoryStore(out) as store:
+        if key not in store: store.append(trajectory)
     """
 
     def __init__(self, root: Path, *, shard_max_records: int = 10_000, fsync_interval_s: float = 1.0) -> None:
@@ -201,8 +201,12 @@ class TrajectoryStore:
         with target.open("ab") as out:
             for lineno, line in _complete_lines(shard):
                 if lineno in bad:
-                    entry = {"shard": shard.name, "line": lineno, "error": bad[lineno],
-                             "record": line.decode("utf-8", "replace").rstrip("\n")}
+                    entry = {
+                        "shard": shard.name,
+                        "line": lineno,
+                        "error": bad[lineno],
+                        "record": line.decode("utf-8", "replace").rstrip("\n"),
+                    }
                     out.write((json.dumps(entry, ensure_ascii=False) + "\n").encode())
             out.flush()
             os.fsync(out.fileno())
@@ -216,7 +220,10 @@ class TrajectoryStore:
         for lineno, error in bad.items():
             log.warning(
                 "%s:%d: quarantined a record that is not a valid trajectory (%s) to %s; its episode will run again",
-                shard, lineno, error, target,
+                shard,
+                lineno,
+                error,
+                target,
             )
 
     def close(self) -> None:

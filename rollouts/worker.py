@@ -154,7 +154,9 @@ class EpisodeWorker:
             env.sandbox  # noqa: B018  (the property starts it; reset() would otherwise on first use)
         return env
 
-    def _failed(self, key: EpisodeKey, seed: int, slot: Slot | None, state: EpisodeState, exc: BaseException) -> Trajectory:
+    def _failed(
+        self, key: EpisodeKey, seed: int, slot: Slot | None, state: EpisodeState, exc: BaseException
+    ) -> Trajectory:
         if isinstance(exc, TimeoutError):
             error = f"TimeoutError: the episode took longer than {self.timeout_s} s (turn {state.turns + 1})"
         else:
@@ -209,7 +211,11 @@ class EpisodeWorker:
     def close(self) -> None:
         """Close every idle slot and the shared policy, and wait for running env work to end."""
         idle, self._idle = self._idle, []
-        closers = [c for slot in idle for c in ([slot.env.close] if slot.shared_policy else [slot.policy.close, slot.env.close])]
+        closers = [
+            c
+            for slot in idle
+            for c in ([slot.env.close] if slot.shared_policy else [slot.policy.close, slot.env.close])
+        ]
         if self._shared is not None:
             closers.append(self._shared.close)
             self._shared = None

@@ -1,9 +1,9 @@
 """skillgym: agent skills and subagents as environments, data, and small models.
 
-    import skillgym
-    spec = skillgym.make_spec("codebase-explorer-v0")   # what the env is; starts nothing
-    env = skillgym.make("codebase-explorer-v0")          # SkillEnv(spec); its sandbox starts on reset
-    observation, info = env.reset(seed=0)
+import skillgym
+spec = skillgym.make_spec("codebase-explorer-v0")   # what the env is; starts nothing
+env = skillgym.make("codebase-explorer-v0")          # SkillEnv(spec); its sandbox starts on reset
+observation, info = env.reset(seed=0)
 """
 
 from skillgym.compiler import from_skill
@@ -16,8 +16,20 @@ from skillgym.types import Grade, SkillSpec, Task, Trajectory
 __version__ = "0.1.0"
 
 __all__ = [
-    "EnvSpec", "Grade", "SkillEnv", "SkillSpec", "Task", "Trajectory",
-    "arun_episode", "from_skill", "list_envs", "make", "make_spec", "register", "run_episode", "__version__",
+    "EnvSpec",
+    "Grade",
+    "SkillEnv",
+    "SkillSpec",
+    "Task",
+    "Trajectory",
+    "arun_episode",
+    "from_skill",
+    "list_envs",
+    "make",
+    "make_spec",
+    "register",
+    "run_episode",
+    "__version__",
 ]
 
 # Built-in envs register themselves with Gymnasium on first use of the registry; importing

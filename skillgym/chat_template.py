@@ -62,6 +62,7 @@ class ChatTemplateError(ValueError):
 
 # -- templates ---------------------------------------------------------------------------------
 
+
 @lru_cache(maxsize=2)
 def qwen3_template(training: bool = False) -> str:
     """The Qwen3 template shipped with the installed TRL (training: with generation markers)."""
@@ -115,6 +116,7 @@ def _tools_frame() -> tuple[str, str]:
 
 
 # -- parsing -----------------------------------------------------------------------------------
+
 
 def parse_rendered(text: str) -> list[Message]:
     """Parse a rendered Qwen3 conversation back into OpenAI-format messages.
@@ -213,7 +215,12 @@ def _parse_tool_responses(text: str, previous: list[Message]) -> list[Message]:
     for i, content in enumerate(contents):
         if i < len(calls):
             out.append(
-                {"role": "tool", "tool_call_id": calls[i]["id"], "name": calls[i]["function"]["name"], "content": content}
+                {
+                    "role": "tool",
+                    "tool_call_id": calls[i]["id"],
+                    "name": calls[i]["function"]["name"],
+                    "content": content,
+                }
             )
         else:
             out.append({"role": "tool", "tool_call_id": f"call_{turn}_unmatched_{i}", "content": content})
@@ -221,6 +228,7 @@ def _parse_tool_responses(text: str, previous: list[Message]) -> list[Message]:
 
 
 # -- normalization -----------------------------------------------------------------------------
+
 
 def canonical(messages: list[Message]) -> list[Message]:
     """Messages with what the Qwen3 format does not write down normalized away (see the module

@@ -19,7 +19,9 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
-app = typer.Typer(help="Turn agent skills and subagents into environments, data and small models.", no_args_is_help=True)
+app = typer.Typer(
+    help="Turn agent skills and subagents into environments, data and small models.", no_args_is_help=True
+)
 console = Console()
 
 
@@ -105,7 +107,9 @@ def _print_transcript(traj: Any) -> None:
         console.print(Panel(text, title=title, title_align="left", border_style=_ROLE_STYLE.get(role, "white")))
     comps = ", ".join(f"{k}={v:.2f}" for k, v in traj.reward_components.items())
     status = "truncated" if traj.truncated else "answered"
-    console.print(f"[bold]reward {traj.reward if traj.reward is not None else 0:.3f}[/bold] ({comps}) · {traj.num_turns} turns · {status}")
+    console.print(
+        f"[bold]reward {traj.reward if traj.reward is not None else 0:.3f}[/bold] ({comps}) · {traj.num_turns} turns · {status}"
+    )
 
 
 @app.command()
@@ -141,8 +145,14 @@ def _doctor_report() -> dict[str, dict[str, Any]]:
         gpu = out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else ""
     report["gpu"] = {"ok": bool(gpu), "detail": gpu or "none (CPU recipes only; vLLM unavailable)"}
     for extra, module in [
-        ("torch", "torch"), ("transformers", "transformers"), ("trl", "trl"), ("peft", "peft"),
-        ("ray", "ray"), ("datasets", "datasets"), ("bm25s", "bm25s"), ("vllm", "vllm"),
+        ("torch", "torch"),
+        ("transformers", "transformers"),
+        ("trl", "trl"),
+        ("peft", "peft"),
+        ("ray", "ray"),
+        ("datasets", "datasets"),
+        ("bm25s", "bm25s"),
+        ("vllm", "vllm"),
         ("sentence-transformers", "sentence_transformers"),
     ]:
         spec = importlib.util.find_spec(module)

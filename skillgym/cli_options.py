@@ -19,8 +19,15 @@ from pydantic import BaseModel, ValidationError
 M = TypeVar("M", bound=BaseModel)
 
 __all__ = [
-    "check_out_dir", "check_policy_specs", "error_message", "fail", "parse_env_args", "parse_key_values",
-    "parse_variants", "user_errors", "validated",
+    "check_out_dir",
+    "check_policy_specs",
+    "error_message",
+    "fail",
+    "parse_env_args",
+    "parse_key_values",
+    "parse_variants",
+    "user_errors",
+    "validated",
 ]
 
 

@@ -497,8 +497,10 @@ def _assistant_raw(action: Any, parsed: ParsedTurn) -> Message:
     OpenAI form with the arguments text as sent. Never the action object itself, which may hold
     anything (wrong types, cycles, a million levels of nesting)."""
     message: Message = {"role": "assistant", "content": parsed.source}
-    if isinstance(action, dict) and parsed.reasoning and isinstance(
-        action.get("reasoning_content") or action.get("reasoning"), str
+    if (
+        isinstance(action, dict)
+        and parsed.reasoning
+        and isinstance(action.get("reasoning_content") or action.get("reasoning"), str)
     ):
         message["reasoning_content"] = parsed.reasoning
     if parsed.source_tool_calls:
@@ -522,7 +524,9 @@ def _unreadable_turn_replies(turn: int, parsed: ParsedTurn, message: Message) ->
     if not ids:
         return [{"role": "tool", "tool_call_id": f"call_{turn}_error", "content": text}]
     rest = "Not run: this turn could not be read (see the error above)."
-    return [{"role": "tool", "tool_call_id": call_id, "content": text if i == 0 else rest} for i, call_id in enumerate(ids)]
+    return [
+        {"role": "tool", "tool_call_id": call_id, "content": text if i == 0 else rest} for i, call_id in enumerate(ids)
+    ]
 
 
 def _tool_message(call: ParsedCall, text: str) -> Message:

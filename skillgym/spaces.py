@@ -8,7 +8,7 @@ import numpy as np
 from gymnasium import spaces
 
 ROLES = ("system", "user", "assistant", "tool")
-_CHARSET = "abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,:;{}\"<>/_-\n"
+_CHARSET = 'abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,:;{}"<>/_-\n'
 
 
 class ChatObservation(spaces.Space):

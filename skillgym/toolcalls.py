@@ -231,7 +231,9 @@ def _parse_call_json(body: str, call_id: str, closed: bool, repairs: _Repairs) -
         hint = "" if closed or "not valid JSON" not in problem else f" (the call was not closed with {TOOL_CALL_CLOSE})"
         return ParsedCall(id=call_id, raw=body, error=f"{problem}{hint}; {fmt}")
     if not isinstance(payload, dict):
-        return ParsedCall(id=call_id, raw=body, error=f"tool call must be a JSON object, got {_json_type(payload)}; {fmt}")
+        return ParsedCall(
+            id=call_id, raw=body, error=f"tool call must be a JSON object, got {_json_type(payload)}; {fmt}"
+        )
     name = payload.get("name")
     if not isinstance(name, str) or not name:
         return ParsedCall(id=call_id, raw=body, error=f'tool call has no "name" string; {fmt}')
@@ -242,7 +244,7 @@ def _parse_call_json(body: str, call_id: str, closed: bool, repairs: _Repairs) -
             id=call_id,
             name=name,
             raw=body,
-            error=f"tool call has unexpected top-level keys [{shown}]; put tool arguments inside \"arguments\"",
+            error=f'tool call has unexpected top-level keys [{shown}]; put tool arguments inside "arguments"',
         )
     args = payload.get("arguments", payload.get("parameters", {}))
     call, _ = _finish(call_id, name, args, body, repairs)
@@ -317,7 +319,10 @@ def _loads(text: str, subject: str, verb: str, repairs: _Repairs) -> tuple[Any, 
     try:
         value = json.loads(text, object_pairs_hook=_unique_keys)
     except _DuplicateKey as exc:
-        return None, f"{subject} {verb} not valid: the key {_clip(repr(exc.key), 60)} appears twice in one object; give each key once"
+        return (
+            None,
+            f"{subject} {verb} not valid: the key {_clip(repr(exc.key), 60)} appears twice in one object; give each key once",
+        )
     except json.JSONDecodeError as exc:
         where = f"line {exc.lineno} column {exc.colno}" if subject == "tool call" else f"column {exc.colno}"
         return None, f"{subject} {verb} not valid JSON: {exc.msg} at {where}"
@@ -390,7 +395,7 @@ def _message_text(content: Any) -> tuple[str, str | None]:
     if isinstance(content, str):
         return content, None
     if not isinstance(content, list):
-        return "", f'content must be a string or a list of text parts, got {_json_type(content)}'
+        return "", f"content must be a string or a list of text parts, got {_json_type(content)}"
     texts = []
     for i, part in enumerate(content):
         if isinstance(part, dict) and part.get("type", "text") == "text" and isinstance(part.get("text"), str):
@@ -402,7 +407,7 @@ def _message_text(content: Any) -> tuple[str, str | None]:
         else:
             problem = f'content[{i}] must be a text part {{"type": "text", "text": "..."}}, got {_json_type(part)}'
             if isinstance(part, dict):
-                problem += " without a string \"text\""
+                problem += ' without a string "text"'
         return "".join(texts), problem
     return "".join(texts), None
 
@@ -478,8 +483,15 @@ def _clip(text: str, limit: int) -> str:
 
 
 def _json_type(value: Any) -> str:
-    names = {list: "an array", tuple: "an array", dict: "an object", str: "a string", int: "a number",
-             float: "a number", bool: "a boolean"}
+    names = {
+        list: "an array",
+        tuple: "an array",
+        dict: "an object",
+        str: "a string",
+        int: "a number",
+        float: "a number",
+        bool: "a boolean",
+    }
     return names.get(type(value), "null" if value is None else type(value).__name__)
 
 
@@ -511,7 +523,9 @@ def validate_arguments(name: str, args: dict[str, Any], model: type[BaseModel]) 
     except (TypeError, ValueError, RecursionError) as exc:  # raised outside pydantic's own error reports
         problems = [_clip(str(exc), 200)]
     allowed = ", ".join(f"{k}{'' if f.is_required() else '?'}" for k, f in model.model_fields.items())
-    return None, f"invalid arguments for {_clip(repr(name), 60)}: " + "; ".join(problems) + f". Expected arguments: {allowed}"
+    return None, f"invalid arguments for {_clip(repr(name), 60)}: " + "; ".join(
+        problems
+    ) + f". Expected arguments: {allowed}"
 
 
 # -- rendering, and the strict reading of rendered text ---------------------------------------------

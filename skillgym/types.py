@@ -187,7 +187,9 @@ class Trajectory(BaseModel):
     terminated: bool = False
     truncated: bool = False
     usage: Usage = Field(default_factory=Usage)
-    token_ids: list[list[int]] | None = Field(default=None, description="Per assistant turn, when the policy gives them.")
+    token_ids: list[list[int]] | None = Field(
+        default=None, description="Per assistant turn, when the policy gives them."
+    )
     logprobs: list[list[float]] | None = None
     children: list[Trajectory] = Field(default_factory=list, description="Subagent episodes called from this one.")
     seed: int | None = None
@@ -236,8 +238,13 @@ class Trajectory(BaseModel):
             record.sample_index = sample_index
         else:
             record = cls(
-                env_id=env_id, env_version=env_version, task_id=task_id, skill_hash=skill_hash,
-                policy_id=policy_id, seed=seed, sample_index=sample_index,
+                env_id=env_id,
+                env_version=env_version,
+                task_id=task_id,
+                skill_hash=skill_hash,
+                policy_id=policy_id,
+                seed=seed,
+                sample_index=sample_index,
             )
         record.status, record.error, record.reward = "failed", error, None
         record.metadata.update(metadata or {})

@@ -62,10 +62,12 @@ def _leftover_containers() -> list[str]:
     from skillgym.sandbox.gc import LABEL_CREATED, LABEL_PID, owner_alive, skillgym_containers
 
     client = docker.from_env(timeout=30)
+
     # Ours, plus orphans created during this session (by subprocesses that tests started).
     def leftovers() -> list:
         return [
-            c for c in skillgym_containers(client)
+            c
+            for c in skillgym_containers(client)
             if c.labels.get(LABEL_PID) == str(os.getpid())
             or (c.labels.get(LABEL_CREATED, "") >= _SESSION_START and not owner_alive(c.labels))
         ]

@@ -52,8 +52,11 @@ async def _expert_episode(session: ClientSession, expert_cls: Any, task_id: str)
     spec = skillgym.make_spec(ENV_ID)
     task = spec.tasks.get(task_id)
     chat: list[dict[str, Any]] = [{"role": "system", "content": "x"}, {"role": "user", "content": task.prompt}]
-    info = {"task_id": task_id, "task_metadata": dict(task.metadata),
-            "tools": [{"type": "function", "function": {"name": t.name}} for t in listed.tools]}
+    info = {
+        "task_id": task_id,
+        "task_metadata": dict(task.metadata),
+        "tools": [{"type": "function", "function": {"name": t.name}} for t in listed.tools],
+    }
     expert = expert_cls()
     expert.reset(chat, info)
     for turn in range(1, 21):
@@ -65,8 +68,19 @@ async def _expert_episode(session: ClientSession, expert_cls: Any, task_id: str)
         assert not result.is_error, result
         if call.name == "submit":
             return result.structured_content["reward"]
-        chat.append({"role": "assistant", "content": "", "tool_calls": [
-            {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": json.dumps(call.arguments)}}]})
+        chat.append(
+            {
+                "role": "assistant",
+                "content": "",
+                "tool_calls": [
+                    {
+                        "id": call.id,
+                        "type": "function",
+                        "function": {"name": call.name, "arguments": json.dumps(call.arguments)},
+                    }
+                ],
+            }
+        )
         chat.append({"role": "tool", "tool_call_id": call.id, "name": call.name, "content": result.content[0].text})
     raise AssertionError("the expert did not submit in 20 turns")
 
@@ -78,9 +92,11 @@ def test_mcp_stdio_expert_episodes_match_in_process_rewards():
 
     async def run(task_id: str) -> tuple[float, list[str]]:
         cli = _cli()
-        params = StdioServerParameters(command=cli[0], args=[*cli[1:], "serve-env", ENV_ID, "--protocol", "mcp",
-                                                             "--env-arg", "split=test", "--task-id", task_id],
-                                       env=dict(os.environ))
+        params = StdioServerParameters(
+            command=cli[0],
+            args=[*cli[1:], "serve-env", ENV_ID, "--protocol", "mcp", "--env-arg", "split=test", "--task-id", task_id],
+            env=dict(os.environ),
+        )
         async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
             await session.initialize()
             reward = await _expert_episode(session, expert_cls, task_id)
@@ -111,9 +127,26 @@ def _free_port() -> int:
 def http_server():
     port = _free_port()
     task_id = skillgym.make_spec(ENV_ID).tasks.tasks("test")[2].id
-    proc = subprocess.Popen([*_cli(), "serve-env", ENV_ID, "--protocol", "mcp", "--transport", "http", "--port",
-                             str(port), "--env-arg", "split=test", "--task-id", task_id],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            *_cli(),
+            "serve-env",
+            ENV_ID,
+            "--protocol",
+            "mcp",
+            "--transport",
+            "http",
+            "--port",
+            str(port),
+            "--env-arg",
+            "split=test",
+            "--task-id",
+            task_id,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}/mcp"
     deadline = time.monotonic() + 120
     while True:
@@ -148,13 +181,19 @@ def test_mcp_streamable_http_expert_episode_and_100_malformed_requests(http_serv
     assert asyncio.run(run()) == expected[task_id] == 1.0
 
     headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
-    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}}
+    init = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}},
+    }
     bad_bodies: list[tuple[str | bytes, dict[str, str]]] = [
         ("{not json", headers),
         ("[]", headers),
-        ('{"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "grep"}}',
-         {**headers, "mcp-session-id": "no-such-session"}),
+        (
+            '{"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "grep"}}',
+            {**headers, "mcp-session-id": "no-such-session"},
+        ),
         (json.dumps(init), {"Content-Type": "text/plain", "Accept": "application/json, text/event-stream"}),
         (json.dumps(init), {"Content-Type": "application/json", "Accept": "text/html"}),
         (b"\xff" * 10, headers),
@@ -173,8 +212,13 @@ def test_mcp_streamable_http_expert_episode_and_100_malformed_requests(http_serv
 def test_mcp_stdio_survives_100_malformed_lines_and_answers_those_with_ids():
     import select
 
-    proc = subprocess.Popen([*_cli(), "serve-env", ENV_ID, "--protocol", "mcp", "--env-arg", "split=test"],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [*_cli(), "serve-env", ENV_ID, "--protocol", "mcp", "--env-arg", "split=test"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     bad = [
         ("{not json", None),  # no id to answer under: the SDK drops it (and logs), the server goes on
         ("[]", None),
@@ -191,8 +235,16 @@ def test_mcp_stdio_survives_100_malformed_lines_and_answers_those_with_ids():
                 line = line.replace("ID", str(1000 + i))
                 expect[1000 + i] = code
             proc.stdin.write(line + "\n")
-        init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}}
+        init = {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-06-18",
+                "capabilities": {},
+                "clientInfo": {"name": "t", "version": "0"},
+            },
+        }
         proc.stdin.write(json.dumps(init) + "\n")
         proc.stdin.flush()
         answers: dict[int, Any] = {}

@@ -20,7 +20,7 @@ import httpx  # noqa: E402
 
 import skillgym  # noqa: E402
 
-SERVER = textwrap.dedent('''
+SERVER = textwrap.dedent("""
     import sys
     import uvicorn
     from mcp import types
@@ -40,7 +40,7 @@ SERVER = textwrap.dedent('''
 
     app = Server("words", on_list_tools=list_tools, on_call_tool=call_tool).streamable_http_app()
     uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
-''')
+""")
 
 
 @pytest.fixture
@@ -68,8 +68,13 @@ def words_server(tmp_path):
 
 
 def _call(name: str, arguments: dict) -> dict:
-    return {"role": "assistant", "content": "", "tool_calls": [
-        {"id": "c1", "type": "function", "function": {"name": name, "arguments": json.dumps(arguments)}}]}
+    return {
+        "role": "assistant",
+        "content": "",
+        "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": name, "arguments": json.dumps(arguments)}}
+        ],
+    }
 
 
 def test_env_spec_takes_tools_from_an_mcp_server(words_server):
@@ -106,5 +111,6 @@ def test_an_unreachable_mcp_server_is_a_clear_error():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with pytest.raises(ValueError, match=f"cannot list the tools of MCP server http://127.0.0.1:{port}/mcp"):
-        skillgym.make_spec("skillgym.adapters.mcp_tools:env", base="codebase-explorer-v0",
-                           mcp_urls=f"http://127.0.0.1:{port}/mcp")
+        skillgym.make_spec(
+            "skillgym.adapters.mcp_tools:env", base="codebase-explorer-v0", mcp_urls=f"http://127.0.0.1:{port}/mcp"
+        )

@@ -27,9 +27,7 @@ from skillgym.episode import run_episode
 from skillgym.toolcalls import render_tool_call_text
 
 ENV_ID = "codebase-explorer-v0"
-OPENENV_PYTHON = os.environ.get(
-    "SKILLGYM_OPENENV_PYTHON", str(Path.home() / ".cache/skillgym/openenv-venv/bin/python")
-)
+OPENENV_PYTHON = os.environ.get("SKILLGYM_OPENENV_PYTHON", str(Path.home() / ".cache/skillgym/openenv-venv/bin/python"))
 
 # Runs in OpenEnv's virtual environment: one JSON command a line in, one JSON result a line out.
 RELAY = r"""
@@ -71,8 +69,13 @@ class Relay:
     def __init__(self, python: str, base_url: str, tmp: Path):
         script = tmp / "openenv_relay.py"
         script.write_text(RELAY)
-        self.proc = subprocess.Popen([python, str(script), base_url], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [python, str(script), base_url],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         ready = self._read()
         assert ready == {"ready": True}, ready
 
@@ -223,8 +226,11 @@ def test_100_malformed_requests_get_precise_errors_and_leak_nothing(server):
         assert json.loads(ws.recv(timeout=30))["type"] == "state"
         ws.send(json.dumps({"type": "reset", "data": {}}))
         assert json.loads(ws.recv(timeout=120))["type"] == "observation"
-        ws.send(json.dumps({"type": "step", "data": {"message": {"role": "assistant", "content": None,
-                                                                  "tool_calls": "nope"}}}))
+        ws.send(
+            json.dumps(
+                {"type": "step", "data": {"message": {"role": "assistant", "content": None, "tool_calls": "nope"}}}
+            )
+        )
         reply = json.loads(ws.recv(timeout=60))  # model output never raises: the env answers in the chat
         assert reply["type"] == "observation"
     # An unknown session id, and more clients than the server takes.

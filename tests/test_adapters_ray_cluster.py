@@ -21,12 +21,23 @@ def test_rollout_on_a_two_node_cluster_uses_both_nodes_and_stores_every_episode(
     try:
         cluster.add_node(num_cpus=1)
         cluster.wait_for_nodes()
-        config = RolloutConfig(env="codebase-explorer-v0", env_kwargs={"backend": "local"}, split="test", n_tasks=8,
-                               concurrency=4, backend="ray", num_actors=2, ray_address=cluster.address,
-                               out=tmp_path / "run", retry_backoff_s=0.0)
+        config = RolloutConfig(
+            env="codebase-explorer-v0",
+            env_kwargs={"backend": "local"},
+            split="test",
+            n_tasks=8,
+            concurrency=4,
+            backend="ray",
+            num_actors=2,
+            ray_address=cluster.address,
+            out=tmp_path / "run",
+            retry_backoff_s=0.0,
+        )
         summary = run_rollouts(config)
         assert summary.records == 8 and summary.failed_records == 0
-        records = [json.loads(line) for shard in shard_paths(tmp_path / "run") for line in shard.read_bytes().splitlines()]
+        records = [
+            json.loads(line) for shard in shard_paths(tmp_path / "run") for line in shard.read_bytes().splitlines()
+        ]
         keys = [(r["task_id"], r["sample_index"]) for r in records]
         assert len(keys) == len(set(keys)) == 8  # complete, no duplicates
         assert all(r["reward"] == 1.0 for r in records)  # the expert, as in-process
@@ -55,9 +66,30 @@ def test_a_rollout_killed_with_kill_9_on_the_cluster_resumes_without_loss_or_dup
     out = tmp_path / "run"
     exe = shutil.which("skillgym")
     cli = [exe] if exe else [sys.executable, "-c", "from skillgym.pipeline.cli import app; app()"]
-    argv = [*cli, "rollout", "codebase-explorer-v0", "--split", "test", "--tasks", "8", "--samples", "6",
-            "--concurrency", "4", "--backend", "ray", "--actors", "2", "--ray-address", cluster.address,
-            "--out", str(out), "--env-arg", "backend=local", "--json"]
+    argv = [
+        *cli,
+        "rollout",
+        "codebase-explorer-v0",
+        "--split",
+        "test",
+        "--tasks",
+        "8",
+        "--samples",
+        "6",
+        "--concurrency",
+        "4",
+        "--backend",
+        "ray",
+        "--actors",
+        "2",
+        "--ray-address",
+        cluster.address,
+        "--out",
+        str(out),
+        "--env-arg",
+        "backend=local",
+        "--json",
+    ]
 
     def lines() -> list[bytes]:
         return [line for shard in shard_paths(out) for line in shard.read_bytes().splitlines(keepends=True)]

@@ -30,7 +30,10 @@ def _as_tool_messages(request: dict[str, Any]) -> dict[str, Any]:
     for i, message in enumerate(request.get("messages", [])):
         content = message.get("content")
         if i > 1 and message.get("role") == "user" and str(content).startswith("<tool_response>"):
-            out += [{"role": "tool", "tool_call_id": f"r{i}_{j}", "content": t} for j, t in enumerate(_RESPONSE.findall(content))]
+            out += [
+                {"role": "tool", "tool_call_id": f"r{i}_{j}", "content": t}
+                for j, t in enumerate(_RESPONSE.findall(content))
+            ]
         else:
             out.append(message)
     return {**request, "messages": out}
@@ -46,7 +49,9 @@ def test_skyrl_gym_episodes_match_in_process_rewards():
     rows = adapter.dataset_rows(ENV_ID, split="test", limit=3)
     env = skillgym.make(ENV_ID, split="test")
     try:
-        expected = {row["task_id"]: run_episode(env, env.env_spec.expert(), task_id=row["task_id"]).reward for row in rows}
+        expected = {
+            row["task_id"]: run_episode(env, env.env_spec.expert(), task_id=row["task_id"]).reward for row in rows
+        }
         replay = ReplayResponder.for_env(env, mode="text")
     finally:
         env.close()
@@ -67,7 +72,9 @@ def test_skyrl_gym_episodes_match_in_process_rewards():
             assert isinstance(env, skyrl_gym.Env)
             try:
                 chat, info = env.init(row["prompt"])
-                assert chat[0]["role"] == "system" and "<tools>" in chat[0]["content"] and '"grep"' in chat[0]["content"]
+                assert (
+                    chat[0]["role"] == "system" and "<tools>" in chat[0]["content"] and '"grep"' in chat[0]["content"]
+                )
                 assert chat[1]["content"] == row["prompt"][0]["content"] and info["task_id"] == row["task_id"]
                 done, reward, turns = False, None, 0
                 while not done:

@@ -30,9 +30,16 @@ def _as_tool_messages(request: dict[str, Any]) -> dict[str, Any]:
     out = []
     for i, message in enumerate(request.get("messages", [])):
         content = message.get("content")
-        if i > 0 and message.get("role") == "user" and isinstance(content, str) and content.startswith("<tool_response>"):
-            out += [{"role": "tool", "tool_call_id": f"r{i}_{j}", "content": text}
-                    for j, text in enumerate(_RESPONSE.findall(content))]
+        if (
+            i > 0
+            and message.get("role") == "user"
+            and isinstance(content, str)
+            and content.startswith("<tool_response>")
+        ):
+            out += [
+                {"role": "tool", "tool_call_id": f"r{i}_{j}", "content": text}
+                for j, text in enumerate(_RESPONSE.findall(content))
+            ]
         else:
             out.append(message)
     return {**request, "messages": out}
@@ -76,11 +83,17 @@ def test_verifiers_eval_matches_skillgym_rewards(tmp_path):
         return replay(_as_tool_messages(request))
 
     with ScriptedOpenAIServer(respond) as server:
-        config = EvalConfig.model_validate({
-            "env": {"taskset": adapter.env_config_dict(ENV_ID, task_ids=task_ids), "agent": adapter.DEFAULT_AGENT},
-            "model": "expert", "client": {"base_url": server.base_url, "api_key_var": "SKILLGYM_TEST_KEY"},
-            "rich": None, "push": False, "output_dir": str(tmp_path), "max_concurrent": 2,
-        })
+        config = EvalConfig.model_validate(
+            {
+                "env": {"taskset": adapter.env_config_dict(ENV_ID, task_ids=task_ids), "agent": adapter.DEFAULT_AGENT},
+                "model": "expert",
+                "client": {"base_url": server.base_url, "api_key_var": "SKILLGYM_TEST_KEY"},
+                "rich": None,
+                "push": False,
+                "output_dir": str(tmp_path),
+                "max_concurrent": 2,
+            }
+        )
         import os
 
         os.environ.setdefault("SKILLGYM_TEST_KEY", "unused")

@@ -88,7 +88,11 @@ def handmade_conversation() -> list[dict]:
             "content": "Reading both.",
             "reasoning_content": "\nTwo files might matter.\n",
             "tool_calls": [
-                {"id": "a", "type": "function", "function": {"name": "read_file", "arguments": '{"path": "notes/n1.txt"}'}},
+                {
+                    "id": "a",
+                    "type": "function",
+                    "function": {"name": "read_file", "arguments": '{"path": "notes/n1.txt"}'},
+                },
                 {"id": "b", "type": "function", "function": {"name": "read_file", "arguments": {"path": "nöt/ß.txt"}}},
             ],
         },
@@ -112,7 +116,11 @@ def env_trajectory() -> tuple[list[dict], list[dict]]:
                 "role": "assistant",
                 "content": "",
                 "tool_calls": [
-                    {"id": "x1", "type": "function", "function": {"name": "read_file", "arguments": '{"path": "notes/n3.txt"}'}},
+                    {
+                        "id": "x1",
+                        "type": "function",
+                        "function": {"name": "read_file", "arguments": '{"path": "notes/n3.txt"}'},
+                    },
                     {"id": "x2", "type": "function", "function": {"name": "nope", "arguments": "{}"}},
                     {"id": "x3", "type": "function", "function": {"name": "read_file", "arguments": "{}"}},
                 ],
@@ -135,8 +143,16 @@ def test_templates_come_from_installed_trl():
     assert qwen3_template(False) == (folder / "qwen3.jinja").read_text(encoding="utf-8")
     assert qwen3_template(True) == (folder / "qwen3_training.jinja").read_text(encoding="utf-8")
     assert "{% generation %}" in qwen3_template(True).replace("{%- generation %}", "{% generation %}")
-    assert SPECIAL_TOKENS == ["<|im_start|>", "<|im_end|>", "<tool_call>", "</tool_call>", "<tool_response>",
-                              "</tool_response>", "<think>", "</think>"]
+    assert SPECIAL_TOKENS == [
+        "<|im_start|>",
+        "<|im_end|>",
+        "<tool_call>",
+        "</tool_call>",
+        "<tool_response>",
+        "</tool_response>",
+        "<think>",
+        "</think>",
+    ]
 
 
 @pytest.mark.parametrize("training", [False, True])
@@ -189,7 +205,7 @@ def test_parsed_messages_are_openai_shaped():
         for c in m.get("tool_calls", []):
             assert isinstance(json.loads(c["function"]["arguments"]), dict)
     assert parsed[2]["reasoning_content"] == "Start by listing."
-    unparsable = next(m for m in parsed if m["role"] == "assistant" and "grep\", </tool_call>" in m["content"])
+    unparsable = next(m for m in parsed if m["role"] == "assistant" and 'grep", </tool_call>' in m["content"])
     assert "tool_calls" not in unparsable
 
 
@@ -205,8 +221,13 @@ def test_no_system_message_no_tools_and_generation_prompt():
 def test_documented_ambiguity_invalid_json_arguments_read_back_as_text():
     broken = [
         {"role": "user", "content": "go"},
-        {"role": "assistant", "content": "", "tool_calls": [
-            {"id": "q", "type": "function", "function": {"name": "grep", "arguments": '{"pattern": "x'}}]},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [
+                {"id": "q", "type": "function", "function": {"name": "grep", "arguments": '{"pattern": "x'}}
+            ],
+        },
         {"role": "tool", "tool_call_id": "z", "content": "Error: not valid JSON"},
     ]
     text = render(broken, training=True)
@@ -227,13 +248,21 @@ def test_the_codec_renders_calls_exactly_as_the_template_does():
     what it renders (structured or raw-argument calls) parses back through parse_turn."""
     from skillgym.toolcalls import parse_turn, render_openai_call_text, split_rendered_calls
 
-    args = {"pattern": "déf \"x\"", "context": 2, "glob": None}
-    raw_call = {"id": "c1", "type": "function", "function": {"name": "grep", "arguments": json.dumps(args, ensure_ascii=False)}}
+    args = {"pattern": 'déf "x"', "context": 2, "glob": None}
+    raw_call = {
+        "id": "c1",
+        "type": "function",
+        "function": {"name": "grep", "arguments": json.dumps(args, ensure_ascii=False)},
+    }
     for arguments in (args, raw_call["function"]["arguments"]):  # an object, or its JSON text
         structured = {"type": "function", "function": {"name": "grep", "arguments": arguments}}
-        text = render([{"role": "user", "content": "q"}, {"role": "assistant", "content": "looking", "tool_calls": [structured]}])
+        text = render(
+            [{"role": "user", "content": "q"}, {"role": "assistant", "content": "looking", "tool_calls": [structured]}]
+        )
         assistant = text.split("<|im_start|>assistant\n")[1].split("<|im_end|>")[0]
-        assert assistant.endswith("looking\n" + call("grep", args)) and assistant.endswith(render_openai_call_text(structured))
+        assert assistant.endswith("looking\n" + call("grep", args)) and assistant.endswith(
+            render_openai_call_text(structured)
+        )
     content, calls = split_rendered_calls(assistant.split("</think>\n\n")[-1])
     assert content == "looking" and calls == [("grep", json.dumps(args, ensure_ascii=False))]
     parsed = parse_turn(render_openai_call_text(raw_call))

@@ -50,14 +50,24 @@ def test_the_installed_cli_has_every_documented_command():
         assert result.exit_code == 0 and "Usage" in result.output, (command, result.output)
     for command in sorted(stages):
         assert runner.invoke(app, [command, "--help"]).exit_code != 0, command
-    for group, sub in [("train", "sft"), ("train", "grpo"), ("sandbox", "gc"), ("skills", "search"), ("tasks", "generate")]:
+    for group, sub in [
+        ("train", "sft"),
+        ("train", "grpo"),
+        ("sandbox", "gc"),
+        ("skills", "search"),
+        ("tasks", "generate"),
+    ]:
         assert runner.invoke(full_app, [group, sub, "--help"]).exit_code == 0, (group, sub)
 
 
 def test_env_arg_errors_name_the_option():
     from skillgym.pipeline.cli import app as full_app
 
-    result = runner.invoke(full_app, ["eval", "codebase-explorer-v0", "--policy", "expert", "--out", "x", "--env-arg", "novalue"])
+    result = runner.invoke(
+        full_app, ["eval", "codebase-explorer-v0", "--policy", "expert", "--out", "x", "--env-arg", "novalue"]
+    )
     assert result.exit_code == 2 and "--env-arg" in result.output
-    result = runner.invoke(full_app, ["eval", "codebase-explorer-v0", "--policy", "expert", "--out", "x", "--backend", "slurm"])
+    result = runner.invoke(
+        full_app, ["eval", "codebase-explorer-v0", "--policy", "expert", "--out", "x", "--backend", "slurm"]
+    )
     assert result.exit_code == 2 and "backend" in result.output

@@ -33,7 +33,10 @@ def _invoke(args: list[str]) -> tuple[int, str]:
         (["play", ENV, "--policy", "wizard", "--backend", "local"], "unknown policy spec 'wizard'"),
         (["play", ENV, "--policy", "random:x", "--backend", "local"], "the seed after 'random:' must be an integer"),
         (["play", ENV, "--task", "no-such-task", "--backend", "local"], "no task with id 'no-such-task'"),
-        (["play", ENV, "--split", "validation", "--backend", "local"], "unknown split 'validation'; codebase-explorer has 'train', 'test'"),
+        (
+            ["play", ENV, "--split", "validation", "--backend", "local"],
+            "unknown split 'validation'; codebase-explorer has 'train', 'test'",
+        ),
         (["play", ENV, "--backend", "slurm"], "backend: Input should be 'auto', 'docker' or 'local' (got 'slurm')"),
     ],
 )
@@ -78,7 +81,7 @@ def test_garbage_manifest_is_a_clear_error_and_force_keeps_the_records(tmp_path:
 
     result = runner.invoke(app, [*args, "--force"])
     assert result.exit_code == 0, result.output
-    summary = json.loads(result.output[result.output.index("{"):])
+    summary = json.loads(result.output[result.output.index("{") :])
     assert summary["records"] == 2 and summary["already_done"] == 2  # the records were resumed, not re-run
     kept = list(out.glob("manifest.json.unreadable-*"))
     assert len(kept) == 1 and kept[0].read_text() == "garbage {\n"
@@ -100,8 +103,23 @@ def _closed_port() -> int:
 def test_eval_against_an_unreachable_server_fails_loudly(tmp_path: Path):
     out = tmp_path / "eval"
     policy = f"openai:student@http://127.0.0.1:{_closed_port()}/v1?max_retries=0"
-    result = runner.invoke(app, ["eval", ENV, "--policy", policy, "--policy", "expert", "--tasks", "2",
-                                 "--env-arg", "backend=local", "--out", str(out)])
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            ENV,
+            "--policy",
+            policy,
+            "--policy",
+            "expert",
+            "--tasks",
+            "2",
+            "--env-arg",
+            "backend=local",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 1, result.output
     text = re.sub(r"\s+", " ", result.output)
     assert f"error: {policy}: 2 of 2 episodes failed to run, so its success is not a measurement" in text
@@ -110,8 +128,10 @@ def test_eval_against_an_unreachable_server_fails_loudly(tmp_path: Path):
     assert cells[policy]["errors"] and "ConnectError" in cells[policy]["errors"][0]
     assert cells["expert"]["errors"] == [] and cells["expert"]["metrics"]["success_rate"] == 1.0
 
-    as_json = runner.invoke(app, ["eval", ENV, "--policy", policy, "--tasks", "2", "--env-arg", "backend=local",
-                                  "--out", str(out), "--json"])
+    as_json = runner.invoke(
+        app,
+        ["eval", ENV, "--policy", policy, "--tasks", "2", "--env-arg", "backend=local", "--out", str(out), "--json"],
+    )
     assert as_json.exit_code == 1  # resumed from the stored failed records: still an error, also with --json
 
 
@@ -121,7 +141,10 @@ def test_doctor_says_whether_transformers_serve_can_start(monkeypatch: pytest.Mo
     code, text = _invoke(["doctor", "--json"])
     report = json.loads(runner.invoke(app, ["doctor", "--json"]).output)
     # scripts/setup.sh installs the `serve` extra, so on a set-up machine it can start.
-    assert code == 0 and report["transformers serve"] == {"ok": True, "detail": "can start (fastapi, uvicorn, openai installed)"}
+    assert code == 0 and report["transformers serve"] == {
+        "ok": True,
+        "detail": "can start (fastapi, uvicorn, openai installed)",
+    }
     monkeypatch.setattr(core_cli, "_SERVE_MODULES", (*core_cli._SERVE_MODULES, "skillgym_no_such_module"))
     check = core_cli._serve_check()
     assert not check["ok"] and "missing skillgym_no_such_module" in check["detail"]

@@ -127,28 +127,40 @@ def test_metadata_holds_the_question_not_the_answer(source: CodebaseTasks):
 
 # -- grader -------------------------------------------------------------------------------------
 def _task(qtype: str, answer: str, **meta: str) -> Task:
-    return Task(id=f"{qtype}-x", prompt="?", reference={"qtype": qtype, "answer": answer}, metadata={"qtype": qtype, **meta})
+    return Task(
+        id=f"{qtype}-x", prompt="?", reference={"qtype": qtype, "answer": answer}, metadata={"qtype": qtype, **meta}
+    )
 
 
 GRADER_CASES = [
     # (task, right answers, wrong answers)
-    (_task("where", "email/utils.py", symbol="formatdate"),
-     ["email/utils.py", "/workspace/repo/email/utils.py", "./email/utils.py", "`email/utils.py`"],
-     ["email/_parseaddr.py", "utils.py", ""]),
-    (_task("default", "'utf-8'", symbol="f", param="encoding", function="f"),
-     ["'utf-8'", '"utf-8"', "encoding='utf-8'", "`'utf-8'`"],
-     ["utf-8x", "None", "'utf8'"]),
-    (_task("default", "(1, 2)", symbol="f", param="p", function="f"),
-     ["(1,2)", "( 1, 2 )"], ["[1, 2]"]),
-    (_task("callers", "FTP.makeport, ftpcp", module="ftplib", path="ftplib.py", callee="x"),
-     ["ftpcp, FTP.makeport", "FTP.makeport\nftpcp", "- `ftpcp`\n- `FTP.makeport()`", "FTP.makeport ftpcp"],
-     ["FTP.makeport", "makeport, ftpcp", "FTP.makeport, ftpcp, test"]),
+    (
+        _task("where", "email/utils.py", symbol="formatdate"),
+        ["email/utils.py", "/workspace/repo/email/utils.py", "./email/utils.py", "`email/utils.py`"],
+        ["email/_parseaddr.py", "utils.py", ""],
+    ),
+    (
+        _task("default", "'utf-8'", symbol="f", param="encoding", function="f"),
+        ["'utf-8'", '"utf-8"', "encoding='utf-8'", "`'utf-8'`"],
+        ["utf-8x", "None", "'utf8'"],
+    ),
+    (_task("default", "(1, 2)", symbol="f", param="p", function="f"), ["(1,2)", "( 1, 2 )"], ["[1, 2]"]),
+    (
+        _task("callers", "FTP.makeport, ftpcp", module="ftplib", path="ftplib.py", callee="x"),
+        ["ftpcp, FTP.makeport", "FTP.makeport\nftpcp", "- `ftpcp`\n- `FTP.makeport()`", "FTP.makeport ftpcp"],
+        ["FTP.makeport", "makeport, ftpcp", "FTP.makeport, ftpcp, test"],
+    ),
     (_task("methods", "12", symbol="C"), ["12", "12 methods", "12."], ["11", "12 or 13", "twelve"]),
-    (_task("constant", "imaplib: 993", symbol="IMAP4_SSL_PORT"),
-     ["imaplib: 993", "imaplib.py: 993", "imaplib.IMAP4_SSL_PORT = 993", "imaplib:993"],
-     ["imaplib: 143", "poplib: 993", "993"]),
-    (_task("constant", "json.decoder: 'a:b'", symbol="K"),
-     ["json.decoder: \"a:b\"", "json/decoder.py: 'a:b'"], ["json: 'a:b'"]),
+    (
+        _task("constant", "imaplib: 993", symbol="IMAP4_SSL_PORT"),
+        ["imaplib: 993", "imaplib.py: 993", "imaplib.IMAP4_SSL_PORT = 993", "imaplib:993"],
+        ["imaplib: 143", "poplib: 993", "993"],
+    ),
+    (
+        _task("constant", "json.decoder: 'a:b'", symbol="K"),
+        ['json.decoder: "a:b"', "json/decoder.py: 'a:b'"],
+        ["json: 'a:b'"],
+    ),
 ]
 
 
@@ -170,12 +182,22 @@ def test_grader_penalizes_verbose_answers():
     trace = [{"role": "tool", "content": "x" * 2000}]
     task = _task("where", "email/utils.py", symbol="formatdate")
     bare = grader.grade(task, "email/utils.py", trace, None)
-    verbose = grader.grade(task, "After searching the repository I found that `formatdate` is defined in "
-                                 "the file email/utils.py, which is part of the email package.", trace, None)
+    verbose = grader.grade(
+        task,
+        "After searching the repository I found that `formatdate` is defined in "
+        "the file email/utils.py, which is part of the email package.",
+        trace,
+        None,
+    )
     assert bare.score == 1.0
     assert verbose.components["correct"] == 1.0 and 0.9 <= verbose.score < bare.score
     count = _task("methods", "7", symbol="C")
-    assert grader.grade(count, "The class C defines 7 methods in its body, not counting inherited ones.", trace, None).score < 1.0
+    assert (
+        grader.grade(
+            count, "The class C defines 7 methods in its body, not counting inherited ones.", trace, None
+        ).score
+        < 1.0
+    )
 
 
 # -- a user's own repository ----------------------------------------------------------------------
@@ -245,7 +267,10 @@ def test_env_on_a_user_repository(tmp_path: Path):
         source = env.env_spec.tasks
         tasks = source.tasks("train") + source.tasks("test")
         assert len(tasks) >= 15 and {t.metadata["qtype"] for t in tasks} == set(QTYPES)
-        golds = {(t.metadata["qtype"], t.metadata.get("symbol") or t.metadata.get("callee")): t.reference["answer"] for t in tasks}
+        golds = {
+            (t.metadata["qtype"], t.metadata.get("symbol") or t.metadata.get("callee")): t.reference["answer"]
+            for t in tasks
+        }
         assert golds[("where", "Money")] == "shop/util/money.py"
         assert golds[("methods", "Cart")] == "4"
         assert golds[("constant", "MAX_ITEMS")] == "shop.cart: 50"
@@ -274,7 +299,14 @@ def test_ablation_records_no_skill_it_did_not_see(tmp_path: Path):
     with_skill = skillgym.make_spec("codebase-explorer-v0", backend="local")
     assert with_skill.skill is not None and with_skill.skill.name == "codebase-explorer"
     assert with_skill.skill.source_path.endswith("skill/SKILL.md")  # read by the core skills loader
-    assert with_skill.skill.files == [] and with_skill.skill.allowed_tools == ["grep", "glob", "read_file", "list_dir", "bash", "submit"]
+    assert with_skill.skill.files == [] and with_skill.skill.allowed_tools == [
+        "grep",
+        "glob",
+        "read_file",
+        "list_dir",
+        "bash",
+        "submit",
+    ]
 
 
 def test_codebase_tasks_is_a_task_list(source: CodebaseTasks):

@@ -39,10 +39,17 @@ def test_one_package_shadows_a_standard_library_module():
 
 
 def _expert_run(name: str, backend: str, out: Path) -> dict[str, list[float]]:
-    summary = run_rollouts(RolloutConfig(
-        env=ENV, env_kwargs={"codebase": str(package_root(name)), "backend": backend}, policy="expert",
-        split="test", n_tasks=N_TASKS, concurrency=4, out=out,
-    ))
+    summary = run_rollouts(
+        RolloutConfig(
+            env=ENV,
+            env_kwargs={"codebase": str(package_root(name)), "backend": backend},
+            policy="expert",
+            split="test",
+            n_tasks=N_TASKS,
+            concurrency=4,
+            out=out,
+        )
+    )
     assert summary.records == N_TASKS and summary.failed_records == 0, summary.errors
     by_type: dict[str, list[float]] = defaultdict(list)
     for trajectory in iter_trajectories(out):
@@ -67,4 +74,6 @@ def test_expert_solves_100_test_tasks_of_an_installed_package(name: str, tmp_pat
 def test_expert_on_a_stdlib_shadowing_package_in_docker(tmp_path: Path):
     by_type = _expert_run("click", "docker", tmp_path / "click")
     rewards = [r for values in by_type.values() for r in values]
-    assert _mean(rewards) >= 0.95 and _mean(by_type["default"]) >= 0.95, {k: round(_mean(v), 3) for k, v in by_type.items()}
+    assert _mean(rewards) >= 0.95 and _mean(by_type["default"]) >= 0.95, {
+        k: round(_mean(v), 3) for k, v in by_type.items()
+    }

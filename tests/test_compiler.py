@@ -22,7 +22,9 @@ from skillgym.tools.mapping import DEFAULT_TOOLS, map_tools
 from skillgym.types import Task
 
 CORPUS = Path(os.environ.get("SKILLGYM_CORPUS", Path(__file__).resolve().parents[2] / "shared" / "skills-corpus"))
-needs_corpus = pytest.mark.skipif(not CORPUS.is_dir(), reason=f"skills corpus not found at {CORPUS} (set SKILLGYM_CORPUS)")
+needs_corpus = pytest.mark.skipif(
+    not CORPUS.is_dir(), reason=f"skills corpus not found at {CORPUS} (set SKILLGYM_CORPUS)"
+)
 
 
 class Scripted(Policy):
@@ -46,7 +48,7 @@ class Scripted(Policy):
 BUGGY = "def mean(xs):\n    return sum(xs) / (len(xs) - 1)\n\nprint(mean([2, 4, 6]))\n"
 ORDERS_SQL = (
     "import sqlite3\ndb = sqlite3.connect(':memory:')\n"
-    "db.executescript(\"create table orders(id int, total real); insert into orders values (1, 10), (2, 32.5), (3, 7.5);\")\n"
+    'db.executescript("create table orders(id int, total real); insert into orders values (1, 10), (2, 32.5), (3, 7.5);")\n'
     "print(db.execute(open('query.sql').read()).fetchone()[0])\n"
 )
 
@@ -56,45 +58,87 @@ ORDERS_SQL = (
 CASES = {
     "design": dict(
         path="anthropics-skills/frontend-design",
-        task=Task(id="landing", prompt="Build a distinctive landing page for a tea shop in index.html.",
-                  reference={"checks": ["test -f index.html", {"command": "cat index.html", "output_regex": "<h1[^>]*>Leaf"}]}),
-        turns=[call("write_file", {"path": "index.html", "content": "<!doctype html><h1 class='hero'>Leaf & Kettle</h1>"}),
-               call("submit", {"answer": "index.html written"})],
+        task=Task(
+            id="landing",
+            prompt="Build a distinctive landing page for a tea shop in index.html.",
+            reference={
+                "checks": ["test -f index.html", {"command": "cat index.html", "output_regex": "<h1[^>]*>Leaf"}]
+            },
+        ),
+        turns=[
+            call("write_file", {"path": "index.html", "content": "<!doctype html><h1 class='hero'>Leaf & Kettle</h1>"}),
+            call("submit", {"answer": "index.html written"}),
+        ],
     ),
     "debugging": dict(
         path="obra-superpowers/systematic-debugging",
-        task=Task(id="mean", prompt="stats.py prints the wrong mean. Find the root cause and fix it.",
-                  files={"stats.py": BUGGY},
-                  reference={"answer": "denominator", "match": "regex",
-                             "checks": [{"command": "python3 stats.py", "output_regex": r"^4\.0$"}]}),
-        turns=[call("bash", {"command": "python3 stats.py"}),
-               call("edit_file", {"path": "stats.py", "old_string": "(len(xs) - 1)", "new_string": "len(xs)"}),
-               call("bash", {"command": "python3 stats.py"}),
-               "Root cause: the denominator was len(xs) - 1; it is now len(xs)."],
+        task=Task(
+            id="mean",
+            prompt="stats.py prints the wrong mean. Find the root cause and fix it.",
+            files={"stats.py": BUGGY},
+            reference={
+                "answer": "denominator",
+                "match": "regex",
+                "checks": [{"command": "python3 stats.py", "output_regex": r"^4\.0$"}],
+            },
+        ),
+        turns=[
+            call("bash", {"command": "python3 stats.py"}),
+            call("edit_file", {"path": "stats.py", "old_string": "(len(xs) - 1)", "new_string": "len(xs)"}),
+            call("bash", {"command": "python3 stats.py"}),
+            "Root cause: the denominator was len(xs) - 1; it is now len(xs).",
+        ],
     ),
     "review": dict(
         path="voltagent-subagents/agents/code-reviewer.md",
-        task=Task(id="sqli", prompt="Review app.py and name the most serious problem.",
-                  files={"app.py": "def find(db, name):\n    return db.execute(f\"select * from users where name = '{name}'\")\n"},
-                  reference={"answer": r"sql injection", "match": "regex"}),
-        turns=[call("read_file", {"path": "app.py"}), call("submit", {"answer": "SQL injection: the query interpolates name."})],
+        task=Task(
+            id="sqli",
+            prompt="Review app.py and name the most serious problem.",
+            files={
+                "app.py": "def find(db, name):\n    return db.execute(f\"select * from users where name = '{name}'\")\n"
+            },
+            reference={"answer": r"sql injection", "match": "regex"},
+        ),
+        turns=[
+            call("read_file", {"path": "app.py"}),
+            call("submit", {"answer": "SQL injection: the query interpolates name."}),
+        ],
     ),
     "sql": dict(
         path="voltagent-subagents/agents/sql-pro.md",
-        task=Task(id="revenue", prompt="Write query.sql computing total revenue from orders, run it with run.py, report it.",
-                  files={"run.py": ORDERS_SQL},
-                  reference={"grader": {"type": "composite", "parts": [
-                      {"type": "match", "mode": "numeric", "weight": 2},
-                      {"type": "check", "command": "python3 run.py", "output_regex": "50.0"}]}, "answer": "50"}),
-        turns=[call("write_file", {"path": "query.sql", "content": "select sum(total) from orders"}),
-               call("bash", {"command": "python3 run.py"}), call("submit", {"answer": "50.0"})],
+        task=Task(
+            id="revenue",
+            prompt="Write query.sql computing total revenue from orders, run it with run.py, report it.",
+            files={"run.py": ORDERS_SQL},
+            reference={
+                "grader": {
+                    "type": "composite",
+                    "parts": [
+                        {"type": "match", "mode": "numeric", "weight": 2},
+                        {"type": "check", "command": "python3 run.py", "output_regex": "50.0"},
+                    ],
+                },
+                "answer": "50",
+            },
+        ),
+        turns=[
+            call("write_file", {"path": "query.sql", "content": "select sum(total) from orders"}),
+            call("bash", {"command": "python3 run.py"}),
+            call("submit", {"answer": "50.0"}),
+        ],
     ),
     "research": dict(
         path="voltagent-subagents/agents/research-analyst.md",
-        task=Task(id="market", prompt="From the notes in notes/, which region grew fastest? Cite the note.",
-                  files={"notes/q1.md": "EMEA grew 4%.", "notes/q2.md": "APAC grew 11%, the fastest of all regions."},
-                  reference={"rubric": ["Names APAC", "Cites notes/q2.md"]}),
-        turns=[call("grep", {"pattern": "fastest", "path": "notes"}), call("submit", {"answer": "APAC (notes/q2.md)."})],
+        task=Task(
+            id="market",
+            prompt="From the notes in notes/, which region grew fastest? Cite the note.",
+            files={"notes/q1.md": "EMEA grew 4%.", "notes/q2.md": "APAC grew 11%, the fastest of all regions."},
+            reference={"rubric": ["Names APAC", "Cites notes/q2.md"]},
+        ),
+        turns=[
+            call("grep", {"pattern": "fastest", "path": "notes"}),
+            call("submit", {"answer": "APAC (notes/q2.md)."}),
+        ],
     ),
 }
 
@@ -102,7 +146,10 @@ CASES = {
 def _judge_reply(request):
     rubric = request["messages"][-1]["content"].split("## Rubric\n", 1)[1]
     ids = [line[2:].split(":", 1)[0] for line in rubric.splitlines() if line.startswith("- ")]
-    return {"role": "assistant", "content": json.dumps({"scores": [{"id": i, "score": 1, "reason": "ok"} for i in ids]})}
+    return {
+        "role": "assistant",
+        "content": json.dumps({"scores": [{"id": i, "score": 1, "reason": "ok"} for i in ids]}),
+    }
 
 
 @needs_corpus
@@ -113,7 +160,9 @@ def test_corpus_skill_compiles_checks_and_completes_a_graded_episode(kind, tmp_p
     save_tasks_jsonl([case["task"]], task_file)
     with ScriptedOpenAIServer(_judge_reply) as judge, warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # the research agent's web tools are reported
-        env = from_skill(CORPUS / case["path"], tasks=task_file, backend="local", judge=f"openai:judge@{judge.base_url}")
+        env = from_skill(
+            CORPUS / case["path"], tasks=task_file, backend="local", judge=f"openai:judge@{judge.base_url}"
+        )
         try:
             check_env(env, skip_render_check=True)
             traj = run_episode(env, Scripted(case["turns"]), task_id=case["task"].id)
@@ -124,14 +173,31 @@ def test_corpus_skill_compiles_checks_and_completes_a_graded_episode(kind, tmp_p
     assert traj.skill_hash == load_any(CORPUS / case["path"]).content_hash
     if kind == "research":
         assert traj.grade_details["judge_model"] == "judge"
-        assert [c["text"] for c in traj.grade_details["rubric"] if c["source"] == "task"] == ["Names APAC", "Cites notes/q2.md"]
+        assert [c["text"] for c in traj.grade_details["rubric"] if c["source"] == "task"] == [
+            "Names APAC",
+            "Cites notes/q2.md",
+        ]
         assert env.env_spec.metadata["unmapped_tools"] == ["WebFetch", "WebSearch"]
         assert env.env_spec.tools == ["read_file", "glob", "grep", "submit"]
 
 
 def test_tool_mapping():
-    m = map_tools(["Read", "Write", "MultiEdit", "Bash(git diff:*)", "Glob", "Grep", "LS", "WebFetch",
-                   "mcp__github__create_issue", "Task", "TodoWrite", "WebSearch"])
+    m = map_tools(
+        [
+            "Read",
+            "Write",
+            "MultiEdit",
+            "Bash(git diff:*)",
+            "Glob",
+            "Grep",
+            "LS",
+            "WebFetch",
+            "mcp__github__create_issue",
+            "Task",
+            "TodoWrite",
+            "WebSearch",
+        ]
+    )
     assert m.tools == ["bash", "read_file", "write_file", "edit_file", "glob", "grep", "list_dir", "submit"]
     assert m.unmapped == ["WebFetch", "mcp__github__create_issue", "Task", "TodoWrite", "WebSearch"]
     assert m.mapped["Bash(git diff:*)"] == ["bash"] and m.restrictions == {"bash": ["git diff:*"]}
@@ -144,7 +210,9 @@ def test_tool_mapping():
 
 def test_unmapped_tools_are_reported_not_dropped(tmp_path):
     agent = tmp_path / "web-helper.md"
-    agent.write_text("---\nname: web-helper\ndescription: Looks things up.\ntools: Read, WebSearch, mcp__db__query\n---\nBe brief.\n")
+    agent.write_text(
+        "---\nname: web-helper\ndescription: Looks things up.\ntools: Read, WebSearch, mcp__db__query\n---\nBe brief.\n"
+    )
     with pytest.warns(UserWarning, match=r"\['WebSearch', 'mcp__db__query'\] have no built-in equivalent"):
         env = from_skill(agent, tasks=[Task(id="a", prompt="hi", reference={"answer": "x"})], backend="local")
     assert env.env_spec.metadata["unmapped_tools"] == ["WebSearch", "mcp__db__query"]
@@ -157,7 +225,10 @@ def test_unmapped_tools_are_reported_not_dropped(tmp_path):
 def test_three_instruction_modes_share_tasks_and_differ_only_in_the_skill():
     skill = load_any(CORPUS / "obra-superpowers/systematic-debugging")
     tasks = [Task(id="a", prompt="Why does it crash?", reference={"answer": "x"})]
-    envs = {mode: from_skill(skill, tasks=tasks, instruction_mode=mode, backend="local") for mode in ("system", "load_skill", "none")}
+    envs = {
+        mode: from_skill(skill, tasks=tasks, instruction_mode=mode, backend="local")
+        for mode in ("system", "load_skill", "none")
+    }
     try:
         system, lazy, none = (envs[m] for m in ("system", "load_skill", "none"))
         body = skill.instructions.strip()[:200]
@@ -191,8 +262,9 @@ def test_make_skill_name_from_the_library(monkeypatch, tmp_path):
     with pytest.raises(CompileError, match="SKILLGYM_SKILLS_PATH"):
         skillgym.make("skill:sql-pro", tasks=str(tasks))
     monkeypatch.setenv("SKILLGYM_SKILLS_PATH", str(CORPUS))
-    env = skillgym.make("skill:voltagent-subagents/sql-pro", tasks=str(tasks), backend="local",
-                        instruction_mode="none", max_turns="4")  # string kwargs, as from --env-arg
+    env = skillgym.make(
+        "skill:voltagent-subagents/sql-pro", tasks=str(tasks), backend="local", instruction_mode="none", max_turns="4"
+    )  # string kwargs, as from --env-arg
     assert env.env_spec.id == "sql-pro-v0" and env.env_spec.max_turns == 4 and env.env_spec.instruction_mode == "none"
     env.close()
     with pytest.raises(LookupError, match="qualify it"):
@@ -235,12 +307,20 @@ def _script_skill(root: Path, name: str, script: str, code: str) -> Path:
 @pytest.mark.docker
 def test_skill_folder_is_mounted_read_only_in_docker(docker_base_image, tmp_path):
     skill = _script_skill(tmp_path, "greeter", "greet.py", "import sys\nprint('hello', sys.argv[1])\n")
-    env = from_skill(skill, tasks=[Task(id="a", prompt="greet bob", reference={"answer": "hello bob"})], backend="docker")
+    env = from_skill(
+        skill, tasks=[Task(id="a", prompt="greet bob", reference={"answer": "hello bob"})], backend="docker"
+    )
     try:
         assert env.env_spec.sandbox.image == docker_base_image.split(":")[0] + ":latest"  # no deps: the base image
-        traj = run_episode(env, Scripted([
-            call("bash", {"command": "python3 .skill/scripts/greet.py bob && touch .skill/x; echo rc=$?"}),
-            call("submit", {"answer": "hello bob"})]))
+        traj = run_episode(
+            env,
+            Scripted(
+                [
+                    call("bash", {"command": "python3 .skill/scripts/greet.py bob && touch .skill/x; echo rc=$?"}),
+                    call("submit", {"answer": "hello bob"}),
+                ]
+            ),
+        )
     finally:
         env.close()
     out = traj.messages[3]["content"]
@@ -251,10 +331,17 @@ def test_skill_folder_is_mounted_read_only_in_docker(docker_base_image, tmp_path
 @pytest.mark.slow
 def test_bundled_script_with_a_pypi_import_runs_in_a_derived_image(docker_base_image, tmp_path):
     """First run builds skillgym/skill-<hash> (apt python3-pip + pip tabulate, ~1 min); later runs reuse it."""
-    skill = _script_skill(tmp_path, "table-maker", "table.py",
-                          "from tabulate import tabulate\nprint(tabulate([[1, 2]], headers=['a', 'b']))\n")
-    env = from_skill(skill, tasks=[Task(id="a", prompt="make a table", reference={"checks": ["python3 .skill/scripts/table.py"]})],
-                     backend="docker")
+    skill = _script_skill(
+        tmp_path,
+        "table-maker",
+        "table.py",
+        "from tabulate import tabulate\nprint(tabulate([[1, 2]], headers=['a', 'b']))\n",
+    )
+    env = from_skill(
+        skill,
+        tasks=[Task(id="a", prompt="make a table", reference={"checks": ["python3 .skill/scripts/table.py"]})],
+        backend="docker",
+    )
     try:
         image = env.env_spec.metadata["image"]
         assert image["derived"] and image["tag"].startswith("skillgym/skill-")

@@ -13,9 +13,19 @@ import pytest
 from skillgym.pipeline.distill import DistillConfig, run_distill
 
 SMALL = dict(
-    env="codebase-explorer-v0", env_kwargs={"backend": "local"}, train_tasks=40, test_tasks=6, concurrency=2,
-    recipe_overrides=["training.max_steps=4", "training.eval_steps=2", "training.logging_steps=1", "tokenizer.vocab_size=512"],
-    max_new_tokens=24, untrained_tasks=3,
+    env="codebase-explorer-v0",
+    env_kwargs={"backend": "local"},
+    train_tasks=40,
+    test_tasks=6,
+    concurrency=2,
+    recipe_overrides=[
+        "training.max_steps=4",
+        "training.eval_steps=2",
+        "training.logging_steps=1",
+        "tokenizer.vocab_size=512",
+    ],
+    max_new_tokens=24,
+    untrained_tasks=3,
 )
 
 
@@ -29,12 +39,25 @@ def distilled(tmp_path_factory):
 
 def test_distill_runs_every_stage_and_reports(distilled):
     out, report, messages = distilled
-    assert [m.split(":")[0] for m in messages if m.endswith("running")] == ["rollout", "export", "sft", "eval", "report"]
+    assert [m.split(":")[0] for m in messages if m.endswith("running")] == [
+        "rollout",
+        "export",
+        "sft",
+        "eval",
+        "report",
+    ]
     assert set(report.success) == {"teacher", "untrained", "trained"}
     assert report.success["teacher"] >= 0.95 and report.test_tasks == 6
     assert report.metrics["trained"].tasks == 6 and report.metrics["untrained"].tasks == 3
     assert report.sft.steps == 4 and report.sft.parameters > 0
-    for path in ["report.md", "report.json", "eval/eval.png", "student/training_curve.png", "student/README.md", "student/config.json"]:
+    for path in [
+        "report.md",
+        "report.json",
+        "eval/eval.png",
+        "student/training_curve.png",
+        "student/README.md",
+        "student/config.json",
+    ]:
         assert (out / path).exists(), path
     assert "Distillation report" in (out / "report.md").read_text()
     # The stage records are typed and the eval cells carry their roles explicitly.
@@ -66,7 +89,11 @@ def test_changed_recipe_retrains_from_scratch_and_re_evaluates(distilled, tmp_pa
     changed = dict(SMALL, recipe_overrides=[*SMALL["recipe_overrides"], "training.max_steps=3"])
     messages: list[str] = []
     again = run_distill(DistillConfig(out=out, **changed), messages.append)
-    assert [m for m in messages if m.endswith(("running", "resuming"))] == ["sft: running", "eval: running", "report: running"]
+    assert [m for m in messages if m.endswith(("running", "resuming"))] == [
+        "sft: running",
+        "eval: running",
+        "report: running",
+    ]
     assert again.sft.steps == 3
     assert not (out / "student" / "checkpoints" / "checkpoint-4").exists()
     from skillgym.rollouts import iter_trajectories
@@ -85,10 +112,19 @@ def test_grpo_on_the_tiny_student_with_the_env_reward(distilled, tmp_path):
 
     out, _, _ = distilled
     recipe = GRPORecipe(
-        model=str(out / "student"), env="codebase-explorer-v0", env_kwargs={"backend": "local"}, n_tasks=12,
+        model=str(out / "student"),
+        env="codebase-explorer-v0",
+        env_kwargs={"backend": "local"},
+        n_tasks=12,
         output_dir=tmp_path / "grpo",
-        grpo={"max_steps": 5, "num_generations": 2, "per_device_train_batch_size": 2, "max_completion_length": 24,
-              "max_tool_calling_iterations": 2, "gradient_checkpointing": False},
+        grpo={
+            "max_steps": 5,
+            "num_generations": 2,
+            "per_device_train_batch_size": 2,
+            "max_completion_length": 24,
+            "max_tool_calling_iterations": 2,
+            "gradient_checkpointing": False,
+        },
     )
     result = train_grpo(recipe)
     assert result.steps == 5 and len(result.rewards) == 5
@@ -109,23 +145,68 @@ def test_report_reads_eval_cells_by_role_not_by_label(tmp_path):
     from skillgym.types import Trajectory
 
     def cell(role, reward, failed=False):
-        traj = Trajectory(env_id="e-v0", env_version=0, task_id="t", reward=None if failed else reward,
-                          status="failed" if failed else "ok", error="server down" if failed else None)
-        return EvalCell(variant="default", policy=f"hf:{role}-model", label=f"cell {role}", role=role, run_dir="r",
-                        metrics=policy_metrics(role, [traj]), errors=["server down"] if failed else [])
+        traj = Trajectory(
+            env_id="e-v0",
+            env_version=0,
+            task_id="t",
+            reward=None if failed else reward,
+            status="failed" if failed else "ok",
+            error="server down" if failed else None,
+        )
+        return EvalCell(
+            variant="default",
+            policy=f"hf:{role}-model",
+            label=f"cell {role}",
+            role=role,
+            run_dir="r",
+            metrics=policy_metrics(role, [traj]),
+            errors=["server down"] if failed else [],
+        )
 
-    evaluation = EvalReport(env="e-v0", split="test", n_tasks=1, samples=1,
-                            cells=[cell("trained", 0.5), cell("untrained", 0.0, failed=True), cell("teacher", 1.0)])
-    sft = SFTResult(output_dir="o", model_dir="o", train_examples=1, eval_examples=0, steps=1, epochs=1.0, wall_seconds=1.0,
-                    train_tokens=1, tokens_per_second=1.0, peak_rss_mb=1.0, parameters=1, trainable_parameters=1, vocab_size=1)
-    export = ExportReport(out="d", records=1, kept=1, rows={"train": 1}, tasks={"train": 1}, rejected={},
-                          stats_path="d/stats.json", histogram_path=None)
-    records = {name: StageRecord(stage=name, fingerprint=name, seconds=1.0, result=result)
-               for name, result in [("rollout", export), ("export", export), ("sft", sft), ("eval", evaluation)]}
+    evaluation = EvalReport(
+        env="e-v0",
+        split="test",
+        n_tasks=1,
+        samples=1,
+        cells=[cell("trained", 0.5), cell("untrained", 0.0, failed=True), cell("teacher", 1.0)],
+    )
+    sft = SFTResult(
+        output_dir="o",
+        model_dir="o",
+        train_examples=1,
+        eval_examples=0,
+        steps=1,
+        epochs=1.0,
+        wall_seconds=1.0,
+        train_tokens=1,
+        tokens_per_second=1.0,
+        peak_rss_mb=1.0,
+        parameters=1,
+        trainable_parameters=1,
+        vocab_size=1,
+    )
+    export = ExportReport(
+        out="d",
+        records=1,
+        kept=1,
+        rows={"train": 1},
+        tasks={"train": 1},
+        rejected={},
+        stats_path="d/stats.json",
+        histogram_path=None,
+    )
+    records = {
+        name: StageRecord(stage=name, fingerprint=name, seconds=1.0, result=result)
+        for name, result in [("rollout", export), ("export", export), ("sft", sft), ("eval", evaluation)]
+    }
     write_report(DistillConfig(env="e-v0", out=tmp_path), records)
     report = DistillReport.model_validate_json((tmp_path / "report.json").read_text())
     assert report.success == {"teacher": 1.0, "untrained": 0.0, "trained": 1.0}
-    assert {role: m.mean_reward for role, m in report.metrics.items()} == {"teacher": 1.0, "untrained": 0.0, "trained": 0.5}
+    assert {role: m.mean_reward for role, m in report.metrics.items()} == {
+        "teacher": 1.0,
+        "untrained": 0.0,
+        "trained": 0.5,
+    }
     assert list(report.metrics) == ["teacher", "untrained", "trained"]
     assert "untrained: 1 of 1 episodes failed to run" in (tmp_path / "report.md").read_text()
     evaluation.cells = evaluation.cells[:1]

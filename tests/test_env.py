@@ -19,7 +19,11 @@ from skillgym.tasks import TaskList
 from skillgym.toolcalls import render_tool_call_text as call
 from skillgym.types import SkillSpec, Task
 
-SKILL = SkillSpec(name="number-finder", description="Finds numbers in files.", instructions="Read the file, then answer with the number only.")
+SKILL = SkillSpec(
+    name="number-finder",
+    description="Finds numbers in files.",
+    instructions="Read the file, then answer with the number only.",
+)
 
 
 def make_tasks() -> TaskList:
@@ -97,8 +101,16 @@ def test_openai_dict_action_and_parallel_calls(env):
         "role": "assistant",
         "content": "",
         "tool_calls": [
-            {"id": "a", "type": "function", "function": {"name": "write_file", "arguments": json.dumps({"path": "x.txt", "content": "hi"})}},
-            {"id": "b", "type": "function", "function": {"name": "bash", "arguments": json.dumps({"command": "cat x.txt"})}},
+            {
+                "id": "a",
+                "type": "function",
+                "function": {"name": "write_file", "arguments": json.dumps({"path": "x.txt", "content": "hi"})},
+            },
+            {
+                "id": "b",
+                "type": "function",
+                "function": {"name": "bash", "arguments": json.dumps({"command": "cat x.txt"})},
+            },
         ],
     }
     obs, *_ = env.step(action)
@@ -201,13 +213,16 @@ def test_load_skill_and_no_skill_modes():
 
 # -- robustness: nothing a model writes may raise ------------------------------------------------
 
+
 def _random_strings(rng: random.Random, n: int) -> list[str]:
     alphabet = string.printable + "éλ中\u200b"
     fragments = ["<tool_call>", "</tool_call>", "<think>", "</think>", "{", "}", '"name"', '"arguments"', ":"]
     out = []
     for _ in range(n):
         parts = [
-            "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40))) if rng.random() < 0.7 else rng.choice(fragments)
+            "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40)))
+            if rng.random() < 0.7
+            else rng.choice(fragments)
             for _ in range(rng.randint(1, 6))
         ]
         out.append("".join(parts))
@@ -257,6 +272,7 @@ def test_fuzz_never_raises(backend):
 
 
 # -- registry -------------------------------------------------------------------------------------
+
 
 def test_registry_and_gymnasium_make():
     skillgym.register("number-finder-v0", lambda **kw: make_env("local", **kw), description="test env", override=True)

@@ -76,17 +76,51 @@ def _assert_goes_on(env: SkillEnv, result, *, error: str) -> None:
 MALFORMED = [
     ("content as a dict", {"role": "assistant", "content": {"text": "7"}}, "content must be a string"),
     ("content as a list of strings", {"role": "assistant", "content": ["7"]}, "content[0] must be a text part"),
-    ("content part of the wrong type", {"role": "assistant", "content": [{"type": "text", "text": 7}]}, 'string "text"'),
-    ("reasoning_content of the wrong type", {"role": "assistant", "content": "7", "reasoning_content": {"a": 1}}, "reasoning_content must be a string"),
+    (
+        "content part of the wrong type",
+        {"role": "assistant", "content": [{"type": "text", "text": 7}]},
+        'string "text"',
+    ),
+    (
+        "reasoning_content of the wrong type",
+        {"role": "assistant", "content": "7", "reasoning_content": {"a": 1}},
+        "reasoning_content must be a string",
+    ),
     ("tool_calls of the wrong type", {"role": "assistant", "tool_calls": 7}, "tool_calls[0] must be an object"),
     ("call nested 100,000 deep", "<tool_call>" + "[" * 100_000 + "</tool_call>", "nested more than"),
-    ("arguments nested 100,000 deep", {"role": "assistant", "tool_calls": [{"function": {"name": "grep", "arguments": {"pattern": _nested(100_000)}}}]}, "nested more than"),
-    ("call id nested 100,000 deep", {"role": "assistant", "tool_calls": [{"id": _nested(100_000), "function": {"name": "glob", "arguments": 3}}]}, "must be a JSON object"),
-    ("5,000-digit integer in text", '<tool_call>{"name": "read_file", "arguments": {"path": "n.txt", "limit": ' + "9" * 5000 + "}}</tool_call>", "4300 digits"),
-    ("5,000-digit integer in an object", {"role": "assistant", "tool_calls": [{"function": {"name": "read_file", "arguments": {"path": "n.txt", "limit": 10**5000}}}]}, "4300 digits"),
+    (
+        "arguments nested 100,000 deep",
+        {
+            "role": "assistant",
+            "tool_calls": [{"function": {"name": "grep", "arguments": {"pattern": _nested(100_000)}}}],
+        },
+        "nested more than",
+    ),
+    (
+        "call id nested 100,000 deep",
+        {"role": "assistant", "tool_calls": [{"id": _nested(100_000), "function": {"name": "glob", "arguments": 3}}]},
+        "must be a JSON object",
+    ),
+    (
+        "5,000-digit integer in text",
+        '<tool_call>{"name": "read_file", "arguments": {"path": "n.txt", "limit": ' + "9" * 5000 + "}}</tool_call>",
+        "4300 digits",
+    ),
+    (
+        "5,000-digit integer in an object",
+        {
+            "role": "assistant",
+            "tool_calls": [{"function": {"name": "read_file", "arguments": {"path": "n.txt", "limit": 10**5000}}}],
+        },
+        "4300 digits",
+    ),
     ("5,000-digit integer as the action", 10**5000, "must be text or an assistant message dict"),
     ("nested list as the action", _nested(100_000), "must be text or an assistant message dict"),
-    ("duplicate keys", '<tool_call>{"name": "read_file", "arguments": {"path": "n.txt", "path": "x"}}</tool_call>', "appears twice"),
+    (
+        "duplicate keys",
+        '<tool_call>{"name": "read_file", "arguments": {"path": "n.txt", "path": "x"}}</tool_call>',
+        "appears twice",
+    ),
     ("limit: true", call("read_file", {"path": "n.txt", "limit": True}), "not a boolean"),
     ("10 MB call", call("write_file", {"path": "big", "content": "x" * 10_000_000}), "the limit is 1,000,000"),
     ("a million calls", call("list_dir", {}) * 1_000_000, "at most 32"),
@@ -109,16 +143,24 @@ def test_malformed_turns_are_precise_tool_messages(env):
 
 
 def test_malformed_dict_turn_is_recorded_in_openai_form(env):
-    action = {"role": "assistant", "content": "hm", "tool_calls": [
-        {"id": "a", "type": "function", "function": {"name": "grep", "arguments": '{"pattern": '}},
-        {"id": "b", "type": "function", "function": {"name": "list_dir", "arguments": "{}"}},
-    ]}
+    action = {
+        "role": "assistant",
+        "content": "hm",
+        "tool_calls": [
+            {"id": "a", "type": "function", "function": {"name": "grep", "arguments": '{"pattern": '}},
+            {"id": "b", "type": "function", "function": {"name": "list_dir", "arguments": "{}"}},
+        ],
+    }
     obs, *_ = env.step(action)
     assistant, first, second = obs[-3:]
-    assert assistant == {"role": "assistant", "content": "hm", "tool_calls": [
-        {"id": "a", "type": "function", "function": {"name": "grep", "arguments": '{"pattern": '}},
-        {"id": "b", "type": "function", "function": {"name": "list_dir", "arguments": "{}"}},
-    ]}
+    assert assistant == {
+        "role": "assistant",
+        "content": "hm",
+        "tool_calls": [
+            {"id": "a", "type": "function", "function": {"name": "grep", "arguments": '{"pattern": '}},
+            {"id": "b", "type": "function", "function": {"name": "list_dir", "arguments": "{}"}},
+        ],
+    }
     # Every call id gets its answer (providers reject a call left unanswered).
     assert (first["tool_call_id"], second["tool_call_id"]) == ("a", "b")
     assert "not valid JSON" in first["content"] and "Not run" in second["content"]
@@ -344,8 +386,13 @@ def test_a_rollout_with_lone_surrogates_over_http_stores_every_record(tmp_path, 
 
     with ScriptedOpenAIServer(respond) as server:
         config = RolloutConfig(
-            env="test_rollouts_support:make_number_env", env_kwargs={"backend": backend_name}, n_tasks=3,
-            samples=1, concurrency=2, out=tmp_path / "run", retry_backoff_s=0.0,
+            env="test_rollouts_support:make_number_env",
+            env_kwargs={"backend": backend_name},
+            n_tasks=3,
+            samples=1,
+            concurrency=2,
+            out=tmp_path / "run",
+            retry_backoff_s=0.0,
             policy=f"openai:scripted@{server.base_url}",
         )
         result = run_rollouts(config)

@@ -27,8 +27,12 @@ class MeteredExpert(NumberExpert):
         if isinstance(action, str):
             action = {"role": "assistant", "content": action}
         threading.Event().wait(0.05 * turn)  # turn 0: instant; turn 1: 50 ms
-        return {**action, "usage": {"prompt_tokens": 10, "completion_tokens": turn + 1}, "token_ids": [turn] * 3,
-                "logprobs": [-0.5] * 3}
+        return {
+            **action,
+            "usage": {"prompt_tokens": 10, "completion_tokens": turn + 1},
+            "token_ids": [turn] * 3,
+            "logprobs": [-0.5] * 3,
+        }
 
 
 @pytest.fixture
@@ -63,8 +67,10 @@ def test_sync_driver_runs_inside_a_running_loop_and_in_threads(env):
     results: list[Trajectory] = []
     envs = [make_number_env() for _ in range(3)]
     try:
-        threads = [threading.Thread(target=lambda e=e: results.append(run_episode(e, NumberExpert(), task_id="t1")))
-                   for e in envs]
+        threads = [
+            threading.Thread(target=lambda e=e: results.append(run_episode(e, NumberExpert(), task_id="t1")))
+            for e in envs
+        ]
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -78,8 +84,12 @@ def test_sync_driver_runs_inside_a_running_loop_and_in_threads(env):
 def test_task_or_task_id_and_step_limit(env):
     from skillgym.types import Task
 
-    task = Task(id="own", prompt="What number is written in notes/n9.txt?", files={"notes/n9.txt": "the number is 5"},
-                reference={"answer": "5"})
+    task = Task(
+        id="own",
+        prompt="What number is written in notes/n9.txt?",
+        files={"notes/n9.txt": "the number is 5"},
+        reference={"answer": "5"},
+    )
     assert run_episode(env, NumberExpert(), task=task).reward == 1.0
     state = EpisodeState()
     cut = run_episode(env, NumberExpert(), task_id="t1", max_steps=1, state=state)
@@ -102,15 +112,30 @@ def test_policy_turn_is_recorded_by_the_env_only_after_a_step(env):
 
 
 def test_failed_record_keeps_the_partial_episode_or_builds_a_header(env):
-    header = Trajectory.failed("RuntimeError: boom", env_id="x-v0", env_version=0, task_id="t", skill_hash="sha256:1",
-                               policy_id="p", seed=3, sample_index=2, metadata={"traceback": "..."})
-    assert (header.status, header.error, header.reward, header.sample_index) == ("failed", "RuntimeError: boom", None, 2)
+    header = Trajectory.failed(
+        "RuntimeError: boom",
+        env_id="x-v0",
+        env_version=0,
+        task_id="t",
+        skill_hash="sha256:1",
+        policy_id="p",
+        seed=3,
+        sample_index=2,
+        metadata={"traceback": "..."},
+    )
+    assert (header.status, header.error, header.reward, header.sample_index) == (
+        "failed",
+        "RuntimeError: boom",
+        None,
+        2,
+    )
     assert header.metadata == {"traceback": "..."} and header.skill_hash == "sha256:1" and header.policy_id == "p"
     env.reset(options={"task_id": "t1", "policy_id": "number-expert"})
     env.step("I will look.")  # ends it: a plain answer
     partial = env.trajectory
-    failed = Trajectory.failed("TimeoutError: late", env_id="ignored-v0", env_version=9, task_id="ignored",
-                               partial=partial, sample_index=1)
+    failed = Trajectory.failed(
+        "TimeoutError: late", env_id="ignored-v0", env_version=9, task_id="ignored", partial=partial, sample_index=1
+    )
     assert failed.env_id == "number-finder-v0" and failed.task_id == "t1" and failed.messages == partial.messages
     assert failed.status == "failed" and failed.reward is None and failed.policy_id == "number-expert"
     assert partial.status == "ok" and partial.reward == 0.0, "the partial record itself is not changed"

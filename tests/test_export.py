@@ -26,7 +26,9 @@ from skillgym.rollouts.export import ExportConfig, export_dataset
 def run_dir(tmp_path_factory) -> Path:
     """10 tasks x 2 samples of the expert, plus records every filter should catch."""
     out = tmp_path_factory.mktemp("export") / "run"
-    run_rollouts(RolloutConfig(env=ENTRY, env_kwargs={"backend": "local"}, n_tasks=10, samples=2, concurrency=4, out=out))
+    run_rollouts(
+        RolloutConfig(env=ENTRY, env_kwargs={"backend": "local"}, n_tasks=10, samples=2, concurrency=4, out=out)
+    )
     good = next(t for t in iter_trajectories(out) if t.task_id == "t1" and t.sample_index == 0)
     extra = [
         good.model_copy(update={"sample_index": 100, "reward": 0.5}),
@@ -111,7 +113,9 @@ def _tokenizer(texts: list[str]):
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=800, special_tokens=["<|endoftext|>", *SPECIAL_TOKENS], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        vocab_size=800,
+        special_tokens=["<|endoftext|>", *SPECIAL_TOKENS],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tok.train_from_iterator(texts, trainer)
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>")
@@ -132,15 +136,31 @@ def test_sft_trainer_tokenizes_the_export_with_assistant_only_masks(run_dir, tmp
     for token in SPECIAL_TOKENS:
         assert len(tokenizer(token, add_special_tokens=False)["input_ids"]) == 1, token
     config = Qwen3Config(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-        num_key_value_heads=1, head_dim=16, max_position_embeddings=8192, pad_token_id=tokenizer.pad_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        max_position_embeddings=8192,
+        pad_token_id=tokenizer.pad_token_id,
     )
     args = SFTConfig(
-        output_dir=str(tmp_path / "sft"), assistant_only_loss=True, max_length=None, max_steps=1,
-        per_device_train_batch_size=2, report_to="none", use_cpu=True, save_strategy="no",
+        output_dir=str(tmp_path / "sft"),
+        assistant_only_loss=True,
+        max_length=None,
+        max_steps=1,
+        per_device_train_batch_size=2,
+        report_to="none",
+        use_cpu=True,
+        save_strategy="no",
     )
     trainer = SFTTrainer(
-        model=Qwen3ForCausalLM(config), args=args, train_dataset=data["train"], eval_dataset=data["validation"],
+        model=Qwen3ForCausalLM(config),
+        args=args,
+        train_dataset=data["train"],
+        eval_dataset=data["validation"],
         processing_class=tokenizer,
     )
     tokenized = trainer.train_dataset

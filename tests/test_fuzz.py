@@ -69,20 +69,31 @@ def tc(payload: Any) -> str:
 
 
 def struct(name: Any, arguments: Any, call_id: Any = "c1", **extra: Any) -> dict:
-    return {"role": "assistant", "content": extra.pop("content", ""), **extra,
-            "tool_calls": [{"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}]}
+    return {
+        "role": "assistant",
+        "content": extra.pop("content", ""),
+        **extra,
+        "tool_calls": [{"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}],
+    }
 
 
 # -- the classes of actions: each returns (action, seconds of tool timeouts it may use) ---------------
 Draw = Callable[[random.Random], tuple[Any, float]]
 
 GOOD_CALLS = [
-    ("list_dir", {}), ("list_dir", {"path": "src"}), ("read_file", {"path": "n.txt"}),
-    ("read_file", {"path": "aaa", "offset": 1, "limit": 5}), ("glob", {"pattern": "**/*.py"}),
-    ("grep", {"pattern": "def \\w+", "path": "."}), ("write_file", {"path": "out/w.txt", "content": "hello"}),
-    ("edit_file", {"path": "n.txt", "old_string": "7", "new_string": "7"}), ("bash", {"command": "echo hi; ls", "timeout": 2}),
-    ("read_file", {"path": "../../etc/passwd"}), ("read_file", {"path": "/proc/1/root/etc/passwd"}),
-    ("grep", {"pattern": "root", "path": "/etc"}), ("list_dir", {"path": "/"}),
+    ("list_dir", {}),
+    ("list_dir", {"path": "src"}),
+    ("read_file", {"path": "n.txt"}),
+    ("read_file", {"path": "aaa", "offset": 1, "limit": 5}),
+    ("glob", {"pattern": "**/*.py"}),
+    ("grep", {"pattern": "def \\w+", "path": "."}),
+    ("write_file", {"path": "out/w.txt", "content": "hello"}),
+    ("edit_file", {"path": "n.txt", "old_string": "7", "new_string": "7"}),
+    ("bash", {"command": "echo hi; ls", "timeout": 2}),
+    ("read_file", {"path": "../../etc/passwd"}),
+    ("read_file", {"path": "/proc/1/root/etc/passwd"}),
+    ("grep", {"pattern": "root", "path": "/etc"}),
+    ("list_dir", {"path": "/"}),
 ]
 
 
@@ -91,30 +102,66 @@ def good(rng: random.Random) -> tuple[Any, float]:
     if rng.random() < 0.5:
         action = "Let me look.\n" + "".join(tc({"name": n, "arguments": a}) for n, a in calls)
     else:
-        action = {"role": "assistant", "content": None, "tool_calls": [
-            {"id": f"c{i}", "type": "function", "function": {"name": n, "arguments": json.dumps(a)}}
-            for i, (n, a) in enumerate(calls)
-        ]}
+        action = {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": f"c{i}", "type": "function", "function": {"name": n, "arguments": json.dumps(a)}}
+                for i, (n, a) in enumerate(calls)
+            ],
+        }
     return action, DEFAULT_TIMEOUT * len(calls)
 
 
 def broken_markup(rng: random.Random) -> tuple[Any, float]:
     valid = json.dumps({"name": "read_file", "arguments": {"path": "n.txt"}})
     options = [
-        tc(valid[: rng.randrange(len(valid))]), "<tool_call>" + valid, tc(""), tc("[1, 2]"), tc("null"),
-        tc('{"arguments": {}}'), tc({"name": "grep", "arguments": {}, "pattern": "x"}), "oops </tool_call>",
-        tc('{"name": "grep", "arguments": "pattern=x"}'), tc('{"name": 7}'), tc("{" * rng.randint(1, 50)),
-        "<think>" + tc(valid), "</think></think>" + tc(valid) + "</tool_call>", tc(valid).replace('"', "'"),
+        tc(valid[: rng.randrange(len(valid))]),
+        "<tool_call>" + valid,
+        tc(""),
+        tc("[1, 2]"),
+        tc("null"),
+        tc('{"arguments": {}}'),
+        tc({"name": "grep", "arguments": {}, "pattern": "x"}),
+        "oops </tool_call>",
+        tc('{"name": "grep", "arguments": "pattern=x"}'),
+        tc('{"name": 7}'),
+        tc("{" * rng.randint(1, 50)),
+        "<think>" + tc(valid),
+        "</think></think>" + tc(valid) + "</tool_call>",
+        tc(valid).replace('"', "'"),
         tc('{"name": "grep", "arguments": {"pattern": "a", "pattern": "b"}}'),
         tc('{"name": "read_file", "arguments": {"path": "n.txt", "limit": 1e999}}'),
         tc('{"name": "read_file", "arguments": {"path": "n.txt", "limit": NaN}}'),
-        "".join(rng.choice("<>{}[]\":,tool_call/ \n\\") for _ in range(rng.randint(1, 300))),
+        "".join(rng.choice('<>{}[]":,tool_call/ \n\\') for _ in range(rng.randint(1, 300))),
     ]
     return rng.choice(options), DEFAULT_TIMEOUT
 
 
-WRONG_VALUES = [None, True, False, 0, -1, 2**63, 1.5, float("nan"), float("inf"), "", "x" * 10_000, [], ["x"], {},
-                {"a": 1}, "\x00", "\ud800", "../..", "/etc/passwd", "-1", "1e9", " 7 "]
+WRONG_VALUES = [
+    None,
+    True,
+    False,
+    0,
+    -1,
+    2**63,
+    1.5,
+    float("nan"),
+    float("inf"),
+    "",
+    "x" * 10_000,
+    [],
+    ["x"],
+    {},
+    {"a": 1},
+    "\x00",
+    "\ud800",
+    "../..",
+    "/etc/passwd",
+    "-1",
+    "1e9",
+    " 7 ",
+]
 
 
 def bad_arguments(rng: random.Random) -> tuple[Any, float]:
@@ -138,12 +185,23 @@ def bad_arguments(rng: random.Random) -> tuple[Any, float]:
 
 
 MALFORMED_FIELDS = [
-    {"content": {"text": "7"}}, {"content": ["7"]}, {"content": [{"type": "text", "text": 7}]}, {"content": 7},
-    {"content": [{"type": "image_url", "image_url": {"url": "x"}}]}, {"content": [None]}, {"content": b"7"},
-    {"content": "7", "reasoning_content": ["x"]}, {"content": "7", "reasoning_content": {"a": 1}},
-    {"content": "7", "reasoning": 12}, {"tool_calls": "grep"}, {"tool_calls": 7}, {"tool_calls": [7, "x"]},
-    {"tool_calls": {"function": {"name": "list_dir"}}}, {"tool_calls": [{"function": "list_dir"}]},
-    {"tool_calls": [{"function": {"name": 7}}]}, {"tool_calls": [{"function": {"name": ["list_dir"]}}]},
+    {"content": {"text": "7"}},
+    {"content": ["7"]},
+    {"content": [{"type": "text", "text": 7}]},
+    {"content": 7},
+    {"content": [{"type": "image_url", "image_url": {"url": "x"}}]},
+    {"content": [None]},
+    {"content": b"7"},
+    {"content": "7", "reasoning_content": ["x"]},
+    {"content": "7", "reasoning_content": {"a": 1}},
+    {"content": "7", "reasoning": 12},
+    {"tool_calls": "grep"},
+    {"tool_calls": 7},
+    {"tool_calls": [7, "x"]},
+    {"tool_calls": {"function": {"name": "list_dir"}}},
+    {"tool_calls": [{"function": "list_dir"}]},
+    {"tool_calls": [{"function": {"name": 7}}]},
+    {"tool_calls": [{"function": {"name": ["list_dir"]}}]},
     {"tool_calls": [{"id": {"a": 1}, "function": {"name": "list_dir", "arguments": {}}}]},
     {"tool_calls": [{"function": {"name": "list_dir", "arguments": [1]}}]},
     {"tool_calls": [{"function": {"name": "list_dir", "arguments": b"{}"}}]},
@@ -152,7 +210,9 @@ MALFORMED_FIELDS = [
     {"tool_calls": [{"function": {"name": "grep", "arguments": {(1, 2): "x"}}}]},
     {"tool_calls": [{"function": {"name": "read_file", "arguments": {"path": "n.txt", "limit": 10**5000}}}]},
     {"tool_calls": [{"function": {"name": "list_dir"}}] * 40},
-    {"role": "user", "content": "7"}, {}, {"content": None, "tool_calls": None},
+    {"role": "user", "content": "7"},
+    {},
+    {"content": None, "tool_calls": None},
 ]
 
 
@@ -166,7 +226,9 @@ def not_a_message(rng: random.Random) -> tuple[Any, float]:
 
 def hostile_text(rng: random.Random) -> tuple[Any, float]:
     options: list[Callable[[], Any]] = [
-        lambda: '<tool_call>{"name": "write_file", "arguments": {"path": "s\\ud800.txt", "content": "a\\udfffb"}}</tool_call>',
+        lambda: (
+            '<tool_call>{"name": "write_file", "arguments": {"path": "s\\ud800.txt", "content": "a\\udfffb"}}</tool_call>'
+        ),
         lambda: tc({"name": "bash", "arguments": {"command": "echo a\x00b"}}),
         lambda: tc({"name": "read_file", "arguments": {"path": "a\x00b"}}),
         lambda: "\ud800 answer",
@@ -174,7 +236,9 @@ def hostile_text(rng: random.Random) -> tuple[Any, float]:
         lambda: tc({"name": "bash", "arguments": {"command": "printf 'x' > \"$(printf 'n\\377')\"; ls", "timeout": 2}}),
         lambda: tc({"name": "bash", "arguments": {"command": "printf '\\033[31mred\\033[0m\\r\\b'", "timeout": 2}}),
         lambda: tc({"name": "read_file", "arguments": {"path": "n.txt", "limit": int("9" * rng.randint(20, 4200))}}),
-        lambda: '<tool_call>{"name": "read_file", "arguments": {"path": "n.txt", "limit": ' + "9" * 5000 + "}}</tool_call>",
+        lambda: (
+            '<tool_call>{"name": "read_file", "arguments": {"path": "n.txt", "limit": ' + "9" * 5000 + "}}</tool_call>"
+        ),
         lambda: tc({"name": "x" * rng.randint(1, 100_000), "arguments": {}}),
         lambda: "<tool_call>" + "[" * rng.choice([50, 1_000, 100_000]) + "</tool_call>",
         lambda: '<tool_call>{"name": "grep", "arguments": ' + '{"a":' * rng.choice([40, 5_000]) + "</tool_call>",
@@ -190,21 +254,36 @@ def hostile_text(rng: random.Random) -> tuple[Any, float]:
 def big(rng: random.Random) -> tuple[Any, float]:
     size = int(10 ** rng.uniform(5, 7))  # 100 kB .. 10 MB
     filler = TEN_MB[:size]
-    return rng.choice([
-        tc({"name": "write_file", "arguments": {"path": "big.txt", "content": filler}}),
-        struct("write_file", {"path": "big.txt", "content": filler}),
-        struct("write_file", json.dumps({"path": "big.txt", "content": filler})),
-        "<think>" + filler + "</think>" + tc({"name": "list_dir", "arguments": {}}),
-        filler,  # a 10 MB final answer: graded on its first MAX_ANSWER_CHARS
-        tc({"name": "grep", "arguments": {"pattern": filler[:1_000_000]}}),
-    ]), DEFAULT_TIMEOUT
+    return (
+        rng.choice(
+            [
+                tc({"name": "write_file", "arguments": {"path": "big.txt", "content": filler}}),
+                struct("write_file", {"path": "big.txt", "content": filler}),
+                struct("write_file", json.dumps({"path": "big.txt", "content": filler})),
+                "<think>" + filler + "</think>" + tc({"name": "list_dir", "arguments": {}}),
+                filler,  # a 10 MB final answer: graded on its first MAX_ANSWER_CHARS
+                tc({"name": "grep", "arguments": {"pattern": filler[:1_000_000]}}),
+            ]
+        ),
+        DEFAULT_TIMEOUT,
+    )
 
 
 HOSTILE_COMMANDS = [
-    "kill -9 $PPID", "kill -STOP $PPID", "mkfifo f 2>/dev/null; cat f", "setsid sleep 10000 &", "sleep 10000 & echo quick",
-    "head -c 1000000000 /dev/zero", "yes", "truncate -s 3G sparse && cat sparse | wc -c", "cat /dev/urandom",
-    "exec 1>&-; exec 2>&-; sleep 100", "nohup sleep 10000 >/dev/null 2>&1 &", "(sleep 10000 &) ; echo forked",
-    "echo hi > /proc/$PPID/fd/1", "dd if=/dev/zero of=fill bs=1M count=64 2>/dev/null; ls -la fill",
+    "kill -9 $PPID",
+    "kill -STOP $PPID",
+    "mkfifo f 2>/dev/null; cat f",
+    "setsid sleep 10000 &",
+    "sleep 10000 & echo quick",
+    "head -c 1000000000 /dev/zero",
+    "yes",
+    "truncate -s 3G sparse && cat sparse | wc -c",
+    "cat /dev/urandom",
+    "exec 1>&-; exec 2>&-; sleep 100",
+    "nohup sleep 10000 >/dev/null 2>&1 &",
+    "(sleep 10000 &) ; echo forked",
+    "echo hi > /proc/$PPID/fd/1",
+    "dd if=/dev/zero of=fill bs=1M count=64 2>/dev/null; ls -la fill",
 ]
 
 
@@ -215,24 +294,40 @@ def hostile_command(rng: random.Random) -> tuple[Any, float]:
         action = tc({"name": "bash", "arguments": {"command": rng.choice(HOSTILE_COMMANDS), "timeout": timeout}})
         return action, timeout
     setup = "mkfifo fifo 2>/dev/null; truncate -s 3G sparse3"
-    target = rng.choice([
-        {"name": "read_file", "arguments": {"path": "fifo"}}, {"name": "read_file", "arguments": {"path": "sparse3"}},
-        {"name": "grep", "arguments": {"pattern": "(a*)*b", "path": "aaa"}},
-        {"name": "grep", "arguments": {"pattern": "x", "path": "."}},
-    ])
+    target = rng.choice(
+        [
+            {"name": "read_file", "arguments": {"path": "fifo"}},
+            {"name": "read_file", "arguments": {"path": "sparse3"}},
+            {"name": "grep", "arguments": {"pattern": "(a*)*b", "path": "aaa"}},
+            {"name": "grep", "arguments": {"pattern": "x", "path": "."}},
+        ]
+    )
     action = tc({"name": "bash", "arguments": {"command": setup, "timeout": 2}}) + tc(target)
     return action, 2 + DEFAULT_TIMEOUT
 
 
 def answer(rng: random.Random) -> tuple[Any, float]:
-    return rng.choice(["7", "The number is 7.", tc({"name": "submit", "arguments": {"answer": "7"}}),
-                       struct("submit", {"answer": 7}), struct("submit", '{"answer": "7"}'), ""]), 0.0
+    return rng.choice(
+        [
+            "7",
+            "The number is 7.",
+            tc({"name": "submit", "arguments": {"answer": "7"}}),
+            struct("submit", {"answer": 7}),
+            struct("submit", '{"answer": "7"}'),
+            "",
+        ]
+    ), 0.0
 
 
 CLASSES: list[tuple[str, Draw, float]] = [
-    ("good", good, 0.22), ("broken_markup", broken_markup, 0.18), ("bad_arguments", bad_arguments, 0.2),
-    ("malformed_message", malformed_message, 0.14), ("not_a_message", not_a_message, 0.04),
-    ("hostile_text", hostile_text, 0.08), ("big", big, 0.02), ("hostile", hostile_command, 0.04),
+    ("good", good, 0.22),
+    ("broken_markup", broken_markup, 0.18),
+    ("bad_arguments", bad_arguments, 0.2),
+    ("malformed_message", malformed_message, 0.14),
+    ("not_a_message", not_a_message, 0.04),
+    ("hostile_text", hostile_text, 0.08),
+    ("big", big, 0.02),
+    ("hostile", hostile_command, 0.04),
     ("answer", answer, 0.08),
 ]
 

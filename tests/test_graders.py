@@ -23,7 +23,9 @@ from skillgym.sandbox.base import SandboxConfig
 from skillgym.testing import ErrorReply, ScriptedOpenAIServer
 from skillgym.types import Grade, SkillSpec, Task
 
-SKILL = SkillSpec(name="sum-helper", description="Adds numbers carefully.", instructions="Add the numbers; answer with the sum.")
+SKILL = SkillSpec(
+    name="sum-helper", description="Adds numbers carefully.", instructions="Add the numbers; answer with the sum."
+)
 
 
 def task(**reference) -> Task:
@@ -99,14 +101,16 @@ def sandbox(request):
 
 def test_checks_run_in_the_sandbox(sandbox):
     sandbox.write_file("out.txt", "total=42\n")
-    grader = grader_from_config({
-        "type": "composite",
-        "parts": [
-            {"type": "check", "command": "test -f out.txt"},
-            {"type": "check", "command": "cat out.txt", "output_regex": r"total=4[0-9]"},
-            {"type": "checks"},  # the task's own checks
-        ],
-    })
+    grader = grader_from_config(
+        {
+            "type": "composite",
+            "parts": [
+                {"type": "check", "command": "test -f out.txt"},
+                {"type": "check", "command": "cat out.txt", "output_regex": r"total=4[0-9]"},
+                {"type": "checks"},  # the task's own checks
+            ],
+        }
+    )
     t = task(checks=["grep -q 42 out.txt", {"command": "exit 3", "exit_code": 3}, {"command": "false", "weight": 2}])
     grade = grader.grade(t, "done", [], sandbox)
     assert grade.components["check_1"] == 1.0 and grade.components["check_2"] == 1.0
@@ -141,21 +145,26 @@ def test_task_reference_grader_infers_parts(sandbox, monkeypatch):
 
 # -- rubric judge over a real loopback HTTP server -------------------------------------------
 
+
 def _verdict(ids, score=1.0):
     return json.dumps({"scores": [{"id": i, "score": score, "reason": "looks right"} for i in ids]})
 
 
 def test_rubric_judge_repairs_malformed_and_invalid_replies():
-    replies = iter([
-        "Sure! Here is my grading: {scores: [oops",                                   # not JSON
-        json.dumps({"scores": [{"id": "skill_followed", "score": 3, "reason": "x"}]}),  # score > 1
-        "```json\n" + _verdict(["skill_followed"]) + "\n```",                          # criteria missing
-        _verdict(["skill_followed", "request_fulfilled", "task_1", "task_2"], 0.5),
-    ])
+    replies = iter(
+        [
+            "Sure! Here is my grading: {scores: [oops",  # not JSON
+            json.dumps({"scores": [{"id": "skill_followed", "score": 3, "reason": "x"}]}),  # score > 1
+            "```json\n" + _verdict(["skill_followed"]) + "\n```",  # criteria missing
+            _verdict(["skill_followed", "request_fulfilled", "task_1", "task_2"], 0.5),
+        ]
+    )
     with ScriptedOpenAIServer(lambda req: {"role": "assistant", "content": next(replies)}) as server:
         judge = RubricJudge(f"openai:judge-model@{server.base_url}", skill=SKILL, max_repairs=3)
         t = task(rubric=["States the sum", {"text": "Shows the working", "weight": 2}])
-        grade = judge.grade(t, "4", [{"role": "user", "content": t.prompt}, {"role": "assistant", "content": "4"}], None)
+        grade = judge.grade(
+            t, "4", [{"role": "user", "content": t.prompt}, {"role": "assistant", "content": "4"}], None
+        )
         requests = list(server.requests)
     assert grade.score == 0.5
     assert grade.details["judge_model"] == "judge-model" and grade.details["judge_attempts"] == 4
@@ -173,7 +182,10 @@ def test_rubric_judge_repairs_malformed_and_invalid_replies():
 def test_rubric_judge_fails_precisely_after_retries():
     with ScriptedOpenAIServer(lambda req: {"role": "assistant", "content": "I refuse to use JSON."}) as server:
         judge = RubricJudge(f"openai:judge@{server.base_url}", criteria=["Is correct"], max_repairs=1)
-        with pytest.raises(StructuredOutputError, match=r"no reply fit JudgeVerdict after 2 attempts; last problem: the reply is not valid JSON"):
+        with pytest.raises(
+            StructuredOutputError,
+            match=r"no reply fit JudgeVerdict after 2 attempts; last problem: the reply is not valid JSON",
+        ):
             judge.grade(task(), "4", [], None)
         assert server.request_count == 2
 
@@ -199,10 +211,13 @@ def test_rubric_judge_retries_transport_errors_then_reports_them():
 
 def test_rubric_in_a_composite_from_config():
     with ScriptedOpenAIServer(lambda req: {"role": "assistant", "content": _verdict(["fixed_1"], 0.5)}) as server:
-        grader = grader_from_config({
-            "type": "composite",
-            "parts": [{"type": "match", "weight": 1}, {"type": "rubric", "criteria": ["Polite"], "weight": 1}],
-        }, judge=f"openai:j@{server.base_url}")
+        grader = grader_from_config(
+            {
+                "type": "composite",
+                "parts": [{"type": "match", "weight": 1}, {"type": "rubric", "criteria": ["Polite"], "weight": 1}],
+            },
+            judge=f"openai:j@{server.base_url}",
+        )
         grade = grader.grade(task(answer="4"), "4", [], None)
     assert isinstance(grade, Grade) and grade.score == 0.75
     assert grade.details["rubric"]["judge_model"] == "j"
@@ -210,8 +225,19 @@ def test_rubric_in_a_composite_from_config():
 
 # -- bounded, linear grading (issue 9, major 6) ----------------------------------------------------
 HOSTILE_ANSWERS = {
-    "letters": "a", "paths": "a/", "dots": "x.", "digits": "1", "minus": "-1.", "parens": "(", "attrs": "a.",
-    "py-ish": ".py", "dashes": "-", "spaces": " ", "equals": "x=", "colons": "m:", "commas": "a, ",
+    "letters": "a",
+    "paths": "a/",
+    "dots": "x.",
+    "digits": "1",
+    "minus": "-1.",
+    "parens": "(",
+    "attrs": "a.",
+    "py-ish": ".py",
+    "dashes": "-",
+    "spaces": " ",
+    "equals": "x=",
+    "colons": "m:",
+    "commas": "a, ",
 }
 
 
@@ -230,7 +256,9 @@ def test_every_matcher_is_fast_on_hostile_answers_of_the_graded_size():
             grade = AnswerMatch(mode).grade(Task(id="t", prompt="p", reference={"answer": "42"}), answer, [], None)
             assert grade.score < 1.0, (name, mode)
         for qtype, gold in golds.items():
-            task = Task(id="t", prompt="p", reference={"qtype": qtype, "answer": gold}, metadata={"param": "x", "symbol": "X"})
+            task = Task(
+                id="t", prompt="p", reference={"qtype": qtype, "answer": gold}, metadata={"param": "x", "symbol": "X"}
+            )
             assert codebase.grade(task, answer, [], None).score == 0.0, (name, qtype)
 
 

@@ -28,9 +28,16 @@ def qwen3(vocab_size: int = VOCAB, seed: int = 0, **overrides):
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
     fields = dict(
-        vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=4096,
-        tie_word_embeddings=True, rope_theta=10_000.0,
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        max_position_embeddings=4096,
+        tie_word_embeddings=True,
+        rope_theta=10_000.0,
     )
     fields.update(overrides)
     torch.manual_seed(seed)
@@ -125,7 +132,9 @@ def test_logits_match_the_model_forward(model):
         ids += p
         positions += range(len(p))
     with torch.inference_mode():
-        logits = generator._forward(torch.tensor(ids), torch.tensor(positions), sequences, spans, [e - 1 for _, e in spans])
+        logits = generator._forward(
+            torch.tensor(ids), torch.tensor(positions), sequences, spans, [e - 1 for _, e in spans]
+        )
         for row, p in zip(logits, texts):
             expected = model(torch.tensor([p])).logits[0, -1]
             assert torch.allclose(row, expected, atol=1e-5, rtol=1e-4)
@@ -235,7 +244,9 @@ def test_concurrent_episodes_equal_sequential_ones(student):
         together = CallingPolicy(model, tokenizer, max_new_tokens=8, batch_size=8)
 
         async def all_at_once():
-            return await asyncio.gather(*(arun_episode(e, together, task_id=t, seed=5, max_steps=4) for e, t in zip(envs, task_ids)))
+            return await asyncio.gather(
+                *(arun_episode(e, together, task_id=t, seed=5, max_steps=4) for e, t in zip(envs, task_ids))
+            )
 
         concurrent = asyncio.run(all_at_once())
         assert _token_ids(concurrent) == _token_ids(sequential)
@@ -255,8 +266,9 @@ def test_seeded_sampling_does_not_depend_on_concurrency(student):
     envs = [make_env("local", tools=["read_file", "submit"]) for _ in task_ids]
     try:
         options = dict(max_new_tokens=10, temperature=1.0, seed=11)
-        sequential = [run_episode(envs[0], HFPolicy(model, tokenizer, batch_size=1, **options), task_id=t)
-                      for t in task_ids]
+        sequential = [
+            run_episode(envs[0], HFPolicy(model, tokenizer, batch_size=1, **options), task_id=t) for t in task_ids
+        ]
         shared = HFPolicy(model, tokenizer, batch_size=4, **options)
 
         async def all_at_once():

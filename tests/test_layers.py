@@ -15,8 +15,14 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("skillgym.rollouts", "skillgym.training", "skillgym.benchmarks", "skillgym.orchestrator", "skillgym.pipeline")
 # Top-level folders mapped into the namespace (setup.py MAPPED): core modules must not import them.
-FOLDERS = {"rollouts": "skillgym.rollouts", "training": "skillgym.training", "benchmarks": "skillgym.benchmarks",
-           "orchestrator": "skillgym.orchestrator", "pipeline": "skillgym.pipeline", "envs": "skillgym.envs"}
+FOLDERS = {
+    "rollouts": "skillgym.rollouts",
+    "training": "skillgym.training",
+    "benchmarks": "skillgym.benchmarks",
+    "orchestrator": "skillgym.orchestrator",
+    "pipeline": "skillgym.pipeline",
+    "envs": "skillgym.envs",
+}
 
 
 def module_name(path: Path) -> str:
@@ -49,7 +55,11 @@ def imported_modules(path: Path, dynamic: bool = True) -> list[tuple[int, str]]:
             found.append((node.lineno, target))
             # `from skillgym import rollouts` names the stage in the alias, not the module.
             found += [(node.lineno, f"{target}.{alias.name}") for alias in node.names]
-        elif dynamic and isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", None)) == "import_module":
+        elif (
+            dynamic
+            and isinstance(node, ast.Call)
+            and getattr(node.func, "attr", getattr(node.func, "id", None)) == "import_module"
+        ):
             if node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str):
                 found.append((node.lineno, node.args[0].value))
     return found
@@ -90,8 +100,13 @@ def import_graph(folders: tuple[str, ...]) -> tuple[dict[str, set[str]], dict[st
     inner: dict[str, set[tuple[int, str]]] = {}
     for module, path in paths.items():
         tree = ast.parse(path.read_text(encoding="utf-8"))
-        late = {n.lineno for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
-                for n in ast.walk(f) if isinstance(n, (ast.Import, ast.ImportFrom, ast.Call))}
+        late = {
+            n.lineno
+            for f in ast.walk(tree)
+            if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
+            for n in ast.walk(f)
+            if isinstance(n, (ast.Import, ast.ImportFrom, ast.Call))
+        }
         # Loading a plugin by name (the registry importing the built-in envs on first use) is
         # discovery, not a hidden static dependency: only import statements count here.
         for line, name in imported_modules(path, dynamic=False):
@@ -121,9 +136,12 @@ def test_no_function_level_import_hides_a_cycle():
     """An import inside a function may save start-up time, never hide a cycle: moving any of them
     to the top of its module must not close a loop of module-level imports."""
     top, inner = import_graph(("skillgym", "envs", "rollouts", "training", "pipeline"))
-    hiding = [f"{module}:{line} imports {target} late, and {target} imports {module} back"
-              for module, edges in sorted(inner.items()) for line, target in sorted(edges)
-              if reaches(top, target, module)]
+    hiding = [
+        f"{module}:{line} imports {target} late, and {target} imports {module} back"
+        for module, edges in sorted(inner.items())
+        for line, target in sorted(edges)
+        if reaches(top, target, module)
+    ]
     assert hiding == []
 
 

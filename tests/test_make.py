@@ -70,8 +70,14 @@ def test_make_spec_matches_make_and_ignores_env_options(library: Path):
         assert [t.id for t in spec.tasks.tasks("test")[:5]] == [t.id for t in env.env_spec.tasks.tasks("test")[:5]]
     finally:
         env.close()
-    skill = skillgym.make_spec("skill:greeter", library_paths=[library], tasks=greeter_tasks(), backend="local",
-                               split="train", sandbox={"cpus": 1.0})
+    skill = skillgym.make_spec(
+        "skill:greeter",
+        library_paths=[library],
+        tasks=greeter_tasks(),
+        backend="local",
+        split="train",
+        sandbox={"cpus": 1.0},
+    )
     assert skill.id == "greeter-v0" and skill.sandbox.cpus == 1.0 and skill.sandbox.backend == "local"
 
 
@@ -128,9 +134,13 @@ def test_gymnasium_spec_and_skillgym_env_spec():
     direct = skillgym.make("test_make:number_spec")
     through_gym = gymnasium.make("skillgym/codebase-explorer-v0", backend="local")
     try:
-        assert direct.spec is None and direct.env_spec.id == "number-finder-v0"  # Gymnasium's is set only by gymnasium.make
+        assert (
+            direct.spec is None and direct.env_spec.id == "number-finder-v0"
+        )  # Gymnasium's is set only by gymnasium.make
         assert through_gym.spec.id == "skillgym/codebase-explorer-v0"
-        assert through_gym.unwrapped.env_spec.id == "codebase-explorer-v0" and through_gym.unwrapped.env_spec.subject_dir
+        assert (
+            through_gym.unwrapped.env_spec.id == "codebase-explorer-v0" and through_gym.unwrapped.env_spec.subject_dir
+        )
     finally:
         direct.close()
         through_gym.close()

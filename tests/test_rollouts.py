@@ -26,7 +26,9 @@ from skillgym.rollouts.store import repair_torn_tail, shard_paths
 
 
 def _config(out: Path, **overrides) -> RolloutConfig:
-    fields = dict(env=ENTRY, env_kwargs={"backend": "local"}, n_tasks=10, samples=1, concurrency=4, out=out, retry_backoff_s=0.0)
+    fields = dict(
+        env=ENTRY, env_kwargs={"backend": "local"}, n_tasks=10, samples=1, concurrency=4, out=out, retry_backoff_s=0.0
+    )
     fields.update(overrides)
     return RolloutConfig(**fields)
 
@@ -71,8 +73,24 @@ def test_local_and_ray_backends_give_the_same_rewards(tmp_path):
 
 def test_kill_9_midway_then_resume_gives_exactly_every_record_once(tmp_path):
     out = tmp_path / "run"
-    argv = [sys.executable, "-m", "skillgym.rollouts", "rollout", ENTRY, "--tasks", "10", "--samples", "20",
-            "--concurrency", "4", "--out", str(out), "--env-arg", "backend=local", "--json"]
+    argv = [
+        sys.executable,
+        "-m",
+        "skillgym.rollouts",
+        "rollout",
+        ENTRY,
+        "--tasks",
+        "10",
+        "--samples",
+        "20",
+        "--concurrency",
+        "4",
+        "--out",
+        str(out),
+        "--env-arg",
+        "backend=local",
+        "--json",
+    ]
     env = {**os.environ, "PYTHONPATH": TESTS_DIR + os.pathsep + os.environ.get("PYTHONPATH", "")}
     # Own session: kill -9 takes the run and its sandboxes' processes, as a crash would.
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
@@ -118,8 +136,13 @@ def test_failing_policy_is_recorded_and_the_run_finishes(tmp_path):
 
 
 def test_episode_timeout_is_a_failed_record(tmp_path):
-    config = _config(tmp_path / "run", n_tasks=2, env_kwargs={"backend": "local", "expert": "slow"},
-                     episode_timeout_s=0.3, max_attempts=1)
+    config = _config(
+        tmp_path / "run",
+        n_tasks=2,
+        env_kwargs={"backend": "local", "expert": "slow"},
+        episode_timeout_s=0.3,
+        max_attempts=1,
+    )
     summary = run_rollouts(config)
     assert summary.failed == 2
     for trajectory in iter_trajectories(config.out):
@@ -137,7 +160,12 @@ def test_blocking_env_work_does_not_stall_other_episodes(tmp_path):
 def test_resuming_with_another_config_is_refused(tmp_path):
     out = tmp_path / "run"
     run_rollouts(_config(out, n_tasks=2))
-    for change in ({"policy": "random:1"}, {"samples": 2}, {"seed": 1}, {"env_kwargs": {"backend": "local", "expert": "flaky"}}):
+    for change in (
+        {"policy": "random:1"},
+        {"samples": 2},
+        {"seed": 1},
+        {"env_kwargs": {"backend": "local", "expert": "flaky"}},
+    ):
         with pytest.raises(ManifestMismatch, match="pass --force"):
             run_rollouts(_config(out, n_tasks=2, **change))
     # Speed settings are not part of a run's identity.

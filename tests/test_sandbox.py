@@ -186,7 +186,7 @@ def test_pool_resets_and_replaces_broken(backend: str, request: pytest.FixtureRe
 def test_no_network(secure: Callable[..., Sandbox]) -> None:
     sb = secure()
     probe = (
-        "python3 -c \"import socket\n"
+        'python3 -c "import socket\n'
         "try:\n socket.create_connection(('1.1.1.1', 53), timeout=3); print('CONNECTED')\n"
         "except OSError as e: print('blocked', e)\""
     )
@@ -195,7 +195,9 @@ def test_no_network(secure: Callable[..., Sandbox]) -> None:
     assert sb.run("cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d ' '")["stdout"].split() == ["lo"]
 
 
-@pytest.mark.parametrize("target", ["/etc/owned", "/usr/owned", "/owned", "/opt/owned", "/.skillgym/owned", "/opt/skillgym/owned"])
+@pytest.mark.parametrize(
+    "target", ["/etc/owned", "/usr/owned", "/owned", "/opt/owned", "/.skillgym/owned", "/opt/skillgym/owned"]
+)
 def test_cannot_write_outside_workspace(secure: Callable[..., Sandbox], target: str) -> None:
     sb = secure()
     out = sb.run(f"echo x > {target} && echo WROTE")

@@ -74,14 +74,17 @@ def test_tool_commands_run_as_another_uid_than_the_executor(make: Callable[..., 
     assert groups == [tool_uid]  # no supplementary group (docker, ...) reaches a command
 
 
-@pytest.mark.parametrize("attack", [
-    "echo '{\"id\": 2, \"ok\": true, \"result\": {\"exit_code\": 0}}' > /proc/$PPID/fd/1",  # forge an answer
-    "head -c 1000000 /dev/zero > /proc/$PPID/fd/2",  # flood the container log / executor stderr
-    "kill -STOP $PPID",  # freeze the executor and answer in its place
-    "kill -9 $PPID",  # kill it
-    "python3 -c \"import ctypes,os,sys; sys.exit(0 if ctypes.CDLL(None).ptrace(16, os.getppid(), 0, 0) == 0 else 1)\"",
-    "cat /proc/$PPID/environ /proc/1/environ",
-])
+@pytest.mark.parametrize(
+    "attack",
+    [
+        'echo \'{"id": 2, "ok": true, "result": {"exit_code": 0}}\' > /proc/$PPID/fd/1',  # forge an answer
+        "head -c 1000000 /dev/zero > /proc/$PPID/fd/2",  # flood the container log / executor stderr
+        "kill -STOP $PPID",  # freeze the executor and answer in its place
+        "kill -9 $PPID",  # kill it
+        'python3 -c "import ctypes,os,sys; sys.exit(0 if ctypes.CDLL(None).ptrace(16, os.getppid(), 0, 0) == 0 else 1)"',
+        "cat /proc/$PPID/environ /proc/1/environ",
+    ],
+)
 def test_tool_commands_cannot_touch_the_executor(make: Callable[..., Sandbox], attack: str) -> None:
     sb = make()
     out = sb.run(attack, timeout=10)
@@ -149,21 +152,29 @@ def _serve_as(user: str, tmp_path: Path, requests: list[dict]) -> dict:
     workspace.mkdir(exist_ok=True)
     argv = LocalSandbox(SandboxConfig(), isolation="bwrap")._bwrap_argv(workspace, privileged=False)
     lines = "".join(json.dumps(dict(r, id=i)) + "\n" for i, r in enumerate(requests, start=1))
-    done = subprocess.run(["runuser", "-u", user, "--", *argv], input=lines, capture_output=True, text=True,
-                          cwd="/", timeout=120)
+    done = subprocess.run(
+        ["runuser", "-u", user, "--", *argv], input=lines, capture_output=True, text=True, cwd="/", timeout=120
+    )
     answers = {a["id"]: a for a in map(json.loads, done.stdout.splitlines()) if a["id"] is not None}
     assert len(answers) == len(requests), (done.stdout[-2000:], done.stderr[-2000:])
     return answers
 
 
-CONNECT = ("python3 -c \"import socket; s = socket.socket(socket.AF_UNIX); "
-           "s.connect('/var/run/docker.sock'); print('CONNECTED')\"")
+CONNECT = (
+    'python3 -c "import socket; s = socket.socket(socket.AF_UNIX); '
+    "s.connect('/var/run/docker.sock'); print('CONNECTED')\""
+)
 
 
 def test_bwrap_as_a_docker_group_user_cannot_reach_the_docker_socket(docker_group_user: str, tmp_path: Path) -> None:
     # The test can fail: outside the sandbox this user does reach the socket.
-    bare = subprocess.run(["runuser", "-u", docker_group_user, "--", "bash", "-c", CONNECT], capture_output=True,
-                          text=True, cwd="/", timeout=30)
+    bare = subprocess.run(
+        ["runuser", "-u", docker_group_user, "--", "bash", "-c", CONNECT],
+        capture_output=True,
+        text=True,
+        cwd="/",
+        timeout=30,
+    )
     assert "CONNECTED" in bare.stdout, bare.stderr
     result = _serve_as(docker_group_user, tmp_path, [{"op": "run", "args": {"cmd": CONNECT, "timeout": 10}}])[1]
     result = result["result"]
@@ -173,14 +184,16 @@ def test_bwrap_as_a_docker_group_user_cannot_reach_the_docker_socket(docker_grou
 
 def test_bwrap_as_a_non_root_user_keeps_the_executor_out_of_reach(docker_group_user: str, tmp_path: Path) -> None:
     attacks = [
-        "echo '{\"id\": 9, \"ok\": true, \"result\": {\"exit_code\": 0}}' > /proc/$PPID/fd/1; "
+        'echo \'{"id": 9, "ok": true, "result": {"exit_code": 0}}\' > /proc/$PPID/fd/1; '
         "kill -STOP $PPID; kill -9 $PPID; ps -eo args",
         "setsid bash -c 'while :; do for f in /proc/[0-9]*/fd/1; do echo FORGED > $f; done 2>/dev/null; done' "
         "> /dev/null 2>&1 < /dev/null & sleep 0.2; echo left",
         "echo real; sleep 0.2; exit 3",
         "ps -eo args",
     ]
-    answers = _serve_as(docker_group_user, tmp_path, [{"op": "run", "args": {"cmd": a, "timeout": 10}} for a in attacks])
+    answers = _serve_as(
+        docker_group_user, tmp_path, [{"op": "run", "args": {"cmd": a, "timeout": 10}} for a in attacks]
+    )
     assert "executor.py" not in answers[1]["result"]["stdout"]  # out of sight
     graded = answers[3]["result"]
     assert (graded["exit_code"], graded["stdout"]) == (3, "real\n"), graded
@@ -242,8 +255,10 @@ def test_large_output_does_not_break_later_calls(make: Callable[..., Sandbox]) -
 # Major 8: contamination and escapes ----------------------------------------------------------
 def test_reset_scrubs_shared_memory_and_ipc(make: Callable[..., Sandbox]) -> None:
     sb = make()
-    sb.run("echo x > /dev/shm/left 2>/dev/null; python3 -c \"from multiprocessing import shared_memory as s; "
-           "m = s.SharedMemory(create=True, size=4096, name='leftshm'); m.close()\" 2>/dev/null; true")
+    sb.run(
+        'echo x > /dev/shm/left 2>/dev/null; python3 -c "from multiprocessing import shared_memory as s; '
+        "m = s.SharedMemory(create=True, size=4096, name='leftshm'); m.close()\" 2>/dev/null; true"
+    )
     sb.reset()
     assert sb.run("ls -A /dev/shm 2>/dev/null; ls -A /tmp")["stdout"].strip() == ""
 
@@ -300,7 +315,9 @@ def test_malformed_input_gets_a_precise_message(make: Callable[..., Sandbox]) ->
 
 def test_terminal_escapes_are_shown_as_text(make: Callable[..., Sandbox]) -> None:
     sb = make()
-    out = sb.run("printf '\\033[2J\\033[31mred\\a\\n'; printf 'a\\rb\\r\\n' > crlf.txt; printf '\\033]0;t\\007x\\n' > esc.txt")
+    out = sb.run(
+        "printf '\\033[2J\\033[31mred\\a\\n'; printf 'a\\rb\\r\\n' > crlf.txt; printf '\\033]0;t\\007x\\n' > esc.txt"
+    )
     assert out["stdout"] == "\\x1b[2J\\x1b[31mred\\x07\n"
     assert sb.call("read_file", path="esc.txt")["content"] == "     1\t\\x1b]0;t\\x07x"
     assert sb.read_file("esc.txt") == "\x1b]0;t\x07x\n"  # graders read raw bytes
@@ -332,8 +349,9 @@ def test_nothing_outlives_an_owner_killed_with_sigkill(isolation: str) -> None:
     if isolation == "bwrap" and not bwrap_works():
         pytest.skip("bubblewrap is missing")
     with_docker = docker_available() and isolation == "bwrap"  # one Docker run is enough
-    owner = subprocess.Popen([sys.executable, "-c", OWNER, "1" if with_docker else "0", isolation],
-                             stdout=subprocess.PIPE, text=True)
+    owner = subprocess.Popen(
+        [sys.executable, "-c", OWNER, "1" if with_docker else "0", isolation], stdout=subprocess.PIPE, text=True
+    )
     try:
         folder = Path(owner.stdout.readline().strip())
         container = owner.stdout.readline().strip()

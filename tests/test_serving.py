@@ -10,7 +10,16 @@ from skillgym.policies.openai_policy import OpenAIPolicy
 from skillgym.toolcalls import parse_turn
 from skillgym.training.serving import ServerError, server_command, start_server
 
-TOOLS = [{"type": "function", "function": {"name": "grep", "description": "Search.", "parameters": {"type": "object", "properties": {"pattern": {"type": "string"}}, "required": ["pattern"]}}}]
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "grep",
+            "description": "Search.",
+            "parameters": {"type": "object", "properties": {"pattern": {"type": "string"}}, "required": ["pattern"]},
+        },
+    }
+]
 
 
 @pytest.fixture(scope="module")
@@ -20,14 +29,32 @@ def tiny_model_dir(tmp_path_factory):
     from skillgym.training.tokenizer import save_tokenizer
 
     texts = [
-        render([{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": f"where is f{i} defined?"},
-                {"role": "assistant", "content": "", "tool_calls": [{"type": "function", "function": {"name": "grep", "arguments": {"pattern": f"def f{i}"}}}]},
+        render(
+            [
+                {"role": "system", "content": "Answer briefly."},
+                {"role": "user", "content": f"where is f{i} defined?"},
+                {
+                    "role": "assistant",
+                    "content": "",
+                    "tool_calls": [
+                        {"type": "function", "function": {"name": "grep", "arguments": {"pattern": f"def f{i}"}}}
+                    ],
+                },
                 {"role": "tool", "content": f"/workspace/repo/m{i}.py:3:def f{i}():"},
-                {"role": "assistant", "content": f"m{i}.py"}], tools=TOOLS)
+                {"role": "assistant", "content": f"m{i}.py"},
+            ],
+            tools=TOOLS,
+        )
         for i in range(16)
     ]
     tokenizer = train_tokenizer(texts, vocab_size=400, boilerplate_min_fraction=None)
-    model = build_tiny_model(TinyModelSpec(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2, intermediate_size=128), tokenizer, seed=3)
+    model = build_tiny_model(
+        TinyModelSpec(
+            hidden_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2, intermediate_size=128
+        ),
+        tokenizer,
+        seed=3,
+    )
     _overfit(model, tokenizer, texts)
     out = tmp_path_factory.mktemp("tiny")
     model.save_pretrained(out)
@@ -61,13 +88,17 @@ def test_served_model_answers_like_the_in_process_model(tiny_model_dir, tmp_path
     expected = local.act(CONVERSATION, INFO)
     with start_server(tiny_model_dir, backend="transformers", log_dir=tmp_path, timeout=240) as server:
         assert server.policy_spec.startswith("openai:") and server.base_url.startswith("http://127.0.0.1:")
-        remote = OpenAIPolicy(server.model_name, base_url=server.base_url, sampling={"temperature": 0.0, "max_tokens": 24})
+        remote = OpenAIPolicy(
+            server.model_name, base_url=server.base_url, sampling={"temperature": 0.0, "max_tokens": 24}
+        )
         got = remote.act(CONVERSATION, INFO)
     # Same greedy continuation: compare what the env would read from each (text and calls).
     a, b = parse_turn(expected), parse_turn(got)
     assert a.calls and a.calls[0].name == "grep", "the model must produce a tool call, or the comparison is vacuous"
     assert a.content == b.content
-    assert [(c.name, c.arguments, c.error is None) for c in a.calls] == [(c.name, c.arguments, c.error is None) for c in b.calls]
+    assert [(c.name, c.arguments, c.error is None) for c in a.calls] == [
+        (c.name, c.arguments, c.error is None) for c in b.calls
+    ]
     assert got["usage"]["completion_tokens"] > 0
 
 

@@ -115,13 +115,16 @@ def test_corpus_manifests_report_missing_entries_instead_of_failing() -> None:
 
 
 def test_unquoted_colon_in_description_loads_and_validation_points_at_it(tmp_path: Path) -> None:
-    skill = _write(tmp_path / "pdf-tools" / "SKILL.md", (
-        "---\n"
-        "name: pdf-tools\n"
-        "description: Fill PDF forms. Use when: the user mentions PDFs, forms or fields\n"
-        "license: MIT\n"
-        "---\n\n# PDF tools\nDo things.\n"
-    ))
+    skill = _write(
+        tmp_path / "pdf-tools" / "SKILL.md",
+        (
+            "---\n"
+            "name: pdf-tools\n"
+            "description: Fill PDF forms. Use when: the user mentions PDFs, forms or fields\n"
+            "license: MIT\n"
+            "---\n\n# PDF tools\nDo things.\n"
+        ),
+    )
     spec = load_skill(skill.parent)
     assert spec.description == "Fill PDF forms. Use when: the user mentions PDFs, forms or fields"
     assert spec.license == "MIT" and spec.instructions == "# PDF tools\nDo things."
@@ -131,14 +134,17 @@ def test_unquoted_colon_in_description_loads_and_validation_points_at_it(tmp_pat
 
 
 def test_broken_yaml_elsewhere_keeps_the_other_fields(tmp_path: Path) -> None:
-    agent = _write(tmp_path / "reviewer.md", (
-        "---\n"
-        "name: reviewer\n"
-        "description: Reviews code: style, bugs\n"
-        "tools:\n  - Read\n  - Grep\n"
-        "metadata:\n  team: platform\n"
-        "---\nYou review code.\n"
-    ))
+    agent = _write(
+        tmp_path / "reviewer.md",
+        (
+            "---\n"
+            "name: reviewer\n"
+            "description: Reviews code: style, bugs\n"
+            "tools:\n  - Read\n  - Grep\n"
+            "metadata:\n  team: platform\n"
+            "---\nYou review code.\n"
+        ),
+    )
     spec = load_agent(agent)
     assert spec.allowed_tools == ["Read", "Grep"]
     assert spec.metadata == {"team": "platform"}
@@ -162,10 +168,13 @@ def test_tools_as_string_or_list(value: object, expected: list[str] | None) -> N
 
 
 def test_agent_tools_string_and_unknown_fields_in_metadata(tmp_path: Path) -> None:
-    agent = _write(tmp_path / "agents" / "sql-helper.md", (
-        "---\nname: sql-helper\ndescription: \"Writes SQL\"\ntools: Read, Bash\nmodel: haiku\ncolor: blue\n"
-        "version: 2\nreleased: 2024-05-01\n---\nYou write SQL.\n"
-    ))
+    agent = _write(
+        tmp_path / "agents" / "sql-helper.md",
+        (
+            '---\nname: sql-helper\ndescription: "Writes SQL"\ntools: Read, Bash\nmodel: haiku\ncolor: blue\n'
+            "version: 2\nreleased: 2024-05-01\n---\nYou write SQL.\n"
+        ),
+    )
     spec = load_any(agent)
     assert spec.kind == "agent" and spec.allowed_tools == ["Read", "Bash"] and spec.model == "haiku"
     assert spec.metadata == {"color": "blue", "version": 2, "released": "2024-05-01"}
@@ -225,18 +234,21 @@ def test_unreadable_or_missing_paths(tmp_path: Path) -> None:
 
 
 def test_strict_skill_rules(tmp_path: Path) -> None:
-    skill = _write(tmp_path / "good-name" / "SKILL.md", (
-        "---\n"
-        "name: Bad--Name-\n"
-        f"description: \"{'d' * 1100}\"\n"
-        f"compatibility: \"{'c' * 501}\"\n"
-        "allowed-tools: [Read, Bash]\n"
-        "metadata:\n  version: 1.0\n"
-        "license: MIT\n"
-        "version: 3\n"
-        "license: Apache-2.0\n"
-        "---\nSee [the guide](references/guide.md) and [site](https://example.com).\n"
-    ))
+    skill = _write(
+        tmp_path / "good-name" / "SKILL.md",
+        (
+            "---\n"
+            "name: Bad--Name-\n"
+            f'description: "{"d" * 1100}"\n'
+            f'compatibility: "{"c" * 501}"\n'
+            "allowed-tools: [Read, Bash]\n"
+            "metadata:\n  version: 1.0\n"
+            "license: MIT\n"
+            "version: 3\n"
+            "license: Apache-2.0\n"
+            "---\nSee [the guide](references/guide.md) and [site](https://example.com).\n"
+        ),
+    )
     issues = validate_path(skill)
     found = {(i.line, i.field, i.severity) for i in issues}
     assert (2, "name", "error") in found  # uppercase, double hyphen, trailing hyphen, folder mismatch
@@ -272,7 +284,9 @@ def test_bundled_files_are_listed_relative_to_the_skill(tmp_path: Path) -> None:
 
 def test_plugin_folder(tmp_path: Path) -> None:
     plugin = tmp_path / "my-plugin"
-    _write(plugin / ".claude-plugin" / "plugin.json", json.dumps({"name": "my-plugin", "agents": ["./extra/special.md"]}))
+    _write(
+        plugin / ".claude-plugin" / "plugin.json", json.dumps({"name": "my-plugin", "agents": ["./extra/special.md"]})
+    )
     _write(plugin / "skills" / "alpha" / "SKILL.md", "---\nname: alpha\ndescription: A.\n---\nA body.\n")
     _write(plugin / "skills" / "alpha" / "notes.md", "---\nname: not-an-agent\ndescription: bundled\n---\nx\n")
     _write(plugin / "agents" / "beta.md", "---\nname: beta\ndescription: B.\ntools: Read\n---\nB prompt.\n")
@@ -288,19 +302,30 @@ def test_plugin_folder(tmp_path: Path) -> None:
 
 def test_marketplace_json(tmp_path: Path) -> None:
     market = tmp_path / "market"
-    _write(market / "plugins" / "tools" / "skills" / "gamma" / "SKILL.md", "---\nname: gamma\ndescription: G.\n---\nG.\n")
-    _write(market / "plugins" / "tools" / "skills" / "delta" / "SKILL.md", "---\nname: delta\ndescription: D.\n---\nD.\n")
-    _write(market / "plugins" / "walked" / "agents" / "eps.md", "---\nname: eps\ndescription: E.\nmodel: opus\n---\nE.\n")
-    manifest = _write(market / ".claude-plugin" / "marketplace.json", json.dumps({
-        "name": "market",
-        "metadata": {"pluginRoot": "./plugins"},
-        "plugins": [
-            {"name": "tools", "source": "./tools", "skills": ["./skills/gamma", "./skills/missing"]},
-            {"name": "walked", "source": "walked"},
-            {"name": "gone", "source": "./gone"},
-            {"name": "remote", "source": {"source": "github", "repo": "someone/else"}},
-        ],
-    }))
+    _write(
+        market / "plugins" / "tools" / "skills" / "gamma" / "SKILL.md", "---\nname: gamma\ndescription: G.\n---\nG.\n"
+    )
+    _write(
+        market / "plugins" / "tools" / "skills" / "delta" / "SKILL.md", "---\nname: delta\ndescription: D.\n---\nD.\n"
+    )
+    _write(
+        market / "plugins" / "walked" / "agents" / "eps.md", "---\nname: eps\ndescription: E.\nmodel: opus\n---\nE.\n"
+    )
+    manifest = _write(
+        market / ".claude-plugin" / "marketplace.json",
+        json.dumps(
+            {
+                "name": "market",
+                "metadata": {"pluginRoot": "./plugins"},
+                "plugins": [
+                    {"name": "tools", "source": "./tools", "skills": ["./skills/gamma", "./skills/missing"]},
+                    {"name": "walked", "source": "walked"},
+                    {"name": "gone", "source": "./gone"},
+                    {"name": "remote", "source": {"source": "github", "repo": "someone/else"}},
+                ],
+            }
+        ),
+    )
     problems: list[SkillLoadError] = []
     specs = load_collection(manifest, problems=problems)
     assert sorted(s.name for s in specs) == ["eps", "gamma"]  # delta is not listed by its plugin
@@ -347,10 +372,34 @@ body
 """
 HOSTILE_YAML = [
     ("billion laughs", LAUGHS, 9, "f", "expand to more than 100,000 values"),
-    ("description nested 20,000 levels", "---\nname: deep\ndescription: " + "[" * 20_000 + "]" * 20_000 + "\n---\nbody\n", 3, "description", "nested more than 64 levels"),
-    ("nested mappings", "---\nname: deep\nmetadata:\n" + "".join(" " * i + f"k{i}:\n" for i in range(1, 200)) + "---\nbody\n", 67, "metadata", "nested more than 64 levels"),
-    ("recursive anchor", "---\nname: loop\ndescription: x\nallowed-tools: &t [Read, *t]\n---\nbody\n", 4, "allowed-tools", "recursive anchor"),
-    ("broken YAML elsewhere, deep value", "---\nname: deep\nbad: a: b: c\ndescription: " + "[" * 20_000 + "\n---\nbody\n", 4, "description", "nested more than 64 levels"),
+    (
+        "description nested 20,000 levels",
+        "---\nname: deep\ndescription: " + "[" * 20_000 + "]" * 20_000 + "\n---\nbody\n",
+        3,
+        "description",
+        "nested more than 64 levels",
+    ),
+    (
+        "nested mappings",
+        "---\nname: deep\nmetadata:\n" + "".join(" " * i + f"k{i}:\n" for i in range(1, 200)) + "---\nbody\n",
+        67,
+        "metadata",
+        "nested more than 64 levels",
+    ),
+    (
+        "recursive anchor",
+        "---\nname: loop\ndescription: x\nallowed-tools: &t [Read, *t]\n---\nbody\n",
+        4,
+        "allowed-tools",
+        "recursive anchor",
+    ),
+    (
+        "broken YAML elsewhere, deep value",
+        "---\nname: deep\nbad: a: b: c\ndescription: " + "[" * 20_000 + "\n---\nbody\n",
+        4,
+        "description",
+        "nested more than 64 levels",
+    ),
 ]
 
 

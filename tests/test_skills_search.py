@@ -94,8 +94,13 @@ def test_search_benchmark_meets_its_target() -> None:
 def test_index_save_load_round_trip(tmp_path: Path) -> None:
     src = tmp_path / "skills"
     _write(src / "pdf-forms" / "SKILL.md", "---\nname: pdf-forms\ndescription: Fill in PDF forms.\n---\nUse pypdf.\n")
-    _write(src / "csv-clean" / "SKILL.md", "---\nname: csv-clean\ndescription: Clean messy CSV files.\n---\nUse pandas.\n")
-    _write(src / "agents" / "sql.md", "---\nname: sql\ndescription: Writes SQL queries.\ntools: Read\n---\nYou write SQL.\n")
+    _write(
+        src / "csv-clean" / "SKILL.md", "---\nname: csv-clean\ndescription: Clean messy CSV files.\n---\nUse pandas.\n"
+    )
+    _write(
+        src / "agents" / "sql.md",
+        "---\nname: sql\ndescription: Writes SQL queries.\ntools: Read\n---\nYou write SQL.\n",
+    )
     lib = SkillLibrary([src])
     before = [(h.skill.name, round(h.score, 6), h.why) for h in lib.search("clean a csv file", k=3)]
     lib.save(tmp_path / "index")
@@ -128,7 +133,10 @@ def test_embedding_modes_need_a_local_model(tmp_path: Path) -> None:
 
 def test_hybrid_fuses_bm25_and_embedding_rankings(tmp_path: Path) -> None:
     src = tmp_path / "skills"
-    _write(src / "git-helper" / "SKILL.md", "---\nname: git-helper\ndescription: Rebase and cherry-pick commits.\n---\nGit.\n")
+    _write(
+        src / "git-helper" / "SKILL.md",
+        "---\nname: git-helper\ndescription: Rebase and cherry-pick commits.\n---\nGit.\n",
+    )
     _write(src / "chart-maker" / "SKILL.md", "---\nname: chart-maker\ndescription: Draw bar charts.\n---\nCharts.\n")
     lib = SkillLibrary([src], embedder=HashingEmbedder())
     assert lib.search("rebase my commits", mode="embedding", k=1)[0].skill.name == "git-helper"
@@ -169,7 +177,10 @@ def test_cli_index_show_and_search_an_index(tmp_path: Path) -> None:
     assert json.loads(result.stdout)["hits"][0]["name"] == "pdf-forms"
     shown = runner.invoke(app, ["show", "pdf-forms", "--path", str(src)])
     assert shown.exit_code == 0 and "Use pypdf." in shown.stdout
-    assert json.loads(runner.invoke(app, ["show", "pdf-forms", "--path", str(src), "--json"]).stdout)["name"] == "pdf-forms"
+    assert (
+        json.loads(runner.invoke(app, ["show", "pdf-forms", "--path", str(src), "--json"]).stdout)["name"]
+        == "pdf-forms"
+    )
     assert runner.invoke(app, ["show", "missing", "--path", str(src)]).exit_code == 1
     bad_mode = runner.invoke(app, ["search", "x", "--path", str(src), "--mode", "magic"])
     assert bad_mode.exit_code == 2
@@ -248,8 +259,9 @@ def test_embedding_backends_report_clear_errors(tmp_path: Path) -> None:
 @needs_wordllama
 @needs_corpus
 def test_cli_search_defaults_to_hybrid_offline_and_says_so(no_network: None) -> None:
-    result = runner.invoke(app, ["search", "my app crashes randomly and I can't figure out why", "--path", str(CORPUS),
-                                 "--json"])
+    result = runner.invoke(
+        app, ["search", "my app crashes randomly and I can't figure out why", "--path", str(CORPUS), "--json"]
+    )
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
     assert out["mode"] == "hybrid" and out["embedding_model"].startswith("wordllama")
@@ -266,16 +278,26 @@ def _variant(text: str, n: int) -> str:
 
 def test_near_duplicates_are_grouped_so_top_k_are_different_skills(tmp_path: Path) -> None:
     src = tmp_path / "skills"
-    body = ("Use the profiler to find slow functions, then read the flame graph from the widest frame down. "
-            "Check allocations in the hot loop and compare timings before and after each change. ") * 4
+    body = (
+        "Use the profiler to find slow functions, then read the flame graph from the widest frame down. "
+        "Check allocations in the hot loop and compare timings before and after each change. "
+    ) * 4
     for n in range(4):
-        _write(src / f"col{n}" / f"perf-tuning-{n}" / "SKILL.md",
-               f"---\nname: perf-tuning{'-pro' * (n % 2)}\ndescription: Make slow Python code fast with a profiler.\n---\n"
-               f"{_variant(body, n)}\n")
-    _write(src / "charts" / "SKILL.md", "---\nname: charts\ndescription: Draw bar charts of slow endpoints.\n---\n"
-           "Plot latency per endpoint with matplotlib, sorted by p95.\n")
-    _write(src / "flame" / "SKILL.md", "---\nname: flame-graphs\ndescription: Read flame graphs.\n---\n"
-           "A flame graph shows stacks; width is time spent. Start from the widest frame.\n")
+        _write(
+            src / f"col{n}" / f"perf-tuning-{n}" / "SKILL.md",
+            f"---\nname: perf-tuning{'-pro' * (n % 2)}\ndescription: Make slow Python code fast with a profiler.\n---\n"
+            f"{_variant(body, n)}\n",
+        )
+    _write(
+        src / "charts" / "SKILL.md",
+        "---\nname: charts\ndescription: Draw bar charts of slow endpoints.\n---\n"
+        "Plot latency per endpoint with matplotlib, sorted by p95.\n",
+    )
+    _write(
+        src / "flame" / "SKILL.md",
+        "---\nname: flame-graphs\ndescription: Read flame graphs.\n---\n"
+        "A flame graph shows stacks; width is time spent. Start from the widest frame.\n",
+    )
     lib = SkillLibrary([src])
     groups = lib.duplicate_groups()
     assert len(groups) == 1 and len(groups[0]) == 4
@@ -292,20 +314,30 @@ def test_near_duplicates_are_grouped_so_top_k_are_different_skills(tmp_path: Pat
 def test_save_and_memory_mapped_reload_keep_groups_vectors_and_explanations(tmp_path: Path) -> None:
     src = tmp_path / "skills"
     for n in range(3):
-        _write(src / f"c{n}" / "git-rescue" / "SKILL.md",
-               "---\nname: git-rescue\ndescription: Recover lost commits after a bad rebase.\n---\n"
-               + "Run git reflog, find the commit before the rebase, and reset a new branch to it. " * 5 + f"v{n}\n")
-    _write(src / "agents" / "sql.md", "---\nname: sql\ndescription: Tunes slow SQL queries.\ntools: Read, Bash\n"
-           "---\nYou read EXPLAIN plans and add indexes.\n")
+        _write(
+            src / f"c{n}" / "git-rescue" / "SKILL.md",
+            "---\nname: git-rescue\ndescription: Recover lost commits after a bad rebase.\n---\n"
+            + "Run git reflog, find the commit before the rebase, and reset a new branch to it. " * 5
+            + f"v{n}\n",
+        )
+    _write(
+        src / "agents" / "sql.md",
+        "---\nname: sql\ndescription: Tunes slow SQL queries.\ntools: Read, Bash\n"
+        "---\nYou read EXPLAIN plans and add indexes.\n",
+    )
     lib = SkillLibrary([src], embedder=HashingEmbedder())
-    before = [(h.skill.name, round(h.score, 6), h.why, h.duplicate_count) for h in lib.search("lost commits rebase", k=2,
-                                                                                             mode="hybrid")]
+    before = [
+        (h.skill.name, round(h.score, 6), h.why, h.duplicate_count)
+        for h in lib.search("lost commits rebase", k=2, mode="hybrid")
+    ]
     lib.save(tmp_path / "index")
     assert (tmp_path / "index" / "groups.npy").is_file() and (tmp_path / "index" / "embeddings.npy").is_file()
     loaded = SkillLibrary.load(tmp_path / "index", embedder=HashingEmbedder())
     assert loaded._vectors is not None  # the stored vectors, not recomputed
-    after = [(h.skill.name, round(h.score, 6), h.why, h.duplicate_count) for h in loaded.search("lost commits rebase",
-                                                                                               k=2, mode="hybrid")]
+    after = [
+        (h.skill.name, round(h.score, 6), h.why, h.duplicate_count)
+        for h in loaded.search("lost commits rebase", k=2, mode="hybrid")
+    ]
     assert before == after and before[0][:1] == ("git-rescue",) and before[0][3] == 2
     assert before[1][0] == "sql"  # the two other copies were folded into the first hit
     tools_hit = loaded.search("bash", k=1)[0]
@@ -386,17 +418,22 @@ def test_benchmark_reports_both_halves_per_mode_and_scale(no_network: None) -> N
 
 def test_cli_route_chooses_or_declines_with_exit_codes(tmp_path: Path) -> None:
     src = tmp_path / "skills"
-    _write(src / "tuning-cat" / "agents" / "sql.md",
-           "---\nname: sql\ndescription: Tunes slow SQL queries and indexes.\n---\nSQL.\n")
-    _write(src / "reports-cat" / "agents" / "sql.md",
-           "---\nname: sql\ndescription: Writes reports from a database.\n---\nSQL.\n")
+    _write(
+        src / "tuning-cat" / "agents" / "sql.md",
+        "---\nname: sql\ndescription: Tunes slow SQL queries and indexes.\n---\nSQL.\n",
+    )
+    _write(
+        src / "reports-cat" / "agents" / "sql.md",
+        "---\nname: sql\ndescription: Writes reports from a database.\n---\nSQL.\n",
+    )
     _write(src / "debugger" / "SKILL.md", "---\nname: debugger\ndescription: Fix bugs and crashes.\n---\nDebug.\n")
     args = ["--path", str(src), "-c", "tuning-cat/sql", "-c", "reports-cat/sql", "-c", "debugger", "--json"]
     chosen = runner.invoke(app, ["route", "tune this slow SQL query with an index", *args, "--embedding-model", "none"])
     assert chosen.exit_code == 2 and "does not exist" in chosen.output  # an unknown model is refused, not ignored
     lexical = SkillLibrary([src])
     assert lexical.route("tune slow sql queries", ["tuning-cat/sql", "reports-cat/sql", "debugger"]).choice == (
-        "tuning-cat/sql")
+        "tuning-cat/sql"
+    )
     if importlib.util.find_spec("wordllama") is not None:
         result = runner.invoke(app, ["route", "tune this slow SQL query with an index", *args])
         assert result.exit_code == 0, result.output
@@ -409,11 +446,17 @@ def test_cli_route_chooses_or_declines_with_exit_codes(tmp_path: Path) -> None:
 
 
 def test_agent_example_blocks_are_their_own_field(tmp_path: Path) -> None:
-    description = ("Reviews pull requests. <example>Context: the user pushed a branch. user: 'can someone sanity check "
-                   "my diff before I ship it?' assistant: 'I will use the reviewer agent.'</example>")
-    _write(tmp_path / "a" / "reviewer.md", f"---\nname: reviewer\ndescription: \"{description}\"\ntools: Read\n---\n"
-           "You review code.\n")
-    _write(tmp_path / "a" / "shipper.md", "---\nname: shipper\ndescription: Ships releases.\ntools: Bash\n---\nRelease.\n")
+    description = (
+        "Reviews pull requests. <example>Context: the user pushed a branch. user: 'can someone sanity check "
+        "my diff before I ship it?' assistant: 'I will use the reviewer agent.'</example>"
+    )
+    _write(
+        tmp_path / "a" / "reviewer.md",
+        f'---\nname: reviewer\ndescription: "{description}"\ntools: Read\n---\nYou review code.\n',
+    )
+    _write(
+        tmp_path / "a" / "shipper.md", "---\nname: shipper\ndescription: Ships releases.\ntools: Bash\n---\nRelease.\n"
+    )
     lib = SkillLibrary([tmp_path / "a"])
     hit = lib.search("sanity check my diff", k=1)[0]
     assert hit.skill.name == "reviewer" and hit.matched == {"examples": ["sanity", "check", "diff"]}

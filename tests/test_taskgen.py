@@ -31,8 +31,10 @@ SKILL = SkillSpec(
     description="Cleans messy CSV files: fixes headers, dates and duplicates.",
     instructions="Inspect the file first. Normalize headers to snake_case. Parse dates as ISO 8601. Drop exact duplicates.",
 )
-WORDS = ("alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa "
-         "quebec romeo sierra tango uniform victor whiskey xray yankee zulu").split()
+WORDS = (
+    "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa "
+    "quebec romeo sierra tango uniform victor whiskey xray yankee zulu"
+).split()
 
 
 class TeacherScript:
@@ -75,8 +77,14 @@ class TeacherScript:
             prompt = f"Please clean the file data/{batch}_{j}.csv with columns {words} and report the row count"
             if negative:
                 prompt = f"Explain in general terms why {words} matters; no file is involved at all here"
-            tasks.append({"prompt": prompt, "rubric": ["Reports the row count", "Keeps the original file"],
-                          "files": {f"data/{batch}_{j}.csv": "a,b\n1,2\n"}, "answer": "1" if j == 0 else None})
+            tasks.append(
+                {
+                    "prompt": prompt,
+                    "rubric": ["Reports the row count", "Keeps the original file"],
+                    "files": {f"data/{batch}_{j}.csv": "a,b\n1,2\n"},
+                    "answer": "1" if j == 0 else None,
+                }
+            )
         if batch % 4 == 0 and self.first_prompts:
             tasks.append({"prompt": self.first_prompts[0] + " please", "rubric": ["Reports"]})
         if not self.first_prompts:
@@ -100,7 +108,12 @@ def test_generation_repairs_dedupes_and_builds_tasks(tmp_path):
     tasks = result.tasks
     assert len(tasks) == 24 and len({t.id for t in tasks}) == 24
     # topic graph: root -> 2 topics -> 2 subtopics each
-    assert [n.name for n in result.topics.leaves()] == ["headers basics", "headers edge cases", "dates basics", "dates edge cases"]
+    assert [n.name for n in result.topics.leaves()] == [
+        "headers basics",
+        "headers edge cases",
+        "dates basics",
+        "dates edge cases",
+    ]
     # repairs: the malformed topic reply and the schema-invalid batch were shown back with their errors
     repairs = [r["messages"][-1]["content"] for r in requests if len(r["messages"]) > 2]
     assert any("not valid JSON" in text for text in repairs)
@@ -120,7 +133,9 @@ def test_generation_repairs_dedupes_and_builds_tasks(tmp_path):
 def test_resume_after_interruption_replays_from_cache(tmp_path):
     # The uninterrupted run, for reference.
     with ScriptedOpenAIServer(TeacherScript()) as server:
-        full = generate_tasks(SKILL, ChatClient.from_spec(f"openai:teacher@{server.base_url}", cache_dir=tmp_path / "a"), CONFIG)
+        full = generate_tasks(
+            SKILL, ChatClient.from_spec(f"openai:teacher@{server.base_url}", cache_dir=tmp_path / "a"), CONFIG
+        )
         total_requests = server.request_count
     # Interrupted after 6 requests, then run again with the same cache.
     cache = tmp_path / "b"
@@ -135,7 +150,9 @@ def test_resume_after_interruption_replays_from_cache(tmp_path):
     assert [t.id for t in resumed.tasks] == [t.id for t in full.tasks]
     # A third run is served entirely from disk.
     with ScriptedOpenAIServer(TeacherScript(fail_after=0)) as server:
-        again = generate_tasks(SKILL, ChatClient.from_spec(f"openai:teacher@{server.base_url}", cache_dir=cache), CONFIG)
+        again = generate_tasks(
+            SKILL, ChatClient.from_spec(f"openai:teacher@{server.base_url}", cache_dir=cache), CONFIG
+        )
         assert server.request_count == 0
     assert [t.model_dump() for t in again.tasks] == [t.model_dump() for t in resumed.tasks]
 
@@ -148,10 +165,26 @@ def test_cli_generate_writes_a_loadable_task_file(tmp_path):
         f"---\nname: {SKILL.name}\ndescription: {SKILL.description}\n---\n{SKILL.instructions}\n", encoding="utf-8"
     )
     with ScriptedOpenAIServer(TeacherScript()) as server:
-        result = CliRunner().invoke(app, [
-            "generate", str(skill_dir), "--teacher", f"openai:teacher@{server.base_url}", "--n", "10",
-            "--out", str(out), "--breadth", "2", "--fanout", "2", "--batch-size", "3", "--json",
-        ])
+        result = CliRunner().invoke(
+            app,
+            [
+                "generate",
+                str(skill_dir),
+                "--teacher",
+                f"openai:teacher@{server.base_url}",
+                "--n",
+                "10",
+                "--out",
+                str(out),
+                "--breadth",
+                "2",
+                "--fanout",
+                "2",
+                "--batch-size",
+                "3",
+                "--json",
+            ],
+        )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["tasks"] == 10 and summary["out"] == str(out)
@@ -168,8 +201,13 @@ def test_extract_json_tolerates_fences_and_prose():
 
 def test_near_duplicates_are_removed():
     base = "write a function that parses iso 8601 dates and returns utc datetimes with tests"
-    items = [("a", base), ("b", base.replace("write", "please write")), ("c", "summarize the quarterly sales report by region"),
-             ("d", base + " quickly"), ("e", "draw an svg logo for a bakery")]
+    items = [
+        ("a", base),
+        ("b", base.replace("write", "please write")),
+        ("c", "summarize the quarterly sales report by region"),
+        ("d", base + " quickly"),
+        ("e", "draw an svg logo for a bakery"),
+    ]
     assert dedupe_texts(items, threshold=0.7) == ["a", "c", "e"]
     flt = NearDuplicateFilter()
     assert flt.add("x", base) and not flt.add("x", "something else entirely")  # same key twice

@@ -20,11 +20,36 @@ def tc(payload) -> str:
 TABLE = [
     ("plain text, no call", "The answer is 42.", [], "The answer is 42."),
     ("one call", tc(GREP), [("grep", {"pattern": "def foo"})], ""),
-    ("call with newlines", "<tool_call>\n" + json.dumps(GREP) + "\n</tool_call>", [("grep", {"pattern": "def foo"})], ""),
-    ("text around call", "Let me search.\n" + tc(GREP) + "\nDone.", [("grep", {"pattern": "def foo"})], "Let me search.\n\nDone."),
-    ("two calls", tc(GREP) + tc({"name": "list_dir", "arguments": {}}), [("grep", {"pattern": "def foo"}), ("list_dir", {})], ""),
-    ("three calls with text between", tc(GREP) + " and " + tc(GREP) + " then " + tc(GREP), [("grep", {"pattern": "def foo"})] * 3, "and  then"),
-    ("arguments as JSON string", tc({"name": "grep", "arguments": json.dumps({"pattern": "x"})}), [("grep", {"pattern": "x"})], ""),
+    (
+        "call with newlines",
+        "<tool_call>\n" + json.dumps(GREP) + "\n</tool_call>",
+        [("grep", {"pattern": "def foo"})],
+        "",
+    ),
+    (
+        "text around call",
+        "Let me search.\n" + tc(GREP) + "\nDone.",
+        [("grep", {"pattern": "def foo"})],
+        "Let me search.\n\nDone.",
+    ),
+    (
+        "two calls",
+        tc(GREP) + tc({"name": "list_dir", "arguments": {}}),
+        [("grep", {"pattern": "def foo"}), ("list_dir", {})],
+        "",
+    ),
+    (
+        "three calls with text between",
+        tc(GREP) + " and " + tc(GREP) + " then " + tc(GREP),
+        [("grep", {"pattern": "def foo"})] * 3,
+        "and  then",
+    ),
+    (
+        "arguments as JSON string",
+        tc({"name": "grep", "arguments": json.dumps({"pattern": "x"})}),
+        [("grep", {"pattern": "x"})],
+        "",
+    ),
     ("parameters alias", tc({"name": "grep", "parameters": {"pattern": "x"}}), [("grep", {"pattern": "x"})], ""),
     ("no arguments key", tc({"name": "list_dir"}), [("list_dir", {})], ""),
     ("think block stripped", "<think>I should grep.</think>\n" + tc(GREP), [("grep", {"pattern": "def foo"})], ""),
@@ -36,9 +61,24 @@ TABLE = [
     ("empty call", tc(""), [("ERROR", "empty tool call")], ""),
     ("JSON array", tc("[1, 2]"), [("ERROR", "must be a JSON object, got an array")], ""),
     ("missing name", tc({"arguments": {}}), [("ERROR", 'no "name"')], ""),
-    ("arguments not an object", tc({"name": "grep", "arguments": [1]}), [("ERROR", "must be a JSON object, got an array")], ""),
-    ("arguments string not JSON", tc({"name": "grep", "arguments": "pattern=x"}), [("ERROR", "are not valid JSON")], ""),
-    ("extra top-level key", tc({"name": "grep", "arguments": {}, "pattern": "x"}), [("ERROR", "unexpected top-level keys")], ""),
+    (
+        "arguments not an object",
+        tc({"name": "grep", "arguments": [1]}),
+        [("ERROR", "must be a JSON object, got an array")],
+        "",
+    ),
+    (
+        "arguments string not JSON",
+        tc({"name": "grep", "arguments": "pattern=x"}),
+        [("ERROR", "are not valid JSON")],
+        "",
+    ),
+    (
+        "extra top-level key",
+        tc({"name": "grep", "arguments": {}, "pattern": "x"}),
+        [("ERROR", "unexpected top-level keys")],
+        "",
+    ),
     ("stray closing tag", "oops </tool_call>", [("ERROR", "without a matching")], "oops"),
     ("one good one bad", tc(GREP) + tc("{bad"), [("grep", {"pattern": "def foo"}), ("ERROR", "not valid JSON")], ""),
 ]
@@ -46,25 +86,43 @@ TABLE = [
 DICT_TABLE = [
     (
         "openai structured call, string args",
-        {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "grep", "arguments": '{"pattern": "x"}'}}]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "grep", "arguments": '{"pattern": "x"}'}}
+            ],
+        },
         [("grep", {"pattern": "x"})],
     ),
     (
         "openai structured call, object args",
-        {"role": "assistant", "content": "", "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "grep", "arguments": {"pattern": "x"}}}]},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "grep", "arguments": {"pattern": "x"}}}
+            ],
+        },
         [("grep", {"pattern": "x"})],
     ),
     (
         "openai parallel calls",
-        {"role": "assistant", "tool_calls": [
-            {"id": "a", "type": "function", "function": {"name": "grep", "arguments": '{"pattern": "x"}'}},
-            {"id": "b", "type": "function", "function": {"name": "list_dir", "arguments": ""}},
-        ]},
+        {
+            "role": "assistant",
+            "tool_calls": [
+                {"id": "a", "type": "function", "function": {"name": "grep", "arguments": '{"pattern": "x"}'}},
+                {"id": "b", "type": "function", "function": {"name": "list_dir", "arguments": ""}},
+            ],
+        },
         [("grep", {"pattern": "x"}), ("list_dir", {})],
     ),
     (
         "openai malformed arguments",
-        {"role": "assistant", "tool_calls": [{"id": "a", "type": "function", "function": {"name": "grep", "arguments": '{"pattern": '}}]},
+        {
+            "role": "assistant",
+            "tool_calls": [{"id": "a", "type": "function", "function": {"name": "grep", "arguments": '{"pattern": '}}],
+        },
         [("ERROR", "are not valid JSON")],
     ),
     (
@@ -100,7 +158,10 @@ def test_message_conformance(case, action, expected):
 
 
 def test_structured_call_ids_are_kept():
-    msg = {"role": "assistant", "tool_calls": [{"id": "abc", "type": "function", "function": {"name": "grep", "arguments": "{}"}}]}
+    msg = {
+        "role": "assistant",
+        "tool_calls": [{"id": "abc", "type": "function", "function": {"name": "grep", "arguments": "{}"}}],
+    }
     assert parse_turn(msg).calls[0].id == "abc"
 
 
@@ -155,11 +216,31 @@ def _nested(depth: int) -> list:
 
 HOSTILE_TEXT = [
     ("call nested 100,000 deep", "<tool_call>" + "[" * 100_000 + "</tool_call>", "nested more than"),
-    ("arguments nested 100,000 deep", '<tool_call>{"name": "grep", "arguments": ' + "[" * 100_000 + "}</tool_call>", "nested more than"),
-    ("5,000-digit integer", '<tool_call>{"name": "read_file", "arguments": {"path": "a", "limit": ' + "9" * 5000 + "}}</tool_call>", "more than 4300 digits"),
-    ("duplicate key", '<tool_call>{"name": "grep", "arguments": {"pattern": "a", "pattern": "b"}}</tool_call>', "'pattern' appears twice"),
-    ("duplicate key in an arguments string", tc({"name": "grep", "arguments": '{"pattern": "a", "pattern": "b"}'}), "'pattern' appears twice"),
-    ("10 MB call", tc({"name": "write_file", "arguments": {"path": "a", "content": "x" * 10_000_000}}), "the limit is 1,000,000"),
+    (
+        "arguments nested 100,000 deep",
+        '<tool_call>{"name": "grep", "arguments": ' + "[" * 100_000 + "}</tool_call>",
+        "nested more than",
+    ),
+    (
+        "5,000-digit integer",
+        '<tool_call>{"name": "read_file", "arguments": {"path": "a", "limit": ' + "9" * 5000 + "}}</tool_call>",
+        "more than 4300 digits",
+    ),
+    (
+        "duplicate key",
+        '<tool_call>{"name": "grep", "arguments": {"pattern": "a", "pattern": "b"}}</tool_call>',
+        "'pattern' appears twice",
+    ),
+    (
+        "duplicate key in an arguments string",
+        tc({"name": "grep", "arguments": '{"pattern": "a", "pattern": "b"}'}),
+        "'pattern' appears twice",
+    ),
+    (
+        "10 MB call",
+        tc({"name": "write_file", "arguments": {"path": "a", "content": "x" * 10_000_000}}),
+        "the limit is 1,000,000",
+    ),
 ]
 
 
@@ -193,14 +274,26 @@ def test_lone_surrogates_are_replaced_and_reported():
 
 
 MALFORMED_MESSAGES = [
-    ("content as a dict", {"content": {"text": "42"}}, "content must be a string or a list of text parts, got an object"),
+    (
+        "content as a dict",
+        {"content": {"text": "42"}},
+        "content must be a string or a list of text parts, got an object",
+    ),
     ("content as a list of strings", {"content": ["4", "2"]}, "content[0] must be a text part"),
     ("content part without text", {"content": [{"type": "text", "text": 5}]}, 'without a string "text"'),
     ("image part", {"content": [{"type": "image_url", "image_url": {}}]}, "only text parts can be read"),
     ("content as a number", {"content": 42}, "got a number"),
-    ("reasoning_content as a list", {"content": "hi", "reasoning_content": ["x"]}, "reasoning_content must be a string, got an array"),
+    (
+        "reasoning_content as a list",
+        {"content": "hi", "reasoning_content": ["x"]},
+        "reasoning_content must be a string, got an array",
+    ),
     ("reasoning as a dict", {"content": "hi", "reasoning": {"a": 1}}, "reasoning must be a string, got an object"),
-    ("forty structured calls", {"tool_calls": [{"function": {"name": "list_dir"}}] * 40}, "the turn makes 40 tool calls"),
+    (
+        "forty structured calls",
+        {"tool_calls": [{"function": {"name": "list_dir"}}] * 40},
+        "the turn makes 40 tool calls",
+    ),
     ("a user message", {"role": "user", "content": "42"}, 'role must be "assistant"'),
     ("role of the wrong type", {"role": ["assistant"], "content": "42"}, "got an array"),
 ]
@@ -244,7 +337,12 @@ STRICT_ARGS = [
     ("boolean for an int", "read_file", {"path": "a", "limit": True}, "not a boolean"),
     ("boolean for a float", "bash", {"command": "ls", "timeout": True}, "not a boolean"),
     ("number for a boolean", "grep", {"pattern": "x", "ignore_case": 1}, "argument 'ignore_case'"),
-    ("string for a boolean", "edit_file", {"path": "a", "old_string": "a", "new_string": "b", "replace_all": "true"}, "argument 'replace_all'"),
+    (
+        "string for a boolean",
+        "edit_file",
+        {"path": "a", "old_string": "a", "new_string": "b", "replace_all": "true"},
+        "argument 'replace_all'",
+    ),
     ("NUL in a command", "bash", {"command": "echo a\x00b"}, "NUL character"),
 ]
 

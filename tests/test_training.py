@@ -12,17 +12,31 @@ from skillgym.training import RecipeError, load_recipe, train_sft, train_tokeniz
 from skillgym.training.recipes import bundled_recipe_path
 from skillgym.training.sft import conversation_text, latest_checkpoint
 
-TOOLS = [{"type": "function", "function": {"name": "bash", "description": "Run a command.",
-          "parameters": {"type": "object", "properties": {"command": {"type": "string"}}, "required": ["command"]}}}]
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "bash",
+            "description": "Run a command.",
+            "parameters": {"type": "object", "properties": {"command": {"type": "string"}}, "required": ["command"]},
+        },
+    }
+]
 SYSTEM = "You answer questions about code.\nUse the tools, then submit the answer alone."
 
 
 def _conversation(i: int) -> list[dict]:
     name = f"func_{i}_value"
-    call = {"id": f"c{i}", "type": "function",
-            "function": {"name": "bash", "arguments": json.dumps({"command": f"grep -rl 'def {name}' ."})}}
-    answer = {"id": f"d{i}", "type": "function",
-              "function": {"name": "submit", "arguments": json.dumps({"answer": f"pkg/mod_{i}.py"})}}
+    call = {
+        "id": f"c{i}",
+        "type": "function",
+        "function": {"name": "bash", "arguments": json.dumps({"command": f"grep -rl 'def {name}' ."})},
+    }
+    answer = {
+        "id": f"d{i}",
+        "type": "function",
+        "function": {"name": "submit", "arguments": json.dumps({"answer": f"pkg/mod_{i}.py"})},
+    }
     return [
         {"role": "system", "content": SYSTEM},
         {"role": "user", "content": f"In which file is `{name}` defined?"},
@@ -38,7 +52,9 @@ def dataset_dir(tmp_path_factory) -> Path:
 
     rows = [{"messages": _conversation(i), "tools": json.dumps(TOOLS), "skill_hash": "sha256:test"} for i in range(40)]
     path = tmp_path_factory.mktemp("data") / "sft"
-    DatasetDict({"train": Dataset.from_list(rows[:36]), "validation": Dataset.from_list(rows[36:])}).save_to_disk(str(path))
+    DatasetDict({"train": Dataset.from_list(rows[:36]), "validation": Dataset.from_list(rows[36:])}).save_to_disk(
+        str(path)
+    )
     return path
 
 
@@ -66,13 +82,15 @@ def test_templates_become_tokens_and_copied_words_stay_bpe(tokenizer):
     assert tokenizer.decode(ids) == text
     assert len(ids) < len(text) / 5  # several characters a token: the templates are single tokens
     question = tokenizer("In which file is `func_40_value` defined?", add_special_tokens=False)["input_ids"]
-    command = tokenizer(json.dumps({"command": "grep -rl 'def func_40_value' ."}), add_special_tokens=False)["input_ids"]
+    command = tokenizer(json.dumps({"command": "grep -rl 'def func_40_value' ."}), add_special_tokens=False)[
+        "input_ids"
+    ]
     name = tokenizer("func_40_value", add_special_tokens=False)["input_ids"]
     as_text = lambda ids: [tokenizer.decode([i]) for i in ids]  # noqa: E731
     for seq in (question, command):
         joined = as_text(seq)
-        start = next(i for i in range(len(joined)) if joined[i:i + len(name)] == as_text(name))
-        assert seq[start:start + len(name)] == name
+        start = next(i for i in range(len(joined)) if joined[i : i + len(name)] == as_text(name))
+        assert seq[start : start + len(name)] == name
 
 
 def test_format_tokens_are_single_tokens_and_markup_survives_skipping_specials(tokenizer):
@@ -107,8 +125,12 @@ def _contains(seq: list[int], sub: list[int]) -> bool:
 def test_assistant_mask_covers_exactly_the_assistant_turns(tokenizer):
     messages = _conversation(3)
     out = tokenizer.apply_chat_template(
-        messages, tools=TOOLS, chat_template=qwen3_template(training=True), tokenize=True,
-        return_dict=True, return_assistant_tokens_mask=True,
+        messages,
+        tools=TOOLS,
+        chat_template=qwen3_template(training=True),
+        tokenize=True,
+        return_dict=True,
+        return_assistant_tokens_mask=True,
     )
     ids, mask = out["input_ids"], out["assistant_masks"]
     masked = tokenizer.decode([t for t, m in zip(ids, mask) if m])
@@ -146,12 +168,23 @@ def test_bundled_recipes_validate():
 # -- a real SFT run --------------------------------------------------------------------------------
 def _tiny_overrides(dataset_dir: Path, out: Path, steps: int) -> list[str]:
     return [
-        f"dataset={dataset_dir}", f"output_dir={out}", "tokenizer.vocab_size=400",
-        "tiny.hidden_size=32", "tiny.num_hidden_layers=2", "tiny.num_attention_heads=2", "tiny.num_key_value_heads=2",
-        "tiny.intermediate_size=64", "tiny.max_position_embeddings=512", "tiny.copy_circuit=null",  # too narrow for it
+        f"dataset={dataset_dir}",
+        f"output_dir={out}",
+        "tokenizer.vocab_size=400",
+        "tiny.hidden_size=32",
+        "tiny.num_hidden_layers=2",
+        "tiny.num_attention_heads=2",
+        "tiny.num_key_value_heads=2",
+        "tiny.intermediate_size=64",
+        "tiny.max_position_embeddings=512",
+        "tiny.copy_circuit=null",  # too narrow for it
         f"training.max_steps={steps}",
-        "training.per_device_train_batch_size=4", "training.logging_steps=1", "training.eval_steps=1",
-        "training.save_steps=2", "training.bf16=false", "training.max_length=512",
+        "training.per_device_train_batch_size=4",
+        "training.logging_steps=1",
+        "training.eval_steps=1",
+        "training.save_steps=2",
+        "training.bf16=false",
+        "training.max_length=512",
     ]
 
 
@@ -161,7 +194,14 @@ def test_sft_writes_model_tokenizer_card_curve_and_resumes(dataset_dir, tmp_path
     out = tmp_path / "run"
     result = train_sft(load_recipe(bundled_recipe_path("tiny-cpu"), _tiny_overrides(dataset_dir, out, 2)))
     assert result.steps == 2 and result.eval_loss is not None and result.train_tokens > 0
-    for name in ("model.safetensors", "config.json", "tokenizer.json", "README.md", "training_curve.png", "metrics.json"):
+    for name in (
+        "model.safetensors",
+        "config.json",
+        "tokenizer.json",
+        "README.md",
+        "training_curve.png",
+        "metrics.json",
+    ):
         assert (out / name).is_file(), name
     card = (out / "README.md").read_text()
     assert "sha256:test" in card and "tokens / s" in card
@@ -185,8 +225,13 @@ def test_training_length_is_a_fixed_budget_and_the_time_guard_only_warns(dataset
         result = train_sft(recipe)
     assert result.planned_steps == 9 and result.steps == 9  # 36 train rows / batch 4, one epoch
     assert len(result.warnings) == 1 and "warn_after_minutes=1e-05" in result.warnings[0]
-    lrs = [h["learning_rate"] for h in json.loads((tmp_path / "run" / "checkpoints" / "checkpoint-9" / "trainer_state.json")
-                                                  .read_text())["log_history"] if "learning_rate" in h]
+    lrs = [
+        h["learning_rate"]
+        for h in json.loads((tmp_path / "run" / "checkpoints" / "checkpoint-9" / "trainer_state.json").read_text())[
+            "log_history"
+        ]
+        if "learning_rate" in h
+    ]
     assert lrs[-1] < 0.05 * max(lrs)  # the last step's rate: the cosine is at its end, not cut half-way
     # Old recipes' name for the guard still loads, and now means the same warning (never a stop).
     legacy = load_recipe(None, ["model=tiny", "training.max_train_minutes=5"])
@@ -210,12 +255,18 @@ def test_warmup_trains_on_code_outside_the_env_codebase(tokenizer, tmp_path):
     corpus.mkdir()
     env_code.mkdir()
     for i in range(6):
-        (corpus / f"m{i}.py").write_text(f"def helper_{i}(value):\n    return helper_{i}(value - 1) if value else {i}\n" * 20)
+        (corpus / f"m{i}.py").write_text(
+            f"def helper_{i}(value):\n    return helper_{i}(value - 1) if value else {i}\n" * 20
+        )
     (env_code / "same.py").write_text((corpus / "m0.py").read_text())  # the env's own code: must be left out
     spec = WarmupSpec(corpus=str(corpus), exclude=[str(env_code)], minutes=0.05, seq_len=32, batch_size=4)
     assert sorted(p.name for p in corpus_files(spec)) == ["m1.py", "m2.py", "m3.py", "m4.py", "m5.py"]
-    model = build_tiny_model(TinyModelSpec(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                           num_key_value_heads=2, intermediate_size=64), tokenizer)
+    model = build_tiny_model(
+        TinyModelSpec(
+            hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2, intermediate_size=64
+        ),
+        tokenizer,
+    )
     before = [p.detach().clone() for p in model.parameters()]
     report = lm_warmup(model, tokenizer, spec)
     assert report["steps"] >= 1 and report["files"] == 5 and report["tokens"] == report["steps"] * 4 * 32

@@ -37,7 +37,9 @@ from skillgym.types import Task
 LONG = " ".join(f"Filler sentence number {i} about the lighthouse keepers of Varnholm." for i in range(80))
 QUESTIONS = [
     {
-        "_id": "q-bridge-1", "type": "bridge", "level": "hard",
+        "_id": "q-bridge-1",
+        "type": "bridge",
+        "level": "hard",
         "question": "Which river flows through the city where the painter Elsa Marrow was born?",
         "answer": "the Quillon",
         "supporting_facts": [["Elsa Marrow", 0], ["Dunmere", 1]],
@@ -48,7 +50,9 @@ QUESTIONS = [
         ],
     },
     {
-        "_id": "q-comp-1", "type": "comparison", "level": "hard",
+        "_id": "q-comp-1",
+        "type": "comparison",
+        "level": "hard",
         "question": "Are Varnholm Lighthouse and Ostby Lighthouse in the same country?",
         "answer": "no",
         "supporting_facts": [["Varnholm Lighthouse", 0], ["Ostby Lighthouse", 0]],
@@ -59,7 +63,9 @@ QUESTIONS = [
         ],
     },
     {
-        "_id": "q-comp-2", "type": "comparison", "level": "hard",
+        "_id": "q-comp-2",
+        "type": "comparison",
+        "level": "hard",
         "question": "Who was born first, Elsa Marrow or Tomas Quill?",
         "answer": "Elsa Marrow",
         "supporting_facts": [["Elsa Marrow", 0], ["Tomas Quill", 0]],
@@ -188,7 +194,9 @@ def test_long_pages_are_paginated(spec):
     assert f"[page 1 of {total}; next offset {PAGE_CHARS}]" in first
     second = fetch(None, WebFetchArgs(url=url.replace("_", " "), offset=PAGE_CHARS))  # spaces work too
     assert f"[page 2 of {total}" in second
-    body = "".join(fetch(None, WebFetchArgs(url=url, offset=o)).split("\n", 3)[3] for o in range(0, total * PAGE_CHARS, PAGE_CHARS))
+    body = "".join(
+        fetch(None, WebFetchArgs(url=url, offset=o)).split("\n", 3)[3] for o in range(0, total * PAGE_CHARS, PAGE_CHARS)
+    )
     assert body == "Varnholm Lighthouse is a lighthouse in Norway. " + LONG
     assert "end of page]" in fetch(None, WebFetchArgs(url=url, offset=(total - 1) * PAGE_CHARS))
 
@@ -245,14 +253,23 @@ def test_expert_policy_spec_and_split(spec):
 def test_folder_of_documents_is_the_corpus(cache, tmp_path):
     docs = tmp_path / "docs"
     (docs / "guides").mkdir(parents=True)
-    (docs / "guides" / "deploy.md").write_text("# Deploying Frobnicator\n\nRun `frob deploy --region eu-west` to ship.\n")
+    (docs / "guides" / "deploy.md").write_text(
+        "# Deploying Frobnicator\n\nRun `frob deploy --region eu-west` to ship.\n"
+    )
     (docs / "faq.txt").write_text("The Frobnicator license is MIT.\n")
-    (docs / "about.html").write_text("<html><head><title>About us</title><style>p{}</style></head>"
-                                     "<body><p>Founded in 2011 in Ghent.</p><script>var x=1;</script></body></html>")
+    (docs / "about.html").write_text(
+        "<html><head><title>About us</title><style>p{}</style></head>"
+        "<body><p>Founded in 2011 in Ghent.</p><script>var x=1;</script></body></html>"
+    )
     (docs / ".hidden").mkdir()
     (docs / ".hidden" / "secret.md").write_text("# Secret\n")
-    tasks = [{"id": "d1", "prompt": "Which region does the deploy guide use?",
-              "reference": {"answer": "eu-west", "sources": ["https://docs.local/guides/deploy.md"]}}]
+    tasks = [
+        {
+            "id": "d1",
+            "prompt": "Which region does the deploy guide use?",
+            "reference": {"answer": "eu-west", "sources": ["https://docs.local/guides/deploy.md"]},
+        }
+    ]
     spec = make_spec(corpus=docs, tasks=tasks, backend="local")
     search, fetch = _tool(spec, "web_search"), _tool(spec, "web_fetch")
     hits = search(None, WebSearch.Args(query="deploy region", k=3))
@@ -291,10 +308,19 @@ class _FakeSearx(BaseHTTPRequestHandler):
         if url.path == "/search":
             query = parse_qs(url.query)
             assert query["format"] == ["json"]
-            body = json.dumps({"query": query["q"][0], "results": [
-                {"title": f"Result {i} for {query['q'][0]}", "url": f"http://{self.headers['Host']}/page/{i}",
-                 "content": f"Snippet {i}."} for i in range(8)
-            ]}).encode()
+            body = json.dumps(
+                {
+                    "query": query["q"][0],
+                    "results": [
+                        {
+                            "title": f"Result {i} for {query['q'][0]}",
+                            "url": f"http://{self.headers['Host']}/page/{i}",
+                            "content": f"Snippet {i}.",
+                        }
+                        for i in range(8)
+                    ],
+                }
+            ).encode()
             kind = "application/json"
         elif url.path.startswith("/page/"):
             body = f"<html><head><title>Page {url.path[6:]}</title></head><body><h1>Hello</h1><p>Body text.</p></body></html>".encode()
@@ -348,12 +374,18 @@ def test_search_options_are_checked(questions_file):
 def test_expert_without_gold_reads_the_best_results(env, spec):
     # An orchestrator may pose a question the task source does not hold: the expert still
     # searches, reads the two best results and reports a sentence it read, with its sources.
-    task = Task(id="call-unknown", prompt="Where was the painter Elsa Marrow born?", split="test",
-                reference={"answer": "Dunmere", "sources": [url_for("Elsa Marrow")]})
+    task = Task(
+        id="call-unknown",
+        prompt="Where was the painter Elsa Marrow born?",
+        split="test",
+        reference={"answer": "Dunmere", "sources": [url_for("Elsa Marrow")]},
+    )
     traj = run_episode(env, spec.expert(), task=task)
     calls = [c["function"]["name"] for m in traj.messages for c in m.get("tool_calls") or []]
     assert calls == ["web_search", "web_fetch", "web_fetch", "submit"]
-    assert traj.final_answer.startswith("Elsa Marrow (1901-1977) was a painter born in Dunmere.\nSources: https://wiki.local/Elsa_Marrow")
+    assert traj.final_answer.startswith(
+        "Elsa Marrow (1901-1977) was a painter born in Dunmere.\nSources: https://wiki.local/Elsa_Marrow"
+    )
     assert 0 < traj.reward_components["f1"] < 0.5 and traj.reward_components["citation"] > 0
 
 

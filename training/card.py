@@ -40,7 +40,11 @@ def plot_curve(history: list[dict[str, Any]], path: Path, title: str = "SFT") ->
 
 def write_card(path: Path, recipe: SFTRecipe, result: SFTResult, history: list[dict[str, Any]]) -> None:
     base = "tiny Qwen3-architecture model, initialized from a config" if recipe.model == "tiny" else recipe.model
-    method = "full fine-tuning" if recipe.lora is None else f"LoRA r={recipe.lora.r}, alpha={recipe.lora.alpha}, targets {recipe.lora.target_modules}"
+    method = (
+        "full fine-tuning"
+        if recipe.lora is None
+        else f"LoRA r={recipe.lora.r}, alpha={recipe.lora.alpha}, targets {recipe.lora.target_modules}"
+    )
     evals = [h for h in history if "eval_loss" in h]
     lines = [
         "---",

@@ -47,7 +47,9 @@ def _log(as_json: bool) -> Callable[[str], None]:
 @app.command()
 def sft(
     config: str = typer.Option(..., "--config", "-c", help="Recipe YAML, or a bundled name: tiny-cpu, qwen3-4b-lora."),
-    overrides: list[str] = typer.Option([], "--set", help="Override a recipe key, e.g. --set training.learning_rate=1e-3."),
+    overrides: list[str] = typer.Option(
+        [], "--set", help="Override a recipe key, e.g. --set training.learning_rate=1e-3."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Supervised fine-tuning of a student on an exported dataset."""
@@ -63,15 +65,27 @@ def sft(
         print(json.dumps(result.model_dump(), indent=2))
         return
     table = Table("metric", "value", title=f"SFT -> {result.output_dir}")
-    for key in ("train_examples", "steps", "epochs", "train_loss", "eval_loss", "wall_seconds", "train_tokens",
-                "tokens_per_second", "peak_rss_mb", "parameters"):
+    for key in (
+        "train_examples",
+        "steps",
+        "epochs",
+        "train_loss",
+        "eval_loss",
+        "wall_seconds",
+        "train_tokens",
+        "tokens_per_second",
+        "peak_rss_mb",
+        "parameters",
+    ):
         table.add_row(key, str(getattr(result, key)))
     console.print(table)
 
 
 @app.command()
 def grpo(
-    config: str = typer.Option(..., "--config", "-c", help="GRPO recipe YAML, or a bundled name: grpo-tiny-cpu, grpo-qwen3-4b-vllm."),
+    config: str = typer.Option(
+        ..., "--config", "-c", help="GRPO recipe YAML, or a bundled name: grpo-tiny-cpu, grpo-qwen3-4b-vllm."
+    ),
     overrides: list[str] = typer.Option([], "--set", help="Override a recipe key, e.g. --set grpo.max_steps=20."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
@@ -83,7 +97,9 @@ def grpo(
         print(result.model_dump_json(indent=2))
         return
     rewards = ", ".join(f"{r:.2f}" for r in result.rewards)
-    console.print(f"GRPO -> {result.output_dir}: {result.steps} steps in {result.wall_seconds:.0f} s; mean reward per step: {rewards}")
+    console.print(
+        f"GRPO -> {result.output_dir}: {result.steps} steps in {result.wall_seconds:.0f} s; mean reward per step: {rewards}"
+    )
 
 
 def serve(

@@ -56,7 +56,9 @@ class CopyCircuitSpec(BaseModel):
     embedding_scale: float = Field(
         default=0.15, gt=0, description="Std of the token vectors: sets how confident a copy is at initialization."
     )
-    copy_gain: float = Field(default=6.0, gt=0, description="Weight with which an induction head writes the copied token.")
+    copy_gain: float = Field(
+        default=6.0, gt=0, description="Weight with which an induction head writes the copied token."
+    )
     position_pairs: int = Field(default=6, ge=1, description="Fast RoPE pairs the previous-token heads use.")
     position_gain: float = Field(default=3.0, gt=0, description="q/k norm weight on those pairs (sharpness).")
     content_gain: float = Field(default=3.0, gt=0, description="q/k norm weight on the content pairs (sharpness).")
@@ -64,7 +66,9 @@ class CopyCircuitSpec(BaseModel):
         default=256, ge=16, description="Sequence length over which a content pair may rotate at most half a radian."
     )
     match_tokens: int = Field(
-        default=1, ge=1, le=2,
+        default=1,
+        ge=1,
+        le=2,
         description="Tokens the induction heads match: 1 (the current token) or 2 (also the one before it; "
         "fewer wrong continuations inside spans with repeated pieces, at the cost of a narrower token block).",
     )
@@ -82,9 +86,13 @@ def _check(config: Any, spec: CopyCircuitSpec) -> tuple[int, list[int]]:
     if heads < 2:
         raise ValueError("copy_circuit needs at least 2 attention heads (tiny.num_attention_heads)")
     if kv_heads != heads:
-        raise ValueError("copy_circuit writes each head's key and value: set tiny.num_key_value_heads = num_attention_heads")
+        raise ValueError(
+            "copy_circuit writes each head's key and value: set tiny.num_key_value_heads = num_attention_heads"
+        )
     if not config.tie_word_embeddings:
-        raise ValueError("copy_circuit relies on the output head reading the token vectors: set tiny.tie_word_embeddings")
+        raise ValueError(
+            "copy_circuit relies on the output head reading the token vectors: set tiny.tie_word_embeddings"
+        )
     if (spec.match_tokens == 2 or spec.addressing_heads) and heads < 4:
         raise ValueError(
             "copy_circuit.match_tokens=2 and copy_circuit.addressing_heads need at least 4 attention heads "
@@ -186,7 +194,9 @@ def install_copy_circuit(model: Any, spec: CopyCircuitSpec | None = None, seed: 
         if spec.addressing_heads:
             for head in (2, 3):  # copying value path; the query and key stay random, to be learned
                 clear(layer1, head, addressing=False)
-                copy_value(layer1, head, source=(head - 2) * per_head, target=(head - 2) * per_head, gain=spec.copy_gain / 2)
+                copy_value(
+                    layer1, head, source=(head - 2) * per_head, target=(head - 2) * per_head, gain=spec.copy_gain / 2
+                )
     return {"token_dims": tokens, "content_pairs": len(content)}
 
 

@@ -51,8 +51,14 @@ class SkillEnvAdapter:
     def _call(self, name: str, arguments: dict[str, Any]) -> str:
         if self._done:
             return "The task is over: the answer was already submitted (or the budget ran out)."
-        call = {"id": f"call_{next(_ids)}", "type": "function", "function": {"name": name, "arguments": json.dumps(arguments)}}
-        observation, reward, terminated, truncated, info = self._env.step({"role": "assistant", "content": "", "tool_calls": [call]})
+        call = {
+            "id": f"call_{next(_ids)}",
+            "type": "function",
+            "function": {"name": name, "arguments": json.dumps(arguments)},
+        }
+        observation, reward, terminated, truncated, info = self._env.step(
+            {"role": "assistant", "content": "", "tool_calls": [call]}
+        )
         self._last_info = info
         if terminated or truncated:
             self._done, self._reward = True, float(reward)
@@ -76,7 +82,9 @@ def _tool_method(tool: Tool) -> Callable[..., str]:
     for name, field in args_model.model_fields.items():
         annotation = field.annotation
         default = inspect.Parameter.empty if field.is_required() else field.default
-        params.append(inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default, annotation=annotation))
+        params.append(
+            inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default, annotation=annotation)
+        )
         annotations[name] = annotation
         doc_args.append(f"    {name}: {field.description or name}")
     tool_name = tool.name
@@ -119,7 +127,11 @@ def trl_environment(env_id: str, **env_kwargs: Any) -> type[SkillEnvAdapter]:
     return type(
         cls_name,
         (SkillEnvAdapter,),
-        {**methods, "_env_factory": staticmethod(lambda: skillgym.make(env_id, **env_kwargs)), "__doc__": f"TRL environment for {env_id}."},
+        {
+            **methods,
+            "_env_factory": staticmethod(lambda: skillgym.make(env_id, **env_kwargs)),
+            "__doc__": f"TRL environment for {env_id}.",
+        },
     )
 
 

@@ -95,11 +95,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         report["rollouts"] = expert_dataset(data, args.train_tasks)
     report["stages"]["rollouts_s"] = round(time.perf_counter() - started, 1)
 
-    recipe = load_recipe(bundled_recipe_path(args.recipe), [f"dataset={data}", f"output_dir={args.out / 'student'}", *args.overrides])
+    recipe = load_recipe(
+        bundled_recipe_path(args.recipe), [f"dataset={data}", f"output_dir={args.out / 'student'}", *args.overrides]
+    )
     started = time.perf_counter()
     result = train_sft(recipe)
     report["stages"]["sft_s"] = round(time.perf_counter() - started, 1)
-    report["sft"] = result.model_dump(include={"steps", "epochs", "train_loss", "eval_loss", "train_tokens", "tokens_per_second", "parameters", "vocab_size"})
+    report["sft"] = result.model_dump(
+        include={
+            "steps",
+            "epochs",
+            "train_loss",
+            "eval_loss",
+            "train_tokens",
+            "tokens_per_second",
+            "parameters",
+            "vocab_size",
+        }
+    )
 
     import skillgym
 
@@ -109,7 +122,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if not args.skip_untrained:
         trained = HFPolicy(result.model_dir, max_new_tokens=args.max_new_tokens)
         untrained = build_tiny_model(recipe.tiny, trained.tokenizer, seed=recipe.training.seed + 1)
-        report["untrained"] = evaluate(HFPolicy(untrained, trained.tokenizer, max_new_tokens=args.max_new_tokens), args.test_tasks)
+        report["untrained"] = evaluate(
+            HFPolicy(untrained, trained.tokenizer, max_new_tokens=args.max_new_tokens), args.test_tasks
+        )
     expert_success = report["expert"]["success"]
     report["trained_over_expert"] = round(report["trained"]["success"] / expert_success, 4) if expert_success else None
     report["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)

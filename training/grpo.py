@@ -86,8 +86,13 @@ def train_grpo(recipe: GRPORecipe, log: Callable[[str], None] | None = None) -> 
     if recipe.lora is not None:
         from peft import LoraConfig
 
-        peft_config = LoraConfig(r=recipe.lora.r, lora_alpha=recipe.lora.alpha, lora_dropout=recipe.lora.dropout,
-                                 target_modules=recipe.lora.target_modules, task_type="CAUSAL_LM")
+        peft_config = LoraConfig(
+            r=recipe.lora.r,
+            lora_alpha=recipe.lora.alpha,
+            lora_dropout=recipe.lora.dropout,
+            target_modules=recipe.lora.target_modules,
+            task_type="CAUSAL_LM",
+        )
     env_kwargs = {"split": recipe.split, **recipe.env_kwargs}
     dataset = grpo_dataset(recipe.env, n=recipe.n_tasks, **env_kwargs)
     environment = trl_environment(recipe.env, **env_kwargs)
@@ -97,14 +102,26 @@ def train_grpo(recipe: GRPORecipe, log: Callable[[str], None] | None = None) -> 
     device_defaults = {} if torch.cuda.is_available() else {"bf16": False, "use_cpu": True}
     args = GRPOConfig(output_dir=str(out), **{**DEFAULT_GRPO, **device_defaults, **recipe.grpo})
     say(f"GRPO on {recipe.env}: {len(dataset)} prompts, {args.num_generations} generations each")
-    trainer = GRPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                          environment_factory=environment, peft_config=peft_config)
+    trainer = GRPOTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        environment_factory=environment,
+        peft_config=peft_config,
+    )
     trainer.train()
     trainer.save_model(str(out))
     tokenizer.padding_side = "right"
     tokenizer.save_pretrained(str(out))
     rewards = [float(entry["reward"]) for entry in trainer.state.log_history if "reward" in entry]
-    result = GRPOResult(output_dir=str(out), steps=trainer.state.global_step, rewards=rewards,
-                        wall_seconds=round(time.perf_counter() - started, 1))
-    (out / "grpo_metrics.json").write_text(json.dumps({**result.model_dump(), "log_history": trainer.state.log_history}, indent=2, default=str))
+    result = GRPOResult(
+        output_dir=str(out),
+        steps=trainer.state.global_step,
+        rewards=rewards,
+        wall_seconds=round(time.perf_counter() - started, 1),
+    )
+    (out / "grpo_metrics.json").write_text(
+        json.dumps({**result.model_dump(), "log_history": trainer.state.log_history}, indent=2, default=str)
+    )
     return result

@@ -28,9 +28,14 @@ class TokenizerSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     train: bool = Field(default=False, description="Train a byte-level BPE tokenizer on the dataset (tiny student).")
-    vocab_size: int = Field(default=2048, ge=300, description="BPE vocabulary (bytes + merges), boilerplate tokens aside.")
+    vocab_size: int = Field(
+        default=2048, ge=300, description="BPE vocabulary (bytes + merges), boilerplate tokens aside."
+    )
     boilerplate_min_fraction: float | None = Field(
-        default=0.02, gt=0, le=1, description="Lines in at least this share of conversations become one token; null: off."
+        default=0.02,
+        gt=0,
+        le=1,
+        description="Lines in at least this share of conversations become one token; null: off.",
     )
 
 
@@ -95,13 +100,19 @@ class SFTRecipe(BaseModel):
     model: str = Field(description="'tiny' (from scratch) or a Hugging Face id / local folder.")
     dataset: Path | None = Field(default=None, description="Folder written by `skillgym export` (a DatasetDict).")
     output_dir: Path = Path("runs/sft")
-    val_fraction: float = Field(default=0.05, ge=0, lt=1, description="Held out when the dataset has no validation split.")
+    val_fraction: float = Field(
+        default=0.05, ge=0, lt=1, description="Held out when the dataset has no validation split."
+    )
     max_train_examples: int | None = Field(default=None, ge=1)
     tokenizer: TokenizerSpec = Field(default_factory=TokenizerSpec)
     tiny: TinyModelSpec = Field(default_factory=TinyModelSpec)
-    lora: LoraSpec | None = Field(default=None, description="LoRA adapters (pretrained models only); null: full fine-tuning.")
+    lora: LoraSpec | None = Field(
+        default=None, description="LoRA adapters (pretrained models only); null: full fine-tuning."
+    )
     torch_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    attn_implementation: str | None = Field(default=None, description="e.g. 'flash_attention_2', 'sdpa'; None: default.")
+    attn_implementation: str | None = Field(
+        default=None, description="e.g. 'flash_attention_2', 'sdpa'; None: default."
+    )
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     warmup: WarmupSpec | None = Field(default=None, description="LM warm-up on code before SFT (tiny student only).")
     resume: bool = Field(default=True, description="Continue from the newest checkpoint in output_dir, if any.")

@@ -72,8 +72,17 @@ def server_command(model: str | Path, backend: Literal["vllm", "transformers"], 
             "(skillgym train sft ... --set merge=true) or serve it with --backend vllm"
         )
     return [
-        sys.executable, "-m", "transformers.cli.transformers", "serve", str(model),
-        "--host", host, "--port", str(port), "--device", "cpu" if not _has_gpu() else "auto",
+        sys.executable,
+        "-m",
+        "transformers.cli.transformers",
+        "serve",
+        str(model),
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--device",
+        "cpu" if not _has_gpu() else "auto",
     ]
 
 
@@ -90,7 +99,13 @@ class ServerHandle:
     """A running server process. Use as a context manager; ``policy_spec`` names it for rollouts."""
 
     def __init__(self, process: subprocess.Popen, base_url: str, model_name: str, backend: str, log_path: Path):
-        self.process, self.base_url, self.model_name, self.backend, self.log_path = process, base_url, model_name, backend, log_path
+        self.process, self.base_url, self.model_name, self.backend, self.log_path = (
+            process,
+            base_url,
+            model_name,
+            backend,
+            log_path,
+        )
 
     @property
     def policy_spec(self) -> str:
@@ -100,7 +115,9 @@ class ServerHandle:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise ServerError(f"{self.backend} server exited with code {self.process.returncode}; log: {self.log_path}\n{self.log_tail()}")
+                raise ServerError(
+                    f"{self.backend} server exited with code {self.process.returncode}; log: {self.log_path}\n{self.log_tail()}"
+                )
             try:
                 if httpx.get(f"{self.base_url}/models", timeout=2.0).status_code == 200:
                     return
@@ -108,7 +125,9 @@ class ServerHandle:
                 pass
             time.sleep(0.5)
         self.stop()
-        raise ServerError(f"{self.backend} server did not become healthy within {timeout:g} s; log: {self.log_path}\n{self.log_tail()}")
+        raise ServerError(
+            f"{self.backend} server did not become healthy within {timeout:g} s; log: {self.log_path}\n{self.log_tail()}"
+        )
 
     def log_tail(self, lines: int = 20) -> str:
         try:
@@ -144,7 +163,9 @@ def start_server(
     """Start serving ``model`` (a folder or hub id) and, by default, wait until it answers."""
     chosen = pick_backend(backend)
     if chosen == "vllm" and not shutil.which("vllm"):
-        raise ServerError("vLLM is not installed (pip install 'skillgym[vllm]' on a GPU machine); use --backend transformers")
+        raise ServerError(
+            "vLLM is not installed (pip install 'skillgym[vllm]' on a GPU machine); use --backend transformers"
+        )
     if chosen == "transformers":
         # transformers serve only says so after it starts; `skillgym doctor` runs the same check.
         missing = [m for m in ("fastapi", "uvicorn", "openai") if importlib.util.find_spec(m) is None]
@@ -159,7 +180,13 @@ def start_server(
     cmd = server_command(model, chosen, host, port)
     with log_path.open("w") as log:
         process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    handle = ServerHandle(process, f"http://{host}:{port}/v1", served_model_name(model) if chosen == "vllm" else str(model), chosen, log_path)
+    handle = ServerHandle(
+        process,
+        f"http://{host}:{port}/v1",
+        served_model_name(model) if chosen == "vllm" else str(model),
+        chosen,
+        log_path,
+    )
     if wait:
         handle.wait_healthy(timeout)
     return handle

@@ -46,7 +46,9 @@ class SFTResult(BaseModel):
     train_examples: int
     eval_examples: int
     steps: int
-    planned_steps: int = Field(default=0, description="Optimizer steps in the schedule (epochs or max_steps); steps == this.")
+    planned_steps: int = Field(
+        default=0, description="Optimizer steps in the schedule (epochs or max_steps); steps == this."
+    )
     epochs: float
     train_loss: float | None = None
     eval_loss: float | None = None
@@ -110,7 +112,9 @@ def dataset_skill_hashes(dataset: str | Path) -> list[str]:
         try:
             return list(json.loads(stats.read_text(encoding="utf-8")).get("skill_hashes") or [])
         except ValueError as exc:
-            raise ValueError(f"{stats}: not valid JSON ({exc}); export the dataset again with `skillgym export`") from None
+            raise ValueError(
+                f"{stats}: not valid JSON ({exc}); export the dataset again with `skillgym export`"
+            ) from None
     from datasets import load_from_disk
 
     data = load_from_disk(str(dataset))
@@ -167,7 +171,11 @@ def prepare_model(recipe: SFTRecipe, tokenizer: Any) -> tuple[Any, Any]:
 
     lora = recipe.lora
     config = LoraConfig(
-        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules, task_type="CAUSAL_LM"
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules,
+        task_type="CAUSAL_LM",
     )
     return model, config
 
@@ -238,7 +246,9 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
 
 
 # -- the run -------------------------------------------------------------------------------------
-def train_sft(recipe: SFTRecipe, callbacks: list[Any] | None = None, log: Callable[[str], None] | None = None) -> SFTResult:
+def train_sft(
+    recipe: SFTRecipe, callbacks: list[Any] | None = None, log: Callable[[str], None] | None = None
+) -> SFTResult:
     """Train, save the model, tokenizer, card and curve; return the measured numbers."""
     import torch
     from trl import SFTTrainer
@@ -313,7 +323,9 @@ def train_sft(recipe: SFTRecipe, callbacks: list[Any] | None = None, log: Callab
     )
     del output
     (out / "metrics.json").write_text(json.dumps(result.model_dump(), indent=2) + "\n", encoding="utf-8")
-    (out / "recipe.yaml").write_text(yaml.safe_dump(json.loads(recipe.model_dump_json()), sort_keys=False), encoding="utf-8")
+    (out / "recipe.yaml").write_text(
+        yaml.safe_dump(json.loads(recipe.model_dump_json()), sort_keys=False), encoding="utf-8"
+    )
     write_card(out / "README.md", recipe, result, history)
     return result
 
@@ -365,4 +377,11 @@ def _last(history: list[dict[str, Any]], key: str) -> float | None:
     return float(values[-1]) if values else None
 
 
-__all__ = ["SFTResult", "conversation_text", "dataset_skill_hashes", "latest_checkpoint", "load_sft_dataset", "train_sft"]
+__all__ = [
+    "SFTResult",
+    "conversation_text",
+    "dataset_skill_hashes",
+    "latest_checkpoint",
+    "load_sft_dataset",
+    "train_sft",
+]

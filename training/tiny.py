@@ -29,7 +29,8 @@ class TinyModelSpec(BaseModel):
     tie_word_embeddings: bool = Field(default=True, description="Share input and output embeddings (fewer parameters).")
     initializer_range: float = Field(default=0.02, gt=0)
     copy_circuit: CopyCircuitSpec | None = Field(
-        default=None, description="Start with an induction (copy) circuit in layers 0-1 (training/copy_circuit.py); null: plain init."
+        default=None,
+        description="Start with an induction (copy) circuit in layers 0-1 (training/copy_circuit.py); null: plain init.",
     )
 
 

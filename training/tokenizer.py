@@ -67,7 +67,8 @@ def boilerplate_lines(texts: list[str], min_fraction: float, min_chars: int = 6,
         counts.update(found)
     threshold = max(2, int(min_fraction * len(texts)))
     picked = [
-        line for line, n in counts.most_common()
+        line
+        for line, n in counts.most_common()
         if n >= threshold and not any(token in line for token in reserved) and not line.startswith(_CALL_BODY)
     ]
     return sorted(picked[:max_lines], key=lambda line: (-counts[line], line))
@@ -99,7 +100,9 @@ _TURN_RE = re.compile(r"<\|im_start\|>(\w+)\n(.*?)(?:<\|im_end\|>|\Z)", re.DOTAL
 _WORD_RE = re.compile(r"[A-Za-z0-9_]{2,}")
 
 
-def template_fragments(texts: list[str], min_fraction: float, min_chars: int = 12, max_fragments: int = 2000) -> list[str]:
+def template_fragments(
+    texts: list[str], min_fraction: float, min_chars: int = 12, max_fragments: int = 2000
+) -> list[str]:
     """Recurring pieces of user and assistant turns between conversation-specific words
     (the symbols a task names, the facts a tool prints, which the model copies).
 
@@ -118,7 +121,11 @@ def template_fragments(texts: list[str], min_fraction: float, min_chars: int = 1
         copied = words - common
         if not copied:
             continue
-        cut = re.compile(r"(?<![A-Za-z0-9_])(?:" + "|".join(re.escape(w) for w in sorted(copied, key=len, reverse=True)) + r")(?![A-Za-z0-9_])")
+        cut = re.compile(
+            r"(?<![A-Za-z0-9_])(?:"
+            + "|".join(re.escape(w) for w in sorted(copied, key=len, reverse=True))
+            + r")(?![A-Za-z0-9_])"
+        )
         found: set[str] = set()
         for role, body in turns:
             if role not in ("user", "assistant"):
@@ -173,8 +180,9 @@ def train_tokenizer(
     )
     # BPE learns from what is left once the boilerplate lines are gone, so its merges serve
     # the varying text (questions, commands, tool output) instead of the fixed prompt.
-    tokenizer.train_from_iterator((_strip_fragments(_strip_lines(t, boilerplate), fragments) for t in texts),
-                                  trainer=trainer, length=len(texts))
+    tokenizer.train_from_iterator(
+        (_strip_fragments(_strip_lines(t, boilerplate), fragments) for t in texts), trainer=trainer, length=len(texts)
+    )
     tokenizer.add_tokens([AddedToken(t, special=False, normalized=False) for t in MARKUP_TOKENS])
     tokenizer.add_tokens([AddedToken(line, special=False, normalized=False) for line in boilerplate])
     tokenizer.add_tokens([AddedToken(block, special=False, normalized=False) for block in blocks])

@@ -34,7 +34,9 @@ class WarmupSpec(BaseModel):
         default="stdlib",
         description="A folder of source files, 'stdlib' (this Python's standard library), or 'copy' (synthetic recurring spans).",
     )
-    exclude: list[str] = Field(default_factory=list, description="Folders whose files (by content) are left out: the env's codebase.")
+    exclude: list[str] = Field(
+        default_factory=list, description="Folders whose files (by content) are left out: the env's codebase."
+    )
     minutes: float = Field(default=3.0, gt=0, description="Wall-time budget of the warm-up.")
     seq_len: int = Field(default=256, ge=16)
     batch_size: int = Field(default=16, ge=1)
@@ -92,8 +94,11 @@ def _copy_rows(tokenizer: Any, seq_len: int, seed: int) -> Iterator[list[int]]:
 
     rng = random.Random(seed)
     ident = re.compile(r"[A-Za-z0-9_.]+")
-    pieces = [i for t, i in tokenizer.get_vocab().items()
-              if i not in tokenizer.all_special_ids and ident.fullmatch(tokenizer.convert_tokens_to_string([t]))]
+    pieces = [
+        i
+        for t, i in tokenizer.get_vocab().items()
+        if i not in tokenizer.all_special_ids and ident.fullmatch(tokenizer.convert_tokens_to_string([t]))
+    ]
     if len(pieces) < 16:
         raise ValueError("the tokenizer has too few identifier pieces for the copy warm-up")
     while True:
@@ -133,5 +138,10 @@ def lm_warmup(model: Any, tokenizer: Any, spec: WarmupSpec, bf16: bool = False) 
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         steps, tokens, loss_value = steps + 1, tokens + batch.numel(), float(loss.detach())
-    return {"files": len(files), "steps": steps, "tokens": tokens, "final_loss": round(loss_value, 4),
-            "seconds": round(time.perf_counter() - started, 1)}
+    return {
+        "files": len(files),
+        "steps": steps,
+        "tokens": tokens,
+        "final_loss": round(loss_value, 4),
+        "seconds": round(time.perf_counter() - started, 1),
+    }

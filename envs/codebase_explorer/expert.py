@@ -53,10 +53,10 @@ METHODS_COMMAND = (
 # Tracks the enclosing top-level function or Class.method over the outline lines, and prints
 # each unit with a call line indented below its def (mawk: no \b, so an explicit boundary).
 CALLERS_COMMAND = (
-    "cd repo && awk 'function nm(s){{sub(/^ *(async )?(def|class) /,\"\",s);sub(/[^A-Za-z0-9_].*/,\"\",s);return s}} "
-    "/^class /{{c=nm($0);u=\"\";next}} /^(async )?def /{{c=\"\";u=nm($0);d=0;next}} "
-    "/^    (async )?def /{{if(c!=\"\"){{u=c\".\"nm($0);d=4}};next}} "
-    "/(^|[^A-Za-z0-9_]){callee}\\(/{{match($0,/^ */);if(u!=\"\"&&RLENGTH>d&&!(u in s)){{s[u]=1;o=o p u;p=\", \"}}}} "
+    'cd repo && awk \'function nm(s){{sub(/^ *(async )?(def|class) /,"",s);sub(/[^A-Za-z0-9_].*/,"",s);return s}} '
+    '/^class /{{c=nm($0);u="";next}} /^(async )?def /{{c="";u=nm($0);d=0;next}} '
+    '/^    (async )?def /{{if(c!=""){{u=c"."nm($0);d=4}};next}} '
+    '/(^|[^A-Za-z0-9_]){callee}\\(/{{match($0,/^ */);if(u!=""&&RLENGTH>d&&!(u in s)){{s[u]=1;o=o p u;p=", "}}}} '
     "END{{print o}}' {path}"
 )
 # The default's source text, from the syntax tree of the file that defines the owner. `-I`
@@ -64,7 +64,7 @@ CALLERS_COMMAND = (
 # codebase with a module named like a standard-library one (click's `types.py`) would
 # otherwise replace it inside `import ast` and the script would fail on every question.
 DEFAULT_COMMAND = (
-    "cd repo && python3 -I -c \"import ast,sys,glob\n"
+    'cd repo && python3 -I -c "import ast,sys,glob\n'
     "*c,f=sys.argv[1].split('.')\n"
     "for p in glob.glob('**/*.py',recursive=True):\n"
     " s=open(p,encoding='utf8').read()\n"
@@ -74,7 +74,7 @@ DEFAULT_COMMAND = (
     "  for g in [m for m in n.body if getattr(m,'name',0)==f] if c else [n]:\n"
     "   a=g.args;x=a.posonlyargs+a.args\n"
     "   for k,v in [*zip(x[len(x)-len(a.defaults):],a.defaults),*zip(a.kwonlyargs,a.kw_defaults)]:\n"
-    "    if k.arg==sys.argv[2] and v:print(ast.get_source_segment(s,v))\" {symbol} {param}"
+    '    if k.arg==sys.argv[2] and v:print(ast.get_source_segment(s,v))" {symbol} {param}'
 )
 ONELINERS: dict[str, tuple[str, str]] = {
     "where": ("Print the file that defines it.", WHERE_COMMAND),
@@ -251,7 +251,9 @@ class ExpertPolicy(Policy):
         callee = self._meta["callee"]
         # One search shows the module's outline and every call line, in file order.
         args = {"pattern": rf"{OUTLINE_PATTERN}|\b{callee}\(", "path": f"{REPO}/{self._meta['path']}"}
-        return self._call(f"List the functions and the `{callee}(` calls in the module.", "grep", args, self._callers_found)
+        return self._call(
+            f"List the functions and the `{callee}(` calls in the module.", "grep", args, self._callers_found
+        )
 
     def _callers_found(self, output: str) -> str:
         callers: list[str] = []

@@ -52,8 +52,18 @@ _CONSTANT_NAME_RE = re.compile(r"^_*[A-Z][A-Z0-9_]*$")
 # Lines that show a module's structure: top-level defs and classes, and methods one level in.
 OUTLINE_RE = re.compile(r"^(?:class|def|async def|    def|    async def) ")
 _METHOD_LINE_RE = re.compile(r"^    (?:async )?def ")
-_LITERAL_NODES = (ast.Constant, ast.Tuple, ast.List, ast.Set, ast.Dict, ast.UnaryOp, ast.BinOp,
-                  ast.operator, ast.unaryop, ast.expr_context)
+_LITERAL_NODES = (
+    ast.Constant,
+    ast.Tuple,
+    ast.List,
+    ast.Set,
+    ast.Dict,
+    ast.UnaryOp,
+    ast.BinOp,
+    ast.operator,
+    ast.unaryop,
+    ast.expr_context,
+)
 _BUILTIN_NAMES = frozenset(dir(builtins))
 _FUNCS = (ast.FunctionDef, ast.AsyncFunctionDef)
 
@@ -287,8 +297,11 @@ def _methods(index: _Index) -> Iterator[Task | None]:
             # The class runs until the next top-level def/class line; the method lines a reader
             # sees in that range must be exactly the class's own methods.
             end = next(
-                (i for i in range(cls.lineno + 1, len(f.lines) + 1)
-                 if OUTLINE_RE.match(f.lines[i - 1]) and not f.lines[i - 1].startswith(" ")),
+                (
+                    i
+                    for i in range(cls.lineno + 1, len(f.lines) + 1)
+                    if OUTLINE_RE.match(f.lines[i - 1]) and not f.lines[i - 1].startswith(" ")
+                ),
                 len(f.lines) + 1,
             )
             seen = [i for i in range(cls.lineno + 1, end) if _METHOD_LINE_RE.match(f.lines[i - 1])]

@@ -41,9 +41,24 @@ from .tasks import ResearchTasks, task_rows
 from .tools import WebFetch, WebSearch
 
 __all__ = [
-    "ENV_ID", "ExpertPolicy", "LocalIndex", "Page", "ResearchGrader", "ResearchTasks", "SearchBackend",
-    "SearchResult", "SearxngBackend", "UnknownURL", "WebFetch", "WebSearch", "exact_match", "f1_score",
-    "hotpotqa_index", "load_skill", "make_spec", "url_for",
+    "ENV_ID",
+    "ExpertPolicy",
+    "LocalIndex",
+    "Page",
+    "ResearchGrader",
+    "ResearchTasks",
+    "SearchBackend",
+    "SearchResult",
+    "SearxngBackend",
+    "UnknownURL",
+    "WebFetch",
+    "WebSearch",
+    "exact_match",
+    "f1_score",
+    "hotpotqa_index",
+    "load_skill",
+    "make_spec",
+    "url_for",
 ]
 
 ENV_ID = "web-research-v0"
@@ -152,7 +167,9 @@ def make_spec(
         engine: SearchBackend = LocalIndex(folder)
     elif search == "searxng":
         if not searxng_url:
-            raise ValueError("search='searxng' needs searxng_url='http://HOST:PORT' (a SearxNG instance with JSON output)")
+            raise ValueError(
+                "search='searxng' needs searxng_url='http://HOST:PORT' (a SearxNG instance with JSON output)"
+            )
         engine = SearxngBackend(searxng_url)
     else:
         raise ValueError(f"search={search!r}: use 'local' (the default) or 'searxng'")
@@ -171,7 +188,13 @@ def make_spec(
         system_prompt=ENV_NOTES,
         instruction_mode=instruction_mode,
         expert=functools.partial(ExpertPolicy, source),
-        metadata={"corpus": corpus_name, "index": str(folder), "search": search, "task_counts": counts,
-                  "seed": seed, "data_license": LICENSE if corpus is None else None},
+        metadata={
+            "corpus": corpus_name,
+            "index": str(folder),
+            "search": search,
+            "task_counts": counts,
+            "seed": seed,
+            "data_license": LICENSE if corpus is None else None,
+        },
         **options,
     )

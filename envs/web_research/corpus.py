@@ -142,9 +142,17 @@ def pages_from_folder(root: str | Path) -> list[Page]:
         if path.suffix.lower() in (".html", ".htm"):
             title, text = html_to_text(raw)
         else:
-            title, text = (_markdown_title(raw) or "") if path.suffix.lower() in (".md", ".markdown") else "", raw.strip()
-        pages.append(Page(title=title or path.stem.replace("_", " ").replace("-", " "), url=url_for(rel.as_posix(), DOCS),
-                          text=text))
+            title, text = (
+                (_markdown_title(raw) or "") if path.suffix.lower() in (".md", ".markdown") else "",
+                raw.strip(),
+            )
+        pages.append(
+            Page(
+                title=title or path.stem.replace("_", " ").replace("-", " "),
+                url=url_for(rel.as_posix(), DOCS),
+                text=text,
+            )
+        )
     if not pages:
         raise ValueError(f"corpus={root!s}: no {', '.join(DOC_SUFFIXES)} files in {base}")
     return pages

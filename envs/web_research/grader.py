@@ -89,8 +89,10 @@ class ResearchGrader:
 
     def grade(self, task: Task, answer: str, messages: list[Message], sandbox: Sandbox | None) -> Grade:
         if "answer" not in task.reference:
-            raise ValueError(f"task {task.id!r} has no reference answer: web-research tasks need reference.answer "
-                             "(and optionally reference.sources, the URLs to cite)")
+            raise ValueError(
+                f"task {task.id!r} has no reference answer: web-research tasks need reference.answer "
+                "(and optionally reference.sources, the URLs to cite)"
+            )
         gold = str(task.reference["answer"])
         sources = [str(u) for u in task.reference.get("sources") or []]
         short, cited = split_answer(answer)

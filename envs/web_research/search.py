@@ -84,8 +84,9 @@ def _bm25s() -> Any:
 # building the store
 
 
-def build_index(pages: Sequence[Page], folder: Path, *, extra: dict[str, Any] | None = None,
-                progress: bool = False) -> Path:
+def build_index(
+    pages: Sequence[Page], folder: Path, *, extra: dict[str, Any] | None = None, progress: bool = False
+) -> Path:
     """Write ``pages`` and their BM25 index to ``folder`` (atomically: built aside, then renamed).
 
     Several processes may race to build the same folder: a file lock makes one build while
@@ -115,7 +116,11 @@ def build_index(pages: Sequence[Page], folder: Path, *, extra: dict[str, Any] | 
                 fh.write(t)
         np.save(tmp / "offsets.npy", offsets)
         # URL keys are computed here, once, not by every process that opens the index.
-        meta = {"titles": [p.title for p in pages], "urls": [p.url for p in pages], "keys": [url_key(p.url) for p in pages]}
+        meta = {
+            "titles": [p.title for p in pages],
+            "urls": [p.url for p in pages],
+            "keys": [url_key(p.url) for p in pages],
+        }
         (tmp / "pages.json").write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
         tokenizer = _tokenizer()
         # The title counts twice: a query naming an entity should find the entity's own page first.
@@ -125,8 +130,12 @@ def build_index(pages: Sequence[Page], folder: Path, *, extra: dict[str, Any] | 
         index.save(str(tmp / "bm25"), show_progress=False)
         for name, content in (extra or {}).items():
             (tmp / name).write_text(json.dumps(content, ensure_ascii=False), encoding="utf-8")
-        manifest = {"version": INDEX_VERSION, "pages": len(pages), "stemming": tokenizer.stemming,
-                    "bytes": int(offsets[-1])}
+        manifest = {
+            "version": INDEX_VERSION,
+            "pages": len(pages),
+            "stemming": tokenizer.stemming,
+            "bytes": int(offsets[-1]),
+        }
         (tmp / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
         shutil.rmtree(folder, ignore_errors=True)
         os.replace(tmp, folder)
@@ -213,8 +222,10 @@ class _OpenIndex:
         self.titles: list[str] = meta["titles"]
         self.urls: list[str] = meta["urls"]
         if self.manifest.get("version") != INDEX_VERSION:
-            raise RuntimeError(f"{folder} holds a version {self.manifest.get('version')} index; this skillgym reads "
-                               f"version {INDEX_VERSION}: delete {folder} to rebuild it")
+            raise RuntimeError(
+                f"{folder} holds a version {self.manifest.get('version')} index; this skillgym reads "
+                f"version {INDEX_VERSION}: delete {folder} to rebuild it"
+            )
         self.by_url = dict(zip(meta["keys"], range(len(self.urls))))
         self.offsets = np.load(folder / "offsets.npy", mmap_mode="r")
         size = int(self.offsets[-1])
@@ -290,8 +301,13 @@ class SearxngBackend:
         out = []
         for row in rows:
             if isinstance(row, dict) and isinstance(row.get("url"), str):
-                out.append(SearchResult(title=str(row.get("title") or row["url"]), url=row["url"],
-                                        snippet=snippet_of(str(row.get("content") or ""))))
+                out.append(
+                    SearchResult(
+                        title=str(row.get("title") or row["url"]),
+                        url=row["url"],
+                        snippet=snippet_of(str(row.get("content") or "")),
+                    )
+                )
             if len(out) >= k:
                 break
         return out

@@ -18,8 +18,10 @@ TEST_FRACTION = 0.2
 def task_rows(questions: Iterable[Question]) -> list[dict[str, Any]]:
     """What a task needs of a question (no context paragraphs): small enough to cache as JSON
     beside the index and load in milliseconds."""
-    return [{"id": q.id, "question": q.question, "answer": q.answer, "type": q.type, "gold_titles": q.gold_titles}
-            for q in questions]
+    return [
+        {"id": q.id, "question": q.question, "answer": q.answer, "type": q.type, "gold_titles": q.gold_titles}
+        for q in questions
+    ]
 
 
 def _in_test(task_id: str, seed: int, test_fraction: float) -> bool:
@@ -39,21 +41,32 @@ class ResearchTasks(TaskList):
         types: Keep only these question types.
     """
 
-    def __init__(self, rows: Iterable[dict[str, Any]], *, seed: int = 0, test_fraction: float = TEST_FRACTION,
-                 types: tuple[str, ...] = ("bridge", "comparison")) -> None:
+    def __init__(
+        self,
+        rows: Iterable[dict[str, Any]],
+        *,
+        seed: int = 0,
+        test_fraction: float = TEST_FRACTION,
+        types: tuple[str, ...] = ("bridge", "comparison"),
+    ) -> None:
         tasks = []
         for row in rows:
             if row["type"] not in types:
                 continue
             split = "test" if _in_test(row["id"], seed, test_fraction) else "train"
-            tasks.append(Task(
-                id=row["id"],
-                prompt=row["question"],
-                reference={"answer": row["answer"], "gold_titles": list(row["gold_titles"]),
-                           "sources": [url_for(t) for t in row["gold_titles"]]},
-                metadata={"type": row["type"]},
-                split=split,
-            ))
+            tasks.append(
+                Task(
+                    id=row["id"],
+                    prompt=row["question"],
+                    reference={
+                        "answer": row["answer"],
+                        "gold_titles": list(row["gold_titles"]),
+                        "sources": [url_for(t) for t in row["gold_titles"]],
+                    },
+                    metadata={"type": row["type"]},
+                    split=split,
+                )
+            )
         super().__init__(tasks, name="web-research (HotpotQA)", splits=("train", "test"))
 
     def counts(self) -> dict[str, int]:

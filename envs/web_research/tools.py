@@ -27,9 +27,13 @@ class WebSearchArgs(ToolArgs):
     @classmethod
     def _not_empty(cls, query: str) -> str:
         if not query.strip():
-            raise PydanticCustomError("empty_query", "the query is empty; search for some words, e.g. a name from the question")
+            raise PydanticCustomError(
+                "empty_query", "the query is empty; search for some words, e.g. a name from the question"
+            )
         if len(query) > 2_000:
-            raise PydanticCustomError("long_query", "the query is {n} characters long; keep it under 2,000", {"n": len(query)})
+            raise PydanticCustomError(
+                "long_query", "the query is {n} characters long; keep it under 2,000", {"n": len(query)}
+            )
         return query
 
 
@@ -53,7 +57,9 @@ class WebSearch(Tool):
 
 class WebFetchArgs(ToolArgs):
     url: str = Field(description="The URL of a page, as web_search returned it.")
-    offset: int = Field(default=0, ge=0, description=f"Character offset to read from; long pages come in pages of {PAGE_CHARS}.")
+    offset: int = Field(
+        default=0, ge=0, description=f"Character offset to read from; long pages come in pages of {PAGE_CHARS}."
+    )
 
 
 class WebFetch(Tool):
@@ -79,8 +85,10 @@ class WebFetch(Tool):
             raise OpError(str(exc)) from None
         total = max(1, -(-len(page.text) // PAGE_CHARS))
         if args.offset and args.offset >= len(page.text):
-            raise OpError(f"offset {args.offset} is past the end of {page.url} ({len(page.text)} characters, "
-                          f"{total} page{'s' if total > 1 else ''}); start at offset 0")
+            raise OpError(
+                f"offset {args.offset} is past the end of {page.url} ({len(page.text)} characters, "
+                f"{total} page{'s' if total > 1 else ''}); start at offset 0"
+            )
         chunk = page.text[args.offset : args.offset + PAGE_CHARS]
         number = args.offset // PAGE_CHARS + 1
         end = args.offset + len(chunk)

@@ -268,8 +268,12 @@ def _warn_if_judge_missing(grader: TaskReferenceGrader, source: TaskSource, spec
     """Rubric-only tasks (what `skillgym tasks generate` writes) score 0 without a judge: say so now."""
     if grader.judge is not None:
         return
-    rubric_only = [t.id for split in ("train", "validation", "test") for t in source.tasks(split)
-                   if t.reference.get("rubric") and not {"answer", "checks", "grader"} & t.reference.keys()]
+    rubric_only = [
+        t.id
+        for split in ("train", "validation", "test")
+        for t in source.tasks(split)
+        if t.reference.get("rubric") and not {"answer", "checks", "grader"} & t.reference.keys()
+    ]
     if rubric_only:
         warnings.warn(
             f"skill {spec.name!r}: {len(rubric_only)} task(s) (e.g. {rubric_only[0]!r}) are graded only by a rubric, "
@@ -330,7 +334,9 @@ def _choose_image(spec: SkillSpec, deps: SkillDependencies, config: SandboxConfi
     except ImageBuildError as exc:
         if config.backend == "docker":
             raise CompileError(f"skill {spec.name!r}: {exc}") from exc
-        warnings.warn(f"skill {spec.name!r}: derived image failed, scripts may lack packages: {exc}", UserWarning, stacklevel=3)
+        warnings.warn(
+            f"skill {spec.name!r}: derived image failed, scripts may lack packages: {exc}", UserWarning, stacklevel=3
+        )
         note["warning"] = f"derived image build failed: {str(exc)[:300]}"
         return note
     note.update(tag=config.image, derived=True)
@@ -338,6 +344,13 @@ def _choose_image(spec: SkillSpec, deps: SkillDependencies, config: SandboxConfi
 
 
 __all__ = [
-    "CompileError", "SKILL_DIR", "SKILL_MOUNT", "default_task_file", "find_task_file", "from_skill",
-    "resolve_tasks", "spec_from_library", "spec_from_skill",
+    "CompileError",
+    "SKILL_DIR",
+    "SKILL_MOUNT",
+    "default_task_file",
+    "find_task_file",
+    "from_skill",
+    "resolve_tasks",
+    "spec_from_library",
+    "spec_from_skill",
 ]

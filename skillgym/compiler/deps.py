@@ -62,8 +62,16 @@ INTERPRETER_TO_APT: dict[str, str | None] = {
     "lua": "lua5.4",
     "zsh": "zsh",
 }
-EXTENSION_TO_INTERPRETER = {".js": "node", ".mjs": "node", ".cjs": "node", ".rb": "ruby", ".R": "Rscript",
-                            ".php": "php", ".lua": "lua", ".sh": "bash"}
+EXTENSION_TO_INTERPRETER = {
+    ".js": "node",
+    ".mjs": "node",
+    ".cjs": "node",
+    ".rb": "ruby",
+    ".R": "Rscript",
+    ".php": "php",
+    ".lua": "lua",
+    ".sh": "bash",
+}
 
 _REQ_NAME_RE = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._\-]*(\[[^\]]*\])?)\s*(.*)$")
 _SHEBANG_RE = re.compile(r"^#!\s*(\S+)(?:\s+(-\S+\s+)*(\S+))?")

@@ -18,7 +18,19 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "MATCHERS", "AnswerMatch", "Check", "CommandChecks", "Compactness", "Composite", "Grader",
-    "GraderConfigError", "Part", "RubricJudge", "TaskReferenceGrader", "compactness", "grader_from_config",
-    "normalize", "trace_chars",
+    "MATCHERS",
+    "AnswerMatch",
+    "Check",
+    "CommandChecks",
+    "Compactness",
+    "Composite",
+    "Grader",
+    "GraderConfigError",
+    "Part",
+    "RubricJudge",
+    "TaskReferenceGrader",
+    "compactness",
+    "grader_from_config",
+    "normalize",
+    "trace_chars",
 ]

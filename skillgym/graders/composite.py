@@ -49,7 +49,11 @@ class Compactness:
     def grade(self, task: Task, answer: str, messages: list[Message], sandbox: Sandbox | None) -> Grade:
         budget = int(task.reference.get("compactness_budget", self.budget_chars))
         score = compactness(answer, messages, budget)
-        return Grade(score=score, components={"compactness": score}, details={"answer_chars": len(answer.strip()), "budget_chars": budget})
+        return Grade(
+            score=score,
+            components={"compactness": score},
+            details={"answer_chars": len(answer.strip()), "budget_chars": budget},
+        )
 
 
 def _type_name(grader: Grader) -> str:

@@ -54,8 +54,12 @@ def grader_from_config(
         if kind in ("check", "checks"):
             checks = options.pop("checks", None)
             if "command" in options:
-                checks = [{"command": options.pop("command"), **{k: options.pop(k) for k in
-                          ("exit_code", "output_regex", "timeout") if k in options}}] + list(checks or [])
+                checks = [
+                    {
+                        "command": options.pop("command"),
+                        **{k: options.pop(k) for k in ("exit_code", "output_regex", "timeout") if k in options},
+                    }
+                ] + list(checks or [])
             key = options.pop("key", None if kind == "check" else "checks")
             _no_extra(options, where, kind)
             return CommandChecks(checks, key=key)
@@ -137,8 +141,9 @@ class TaskReferenceGrader:
         config = self.config_for(task)
         key = json.dumps(config, sort_keys=True, default=str)
         if key not in self._built:
-            self._built[key] = grader_from_config(config, skill=self.skill, judge=self.judge,
-                                                  where=f"task {task.id!r} reference.grader")
+            self._built[key] = grader_from_config(
+                config, skill=self.skill, judge=self.judge, where=f"task {task.id!r} reference.grader"
+            )
         grade = self._built[key].grade(task, answer, messages, sandbox)
         if self.judge is None and task.reference.get("rubric") and config.get("type") != "rubric":
             grade.details["rubric_skipped"] = "no judge configured (set SKILLGYM_JUDGE or pass judge=)"

@@ -50,11 +50,17 @@ class JudgeVerdict(BaseModel):
 def skill_criteria(skill: SkillSpec) -> list[Criterion]:
     """Generic criteria any skill implies; the skill text itself goes to the judge as context."""
     return [
-        Criterion(id="skill_followed", source="skill",
-                  text=f"Where the skill '{skill.name}' applies, the work follows the approach and rules its "
-                       "instructions prescribe; where it does not apply, the assistant does not force it."),
-        Criterion(id="request_fulfilled", source="skill",
-                  text="The final answer does what the user asked, completely and correctly."),
+        Criterion(
+            id="skill_followed",
+            source="skill",
+            text=f"Where the skill '{skill.name}' applies, the work follows the approach and rules its "
+            "instructions prescribe; where it does not apply, the assistant does not force it.",
+        ),
+        Criterion(
+            id="request_fulfilled",
+            source="skill",
+            text="The final answer does what the user asked, completely and correctly.",
+        ),
     ]
 
 
@@ -95,12 +101,15 @@ class RubricJudge:
         max_skill_chars: int = 6_000,
         cache_dir: str | None = None,
     ):
-        self.client = judge if isinstance(judge, ChatClient) else ChatClient.from_spec(
-            str(judge), temperature=0.0, cache_dir=cache_dir
+        self.client = (
+            judge
+            if isinstance(judge, ChatClient)
+            else ChatClient.from_spec(str(judge), temperature=0.0, cache_dir=cache_dir)
         )
         self.skill = skill
         self.fixed = [
-            Criterion(id=f"fixed_{i}", text=c, source="config") if isinstance(c, str)
+            Criterion(id=f"fixed_{i}", text=c, source="config")
+            if isinstance(c, str)
             else Criterion.model_validate({"id": f"fixed_{i}", **c, "source": "config"})
             for i, c in enumerate(criteria or [], start=1)
         ]
@@ -112,11 +121,15 @@ class RubricJudge:
     def rubric(self, task: Task) -> list[Criterion]:
         found = (skill_criteria(self.skill) if self.skill else []) + self.fixed + task_criteria(task, self.rubric_key)
         if not found:
-            raise ValueError(f"task {task.id!r}: the rubric judge has no criteria (no skill, no fixed criteria, "
-                             f"no reference.{self.rubric_key})")
+            raise ValueError(
+                f"task {task.id!r}: the rubric judge has no criteria (no skill, no fixed criteria, "
+                f"no reference.{self.rubric_key})"
+            )
         return found
 
-    def judge_messages(self, task: Task, answer: str, messages: list[Message], rubric: list[Criterion]) -> list[Message]:
+    def judge_messages(
+        self, task: Task, answer: str, messages: list[Message], rubric: list[Criterion]
+    ) -> list[Message]:
         parts = [f"## User request\n{task.prompt}"]
         if self.skill is not None:
             text = self.skill.instructions.strip()[: self.max_skill_chars]

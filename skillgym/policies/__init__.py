@@ -22,4 +22,13 @@ def __getattr__(name: str):
     raise AttributeError(name)
 
 
-__all__ = ["Action", "HFPolicy", "OpenAIPolicy", "Policy", "PolicySpec", "RandomPolicy", "make_policy", "parse_policy_spec"]
+__all__ = [
+    "Action",
+    "HFPolicy",
+    "OpenAIPolicy",
+    "Policy",
+    "PolicySpec",
+    "RandomPolicy",
+    "make_policy",
+    "parse_policy_spec",
+]

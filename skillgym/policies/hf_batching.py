@@ -219,7 +219,8 @@ class BatchedGenerator:
                     return rows
         log.warning(
             "batched generation: no row count up to %d makes this BLAS batch-invariant; greedy outputs may "
-            "depend on which turns share a batch", _ROW_CANDIDATES[-1],
+            "depend on which turns share a batch",
+            _ROW_CANDIDATES[-1],
         )
         return _ROW_CANDIDATES[-1]
 
@@ -438,8 +439,12 @@ class BatchedGenerator:
                     if last - first > 1:
                         mask = torch.ones(last - first, last, dtype=torch.bool, device=q.device).tril(diagonal=first)
                     result = F.scaled_dot_product_attention(
-                        query[:, :, first - past : last - past], cache_k[None, :, :last], cache_v[None, :, :last],
-                        attn_mask=mask, scale=attn.scaling, enable_gqa=gqa,
+                        query[:, :, first - past : last - past],
+                        cache_k[None, :, :last],
+                        cache_v[None, :, :last],
+                        attn_mask=mask,
+                        scale=attn.scaling,
+                        enable_gqa=gqa,
                     )
                     out[start + first - past : start + last - past] = result[0].transpose(0, 1)
                     if layer_index == 0 and first == sequence.exact and last - first == chunk:

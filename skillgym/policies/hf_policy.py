@@ -117,7 +117,9 @@ class HFPolicy(Policy):
         with self._generator_lock:
             if self._generator is None:
                 self._generator = BatchedGenerator(
-                    self.model, batch_size=self.batch_size, batch_wait_s=self.batch_wait_s,
+                    self.model,
+                    batch_size=self.batch_size,
+                    batch_wait_s=self.batch_wait_s,
                     prefix_cache=self.prefix_cache,
                 )
             return self._generator
@@ -171,8 +173,12 @@ class HFPolicy(Policy):
         sample = self.temperature > 0
         seed = self._turn_seed(observation, info) if sample and self.seed is not None else None
         return prompt, GenerationRequest(
-            prompt=prompt, max_new_tokens=self.max_new_tokens, temperature=self.temperature if sample else 0.0,
-            top_p=self.top_p, seed=seed, stop_ids=frozenset(self.end_ids),
+            prompt=prompt,
+            max_new_tokens=self.max_new_tokens,
+            temperature=self.temperature if sample else 0.0,
+            top_p=self.top_p,
+            seed=seed,
+            stop_ids=frozenset(self.end_ids),
         )
 
     def _turn_seed(self, observation: list[Message], info: dict[str, Any]) -> int:
@@ -215,9 +221,7 @@ class HFPolicy(Policy):
             if self.seed is not None:
                 torch.manual_seed(self.seed * 100_003 + self._turn)
             input_ids = torch.tensor([prompt], device=self.device)
-            output = self.model.generate(
-                input_ids=input_ids, attention_mask=torch.ones_like(input_ids), **options
-            )
+            output = self.model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), **options)
         return self._action(prompt, output[0, len(prompt) :].tolist())
 
     def decode(self, token_ids: list[int]) -> str:

@@ -75,7 +75,11 @@ class OpenAIPolicy(Policy):
         if max_retries < 0:
             raise ValueError(f"max_retries must be 0 or more, got {max_retries}")
         self.client = OpenAIClient(
-            base_url, api_key, timeout=timeout, max_concurrency=max_concurrency, headers=headers,
+            base_url,
+            api_key,
+            timeout=timeout,
+            max_concurrency=max_concurrency,
+            headers=headers,
             retry=RetryPolicy(max_retries=max_retries, backoff_base=backoff_base, backoff_max=backoff_max),
         )
         self.model = model
@@ -169,6 +173,7 @@ def response_to_action(data: dict[str, Any], choice: dict[str, Any], message: di
 
 
 # -- the strict conversation shape --------------------------------------------------------------
+
 
 def to_openai_messages(messages: list[Message], *, send_reasoning: bool = True) -> list[dict[str, Any]]:
     """The conversation in the shape strict servers accept.

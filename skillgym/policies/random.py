@@ -35,9 +35,16 @@ class RandomPolicy(Policy):
         if self.rng.random() < 0.15:
             return " ".join(self._word() for _ in range(int(self.rng.integers(1, 8))))
         fn = tools[int(self.rng.integers(len(tools)))]
-        args = {name: self._value(prop) for name, prop in fn["parameters"].get("properties", {}).items()
-                if name in fn["parameters"].get("required", []) or self.rng.random() < 0.3}
-        call = {"id": f"r{self._turn}", "type": "function", "function": {"name": fn["name"], "arguments": json.dumps(args)}}
+        args = {
+            name: self._value(prop)
+            for name, prop in fn["parameters"].get("properties", {}).items()
+            if name in fn["parameters"].get("required", []) or self.rng.random() < 0.3
+        }
+        call = {
+            "id": f"r{self._turn}",
+            "type": "function",
+            "function": {"name": fn["name"], "arguments": json.dumps(args)},
+        }
         return {"role": "assistant", "content": "", "tool_calls": [call]}
 
     def _word(self) -> str:

@@ -40,13 +40,31 @@ if TYPE_CHECKING:
 PolicyKind = Literal["expert", "random", "hf", "openai"]
 
 OPENAI_OPTIONS = frozenset(
-    {"max_concurrency", "timeout", "max_retries", "backoff_base", "backoff_max", "send_tools", "send_reasoning",
-     "logprobs", "return_token_ids"}
+    {
+        "max_concurrency",
+        "timeout",
+        "max_retries",
+        "backoff_base",
+        "backoff_max",
+        "send_tools",
+        "send_reasoning",
+        "logprobs",
+        "return_token_ids",
+    }
 )
-HF_OPTIONS = frozenset({
-    "max_new_tokens", "temperature", "top_p", "device", "seed", "enable_thinking",
-    "batch_size", "batch_wait_s", "prefix_cache",
-})
+HF_OPTIONS = frozenset(
+    {
+        "max_new_tokens",
+        "temperature",
+        "top_p",
+        "device",
+        "seed",
+        "enable_thinking",
+        "batch_size",
+        "batch_wait_s",
+        "prefix_cache",
+    }
+)
 _URL_RE = re.compile(r"^(?P<model>.*?)@(?P<url>https?://.*)$")
 _SYNTAX = "expert, random[:SEED], hf:PATH[?k=v...], openai:MODEL[@http://host:port/v1][?k=v...]"
 
@@ -94,8 +112,9 @@ def parse_policy_spec(spec: str | PolicySpec) -> PolicySpec:
                 raise ValueError(
                     f"policy spec {spec!r}: unknown hf option(s) {unknown}; accepted: {sorted(HF_OPTIONS)}"
                 )
-            return PolicySpec(kind="hf", spec=_canonical("hf:" + target, params), path=target, options=params,
-                              seed=params.get("seed"))
+            return PolicySpec(
+                kind="hf", spec=_canonical("hf:" + target, params), path=target, options=params, seed=params.get("seed")
+            )
         match = _URL_RE.match(target)
         model, base_url = (match["model"], match["url"].rstrip("/")) if match else (target, None)
         if not model:
@@ -103,8 +122,15 @@ def parse_policy_spec(spec: str | PolicySpec) -> PolicySpec:
         options = {k: v for k, v in params.items() if k in OPENAI_OPTIONS}
         sampling = {k: v for k, v in params.items() if k not in OPENAI_OPTIONS}
         head = f"openai:{model}" + (f"@{base_url}" if base_url else "")
-        return PolicySpec(kind="openai", spec=_canonical(head, params), model=model, base_url=base_url,
-                          sampling=sampling, options=options, seed=sampling.get("seed"))
+        return PolicySpec(
+            kind="openai",
+            spec=_canonical(head, params),
+            model=model,
+            base_url=base_url,
+            sampling=sampling,
+            options=options,
+            seed=sampling.get("seed"),
+        )
     raise ValueError(f"unknown policy spec {spec!r}; expected one of: {_SYNTAX}")
 
 
@@ -148,4 +174,4 @@ def _canonical(head: str, params: dict[str, Any]) -> str:
     if not params:
         return head
     encoded = {k: v if isinstance(v, str) else json.dumps(v) for k, v in sorted(params.items())}
-    return head + "?" + urlencode(encoded, safe="/:[]\",")
+    return head + "?" + urlencode(encoded, safe='/:[]",')

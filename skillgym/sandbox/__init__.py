@@ -18,6 +18,15 @@ from .ops import OpError
 from .pool import SandboxPool
 
 __all__ = [
-    "ExecutorInternalError", "LocalSandbox", "Mount", "OpError", "Sandbox", "SandboxConfig", "SandboxDied", "SandboxError",
-    "SandboxPool", "docker_available", "make_sandbox",
+    "ExecutorInternalError",
+    "LocalSandbox",
+    "Mount",
+    "OpError",
+    "Sandbox",
+    "SandboxConfig",
+    "SandboxDied",
+    "SandboxError",
+    "SandboxPool",
+    "docker_available",
+    "make_sandbox",
 ]

@@ -183,6 +183,7 @@ def check_mount_source(source: Path) -> Path:
         log.warning(
             "mount source %s is not readable by other users (mode %o); the sandbox user will not see "
             "its contents. Run `chmod o+rX` on it (and make sure files inside are world-readable).",
-            source, stat.S_IMODE(mode),
+            source,
+            stat.S_IMODE(mode),
         )
     return source

@@ -44,7 +44,9 @@ def gc(
     else:
         table = Table("sandbox", "name", "owner", "pid", "created", "reason", "result")
         for r in reaped:
-            table.add_row(r.id, r.name, r.owner, r.pid, r.created, r.reason, "removed" if r.removed else f"[red]{r.error}[/red]")
+            table.add_row(
+                r.id, r.name, r.owner, r.pid, r.created, r.reason, "removed" if r.removed else f"[red]{r.error}[/red]"
+            )
         console.print(table)
     if any(not r.removed for r in reaped):
         raise typer.Exit(1)

@@ -88,8 +88,21 @@ def container_kwargs(config: SandboxConfig, client: docker.DockerClient) -> dict
         )
     return dict(
         image=config.image,
-        command=["python3", "-E", "-s", "-B", f"{EXECUTOR_DIR}/executor.py", "--root", "/workspace",
-                 "--tool-uid", uid, "--tool-gid", gid, "--op-timeout", str(config.default_timeout)],
+        command=[
+            "python3",
+            "-E",
+            "-s",
+            "-B",
+            f"{EXECUTOR_DIR}/executor.py",
+            "--root",
+            "/workspace",
+            "--tool-uid",
+            uid,
+            "--tool-gid",
+            gid,
+            "--op-timeout",
+            str(config.default_timeout),
+        ],
         name=f"skillgym-{os.getpid()}-{next(_names)}-{secrets.token_hex(3)}",
         user="0:0",  # the executor; tool commands drop to SANDBOX_USER (see the module docstring)
         working_dir="/workspace",
@@ -232,4 +245,6 @@ class DockerSandbox(ExecutorSandbox):
             except NotFound:
                 pass
             except (APIError, DockerException) as exc:
-                log.warning("could not remove sandbox container %s: %s (`skillgym sandbox gc` will)", container.name, exc)
+                log.warning(
+                    "could not remove sandbox container %s: %s (`skillgym sandbox gc` will)", container.name, exc
+                )

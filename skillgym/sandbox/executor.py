@@ -59,7 +59,9 @@ def handle(root: str, request: object) -> dict:
     limit = OP_TIMEOUT_S
     if op == "run" and isinstance(args, dict):
         t = args.get("timeout")
-        limit = (t if isinstance(t, (int, float)) and not isinstance(t, bool) and 0 < t < 86_400 else 30.0) + RUN_SLACK_S
+        limit = (
+            t if isinstance(t, (int, float)) and not isinstance(t, bool) and 0 < t < 86_400 else 30.0
+        ) + RUN_SLACK_S
     previous = signal.signal(signal.SIGALRM, _alarm)
     signal.setitimer(signal.ITIMER_REAL, limit)
     try:
@@ -68,9 +70,13 @@ def handle(root: str, request: object) -> dict:
         with ops.as_tool_user():
             return _handle(root, request, req_id)
     except OpTimeout:
-        return {"id": req_id, "ok": False, "kind": "op",
-                "error": f"op {op!r} did not finish within {limit:g} s and was stopped; "
-                         "narrow it (a smaller path, a simpler pattern)"}
+        return {
+            "id": req_id,
+            "ok": False,
+            "kind": "op",
+            "error": f"op {op!r} did not finish within {limit:g} s and was stopped; "
+            "narrow it (a smaller path, a simpler pattern)",
+        }
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
@@ -91,8 +97,12 @@ def _handle(root: str, request: object, req_id: object) -> dict:
     except ops.OpError as exc:
         return {"id": req_id, "ok": False, "error": str(exc), "kind": "op"}
     except MemoryError:
-        return {"id": req_id, "ok": False, "kind": "op",
-                "error": "the op ran out of memory in the sandbox; ask for less at once (a smaller file or range)"}
+        return {
+            "id": req_id,
+            "ok": False,
+            "kind": "op",
+            "error": "the op ran out of memory in the sandbox; ask for less at once (a smaller file or range)",
+        }
     except RecursionError:
         return {"id": req_id, "ok": False, "kind": "op", "error": "the request is nested too deeply"}
     except Exception:  # a bug or an unexpected OS error: report it, keep serving
@@ -123,16 +133,21 @@ def serve(root: str, inp, out) -> None:
             # The host writes the id first: answering under it lets the host match the error
             # instead of waiting for an answer that never comes.
             found = re.match(rb'\{"id": (\d{1,18}),', line)
-            response = {"id": int(found.group(1)) if found else None, "ok": False,
-                        "error": f"malformed request line: {type(exc).__name__}: {exc}"[:500], "kind": "op"}
+            response = {
+                "id": int(found.group(1)) if found else None,
+                "ok": False,
+                "error": f"malformed request line: {type(exc).__name__}: {exc}"[:500],
+                "kind": "op",
+            }
         else:
             response = handle(root, request)
         out.write(encode(response))
         out.flush()
 
 
-def apply_limits(root: str, memory_mb: int | None, nproc: int | None, tool_uid: int | None,
-                 tool_gid: int | None) -> None:
+def apply_limits(
+    root: str, memory_mb: int | None, nproc: int | None, tool_uid: int | None, tool_gid: int | None
+) -> None:
     import resource
 
     if memory_mb:
@@ -162,8 +177,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tool-uid", type=int, default=None)
     parser.add_argument("--tool-gid", type=int, default=None)
     parser.add_argument("--op-timeout", type=float, default=OP_TIMEOUT_S)
-    parser.add_argument("--pid-namespace-per-command", action="store_true",
-                        help="run each command in its own pid namespace (nested bubblewrap)")
+    parser.add_argument(
+        "--pid-namespace-per-command",
+        action="store_true",
+        help="run each command in its own pid namespace (nested bubblewrap)",
+    )
     args = parser.parse_args(argv)
     OP_TIMEOUT_S = args.op_timeout
     apply_limits(args.root, args.memory_mb, args.nproc, args.tool_uid, args.tool_gid)

@@ -62,7 +62,9 @@ def make_sandbox(config: SandboxConfig | None = None) -> Sandbox:
 
             return DockerSandbox(config)
         if config.backend == "docker":
-            raise SandboxError(f"Docker sandbox requested but {problem}. Run scripts/setup_docker.sh, or use backend='local'.")
+            raise SandboxError(
+                f"Docker sandbox requested but {problem}. Run scripts/setup_docker.sh, or use backend='local'."
+            )
         message = f"skillgym: using the local sandbox because {problem}."
         warnings.warn(message, RuntimeWarning, stacklevel=2)
         log.warning(message)

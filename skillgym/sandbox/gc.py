@@ -122,8 +122,13 @@ def collect(client: docker.DockerClient | None = None, all_containers: bool = Fa
         else:
             reason = f"owner pid {labels.get(LABEL_PID)} is gone"
         entry = Reaped(
-            id=container.short_id, name=container.name, owner=labels.get(LABEL_OWNER, ""),
-            pid=labels.get(LABEL_PID, ""), created=labels.get(LABEL_CREATED, ""), reason=reason, removed=False,
+            id=container.short_id,
+            name=container.name,
+            owner=labels.get(LABEL_OWNER, ""),
+            pid=labels.get(LABEL_PID, ""),
+            created=labels.get(LABEL_CREATED, ""),
+            reason=reason,
+            removed=False,
         )
         try:
             container.remove(force=True, v=True)
@@ -157,8 +162,10 @@ def collect_local(all_folders: bool = False, owner: tuple[int, str | None] | Non
         except (OSError, ValueError, AttributeError):
             labels = None
         if owner is not None:
-            if labels is None or labels[LABEL_PID] != str(owner[0]) or (
-                owner[1] and labels[LABEL_PID_START] not in ("", owner[1])
+            if (
+                labels is None
+                or labels[LABEL_PID] != str(owner[0])
+                or (owner[1] and labels[LABEL_PID_START] not in ("", owner[1]))
             ):
                 continue
             reason = f"owner pid {owner[0]} exited"
@@ -176,8 +183,15 @@ def collect_local(all_folders: bool = False, owner: tuple[int, str | None] | Non
             continue
         else:
             reason = f"owner pid {labels[LABEL_PID]} is gone"
-        entry = Reaped(id=folder.name, name=str(folder), owner="local", pid=(labels or {}).get(LABEL_PID, ""),
-                       created="", reason=reason, removed=False)
+        entry = Reaped(
+            id=folder.name,
+            name=str(folder),
+            owner="local",
+            pid=(labels or {}).get(LABEL_PID, ""),
+            created="",
+            reason=reason,
+            removed=False,
+        )
         shutil.rmtree(folder, ignore_errors=True)
         entry.removed = not folder.exists()
         if not entry.removed:
@@ -192,7 +206,7 @@ def _reap_cgroups(owner_pid: int | None, everything: bool) -> None:
     for base in _cgroup_bases():
         for group in base.glob(CGROUP_PREFIX + "*"):
             try:
-                pid = int(group.name[len(CGROUP_PREFIX):].split("-")[0])
+                pid = int(group.name[len(CGROUP_PREFIX) :].split("-")[0])
             except ValueError:
                 continue
             if owner_pid is not None and pid != owner_pid:
@@ -215,7 +229,7 @@ def _cgroup_bases() -> list[Path]:
         return bases
     for line in lines:
         _, controllers, path = line.split(":", 2)
-        for name in (["unified"] if controllers == "" else controllers.split(",")):
+        for name in ["unified"] if controllers == "" else controllers.split(","):
             for mount in (Path("/sys/fs/cgroup") / name, Path("/sys/fs/cgroup")):
                 candidate = mount / path.lstrip("/")
                 if candidate.is_dir() and candidate not in bases:

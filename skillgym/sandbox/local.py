@@ -77,8 +77,20 @@ def bwrap_works() -> bool:
     exe = shutil.which("bwrap")
     if not exe:
         return False
-    probe = [exe, "--unshare-net", "--unshare-pid", "--die-with-parent", "--ro-bind", "/", "/",
-             "--dev", "/dev", "--proc", "/proc", "true"]
+    probe = [
+        exe,
+        "--unshare-net",
+        "--unshare-pid",
+        "--die-with-parent",
+        "--ro-bind",
+        "/",
+        "/",
+        "--dev",
+        "/dev",
+        "--proc",
+        "/proc",
+        "true",
+    ]
     try:
         return subprocess.run(probe, capture_output=True, timeout=10).returncode == 0
     except (OSError, subprocess.SubprocessError):
@@ -142,6 +154,7 @@ class LocalSandbox(ExecutorSandbox):
             self._cgroups = _make_cgroups(self.config)
             procs = [str(group / "cgroup.procs") for group in self._cgroups]
             if procs:
+
                 def preexec() -> None:  # in the child, before bwrap: everything it starts is inside
                     for path in procs:
                         fd = os.open(path, os.O_WRONLY)
@@ -154,8 +167,17 @@ class LocalSandbox(ExecutorSandbox):
             log.warning(NO_ISOLATION_WARNING)
             for mount in self.config.mounts:
                 _copy_mount(Path(mount.source), workspace / mount.target)
-            argv = [sys.executable, "-E", "-s", "-B", str(PACKAGE_DIR / "executor.py"), "--root", str(workspace),
-                    "--memory-mb", str(self.config.memory_mb)]
+            argv = [
+                sys.executable,
+                "-E",
+                "-s",
+                "-B",
+                str(PACKAGE_DIR / "executor.py"),
+                "--root",
+                str(workspace),
+                "--memory-mb",
+                str(self.config.memory_mb),
+            ]
         self._proc = subprocess.Popen(
             argv,
             stdin=subprocess.PIPE,
@@ -176,8 +198,14 @@ class LocalSandbox(ExecutorSandbox):
         if privileged is None:
             privileged = os.geteuid() == 0
         argv = [
-            "bwrap", "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
-            "--unshare-cgroup-try", "--die-with-parent", "--new-session",
+            "bwrap",
+            "--unshare-net",
+            "--unshare-pid",
+            "--unshare-ipc",
+            "--unshare-uts",
+            "--unshare-cgroup-try",
+            "--die-with-parent",
+            "--new-session",
         ]
         # bwrap's new root is an empty tmpfs: only the system folders are bound into it,
         # read-only. /run, /var, /home and /root stay out: the Docker socket and the user's
@@ -191,10 +219,25 @@ class LocalSandbox(ExecutorSandbox):
         workspace_mb = max(64, cfg.memory_mb // 2)
         tmp_mb = max(32, cfg.memory_mb // 4)
         argv += [
-            "--dev", "/dev", "--proc", "/proc",
-            "--perms", "1777", "--size", str(tmp_mb << 20), "--tmpfs", "/tmp",
-            "--perms", "0755", "--size", str(workspace_mb << 20), "--tmpfs", "/workspace",
-            "--ro-bind", str(PACKAGE_DIR), EXECUTOR_DIR_IN_SANDBOX,
+            "--dev",
+            "/dev",
+            "--proc",
+            "/proc",
+            "--perms",
+            "1777",
+            "--size",
+            str(tmp_mb << 20),
+            "--tmpfs",
+            "/tmp",
+            "--perms",
+            "0755",
+            "--size",
+            str(workspace_mb << 20),
+            "--tmpfs",
+            "/workspace",
+            "--ro-bind",
+            str(PACKAGE_DIR),
+            EXECUTOR_DIR_IN_SANDBOX,
         ]
         for mount in cfg.mounts:
             src = str(check_mount_source(Path(mount.source)))
@@ -203,9 +246,26 @@ class LocalSandbox(ExecutorSandbox):
             argv += ["--cap-drop", "ALL"]
             for cap in EXECUTOR_CAPS:
                 argv += ["--cap-add", cap]
-        argv += ["--remount-ro", "/", "--chdir", "/workspace", "--", _sandbox_python(), "-E", "-s", "-B",
-                 f"{EXECUTOR_DIR_IN_SANDBOX}/executor.py", "--root", "/workspace", "--memory-mb", str(cfg.memory_mb),
-                 "--nproc", str(cfg.pids_limit), "--op-timeout", str(cfg.default_timeout)]
+        argv += [
+            "--remount-ro",
+            "/",
+            "--chdir",
+            "/workspace",
+            "--",
+            _sandbox_python(),
+            "-E",
+            "-s",
+            "-B",
+            f"{EXECUTOR_DIR_IN_SANDBOX}/executor.py",
+            "--root",
+            "/workspace",
+            "--memory-mb",
+            str(cfg.memory_mb),
+            "--nproc",
+            str(cfg.pids_limit),
+            "--op-timeout",
+            str(cfg.default_timeout),
+        ]
         if privileged:
             uid = UID_BASE + (os.getpid() % 10_000) * 100 + next(_uid_counter) % 100
             argv += ["--tool-uid", str(uid), "--tool-gid", str(uid)]

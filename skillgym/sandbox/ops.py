@@ -59,8 +59,12 @@ _COMMAND_PREFIX: list[str] = []
 PID_NAMESPACE_PREFIX = ["bwrap", "--dev-bind", "/", "/", "--unshare-pid", "--proc", "/proc", "--die-with-parent", "--"]
 
 
-def configure(tool_uid: int | None = None, tool_gid: int | None = None, nproc: int | None = None,
-              pid_namespace_per_command: bool = False) -> None:
+def configure(
+    tool_uid: int | None = None,
+    tool_gid: int | None = None,
+    nproc: int | None = None,
+    pid_namespace_per_command: bool = False,
+) -> None:
     """Run tool commands (and file ops, as effective uid) as ``tool_uid``; ``nproc`` caps its processes.
 
     ``tool_uid`` is only for an executor running as root inside its own pid namespace (a
@@ -160,7 +164,7 @@ def resolve(root: str, path: str) -> str:
 def _resolve(root: str, path: str) -> str:
     rel = path
     if path == VIRTUAL_ROOT or path.startswith(VIRTUAL_ROOT + "/"):
-        rel = path[len(VIRTUAL_ROOT):].lstrip("/") or "."
+        rel = path[len(VIRTUAL_ROOT) :].lstrip("/") or "."
     elif os.path.isabs(path):
         real_root = os.path.realpath(root)
         if not (path == real_root or path.startswith(real_root + os.sep)):
@@ -233,8 +237,14 @@ def run(root: str, cmd: str, timeout: float = 30.0, max_output: int = DEFAULT_MA
     started = time.monotonic()
     try:
         proc = subprocess.Popen(
-            [*_COMMAND_PREFIX, shell, "-c", cmd], cwd=workdir, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, start_new_session=True, env=env, **ids,
+            [*_COMMAND_PREFIX, shell, "-c", cmd],
+            cwd=workdir,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            env=env,
+            **ids,
         )
     except OSError as exc:
         if exc.errno == errno.E2BIG:
@@ -432,8 +442,10 @@ def read_file(root: str, path: str, offset: int = 1, limit: int = MAX_READ_LINES
         "last_line": offset + len(chosen) - 1,
     }
     if partial:
-        out["note"] = (f"the file is {size} bytes; only its first {len(data)} bytes ({len(lines)} lines) "
-                       "can be read this way. Use grep or run (head, sed -n) for the rest")
+        out["note"] = (
+            f"the file is {size} bytes; only its first {len(data)} bytes ({len(lines)} lines) "
+            "can be read this way. Use grep or run (head, sed -n) for the rest"
+        )
     return out
 
 

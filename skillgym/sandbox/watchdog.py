@@ -62,8 +62,12 @@ def ensure_watchdog() -> None:
         try:
             subprocess.Popen(
                 [sys.executable, "-c", _HELPER, str(pid), process_start_time(pid) or "", str(GC_MODULE)],
-                stdin=read_fd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                cwd="/", start_new_session=True, close_fds=True,
+                stdin=read_fd,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                cwd="/",
+                start_new_session=True,
+                close_fds=True,
             )
         except OSError:
             os.close(write_fd)

@@ -1,10 +1,10 @@
 """Skills and subagents: loading, strict validation, and a searchable library.
 
-    from skillgym.skills import SkillLibrary, load_any, validate_path
+from skillgym.skills import SkillLibrary, load_any, validate_path
 
-    lib = SkillLibrary(["skills/"], embedding_model="wordllama")   # offline embeddings
-    lib.search("my app crashes randomly", mode="hybrid")
-    lib.route("the checkout page crashes", {"debugger": "...", "designer": "..."})  # or decline
+lib = SkillLibrary(["skills/"], embedding_model="wordllama")   # offline embeddings
+lib.search("my app crashes randomly", mode="hybrid")
+lib.route("the checkout page crashes", {"debugger": "...", "designer": "..."})  # or decline
 """
 
 from skillgym.skills.library import AmbiguousSkillName, RouteDecision, SkillLibrary

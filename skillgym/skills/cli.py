@@ -70,7 +70,10 @@ def search(
     path: PathsOption,
     k: Annotated[int, typer.Option("-k", help="Number of results.")] = 5,
     mode: Annotated[
-        str, typer.Option("--mode", help="auto (hybrid when an embedding model is available, else bm25), bm25, embedding or hybrid.")
+        str,
+        typer.Option(
+            "--mode", help="auto (hybrid when an embedding model is available, else bm25), bm25, embedding or hybrid."
+        ),
     ] = "auto",
     embedding_model: EmbeddingOption = None,
     as_json: JsonOption = False,
@@ -95,12 +98,34 @@ def search(
         err.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from exc
     if as_json:
-        rows = [{"rank": i, "name": h.skill.name, "kind": h.skill.kind, "score": h.score, "why": h.why,
-                 "matched": h.matched, "description": h.skill.description, "source_path": h.skill.source_path,
-                 "content_hash": h.skill.content_hash, "duplicate_count": h.duplicate_count,
-                 "duplicates": h.duplicates} for i, h in enumerate(hits, start=1)]
-        print(json.dumps({"query": query, "mode": mode, "embedding_model": lib.embedding_model_id if mode != "bm25" else None,
-                          "note": note or None, "hits": rows}, indent=2))
+        rows = [
+            {
+                "rank": i,
+                "name": h.skill.name,
+                "kind": h.skill.kind,
+                "score": h.score,
+                "why": h.why,
+                "matched": h.matched,
+                "description": h.skill.description,
+                "source_path": h.skill.source_path,
+                "content_hash": h.skill.content_hash,
+                "duplicate_count": h.duplicate_count,
+                "duplicates": h.duplicates,
+            }
+            for i, h in enumerate(hits, start=1)
+        ]
+        print(
+            json.dumps(
+                {
+                    "query": query,
+                    "mode": mode,
+                    "embedding_model": lib.embedding_model_id if mode != "bm25" else None,
+                    "note": note or None,
+                    "hits": rows,
+                },
+                indent=2,
+            )
+        )
         return
     if not hits:
         console.print("no match")
@@ -121,12 +146,15 @@ def route(
     task: Annotated[str, typer.Argument(help="The task a router has to place.")],
     path: PathsOption,
     candidate: Annotated[
-        list[str], typer.Option("--candidate", "-c", help="A skill or agent in the library that may take it; repeatable "
-                                "(default: all).")
+        list[str],
+        typer.Option(
+            "--candidate", "-c", help="A skill or agent in the library that may take it; repeatable (default: all)."
+        ),
     ] = [],  # noqa: B006 - typer reads the default, never mutates it
     min_score: Annotated[float, typer.Option("--min-score", help="Decline below this score.")] = ROUTE_MIN_SCORE,
     min_margin: Annotated[float, typer.Option("--min-margin", help="Decline when the runner-up is this close.")] = (
-        ROUTE_MIN_MARGIN),
+        ROUTE_MIN_MARGIN
+    ),
     embedding_model: EmbeddingOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -200,7 +228,9 @@ def validate(
     else:
         for issue in issues:
             colour = "red" if issue.severity == "error" else "yellow"
-            console.print(f"[{colour}]{issue.severity}[/{colour}] {escape(str(issue))}", highlight=False, soft_wrap=True)
+            console.print(
+                f"[{colour}]{issue.severity}[/{colour}] {escape(str(issue))}", highlight=False, soft_wrap=True
+            )
         errors = sum(i.severity == "error" for i in issues)
         summary = f"{errors} error(s), {len(issues) - errors} warning(s)"
         console.print(f"[bold]{summary}[/bold]" if issues else "[green]valid[/green]: no issues")

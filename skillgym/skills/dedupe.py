@@ -28,7 +28,7 @@ def shingles(skill: SkillSpec) -> list[bytes]:
     words = _WORD.findall(f"{skill.description}\n{skill.instructions[:TEXT_CHARS]}".lower())
     if len(words) < SHINGLE:
         return [" ".join(words).encode()] if words else []
-    return list({" ".join(words[i:i + SHINGLE]).encode() for i in range(len(words) - SHINGLE + 1)})
+    return list({" ".join(words[i : i + SHINGLE]).encode() for i in range(len(words) - SHINGLE + 1)})
 
 
 def _hash32(data: bytes) -> int:

@@ -218,7 +218,9 @@ def _bounded_compose(block: str, first: int) -> yaml.Node | None:
             if depth > MAX_YAML_DEPTH:
                 raise FrontmatterTooComplex(
                     f"YAML nested more than {MAX_YAML_DEPTH} levels deep; a field holds text, a list or a "
-                    "small mapping", first + event.start_mark.line, key,
+                    "small mapping",
+                    first + event.start_mark.line,
+                    key,
                 )
         elif isinstance(event, yaml.CollectionEndEvent):
             depth -= 1
@@ -247,8 +249,10 @@ def _check_expansion(root: yaml.Node, first: int, field: str) -> None:
     while stack:
         node, done = stack.pop()
         ident = id(node)
-        children = [c for pair in node.value for c in pair] if isinstance(node, yaml.MappingNode) else (
-            node.value if isinstance(node, yaml.SequenceNode) else []
+        children = (
+            [c for pair in node.value for c in pair]
+            if isinstance(node, yaml.MappingNode)
+            else (node.value if isinstance(node, yaml.SequenceNode) else [])
         )
         if done:
             on_path.discard(ident)
@@ -256,14 +260,18 @@ def _check_expansion(root: yaml.Node, first: int, field: str) -> None:
             if sizes[ident] > MAX_YAML_NODES:
                 raise FrontmatterTooComplex(
                     f"YAML aliases expand to more than {MAX_YAML_NODES:,} values; write the values out "
-                    "instead of repeating anchors", first + node.start_mark.line, field,
+                    "instead of repeating anchors",
+                    first + node.start_mark.line,
+                    field,
                 )
             continue
         if ident in sizes:
             continue
         if ident in on_path:
             raise FrontmatterTooComplex(
-                "YAML alias refers to a value that contains it (a recursive anchor)", first + node.start_mark.line, field
+                "YAML alias refers to a value that contains it (a recursive anchor)",
+                first + node.start_mark.line,
+                field,
             )
         on_path.add(ident)
         stack.append((node, True))

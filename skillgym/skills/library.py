@@ -113,8 +113,9 @@ class SkillLibrary:
         self._tokenizer = Tokenizer()
         self._bm25 = FieldedBM25(self._tokenizer, field_weights or DEFAULT_WEIGHTS)
         self._bm25_ready = False
-        self._embedding_model = embedding_model if embedding_model is None or is_builtin_model(embedding_model) \
-            else Path(embedding_model)
+        self._embedding_model = (
+            embedding_model if embedding_model is None or is_builtin_model(embedding_model) else Path(embedding_model)
+        )
         self._embedder = embedder
         self._vectors: np.ndarray | None = None
         self.group_duplicates = group_duplicates
@@ -210,8 +211,10 @@ class SkillLibrary:
             return [(i, float(scores[i]), ("", "")) for i in self._collapse(scores, depth, positive_only=True)]
         cosine = self._embedding_scores(query)
         if mode == "embedding":
-            return [(i, float(cosine[i]), ("", f"embedding similarity {cosine[i]:.3f}"))
-                    for i in self._collapse(cosine, depth, positive_only=False)]
+            return [
+                (i, float(cosine[i]), ("", f"embedding similarity {cosine[i]:.3f}"))
+                for i in self._collapse(cosine, depth, positive_only=False)
+            ]
         # Hybrid: fuse the two rankings of groups well beyond the depth asked for, so a skill
         # ranked modestly by both can still beat one ranked well by only one.
         groups = self._group_ids()
@@ -235,18 +238,24 @@ class SkillLibrary:
         out = []
         for g in best:
             i = representative[g]
-            why = (f"bm25 rank {lexical_rank[g]}" if g in lexical_rank else "no bm25 match",
-                   f"embedding rank {semantic_rank[g]} (similarity {cosine[i]:.3f})" if g in semantic_rank
-                   else f"embedding similarity {cosine[i]:.3f}")
+            why = (
+                f"bm25 rank {lexical_rank[g]}" if g in lexical_rank else "no bm25 match",
+                f"embedding rank {semantic_rank[g]} (similarity {cosine[i]:.3f})"
+                if g in semantic_rank
+                else f"embedding similarity {cosine[i]:.3f}",
+            )
             out.append((i, fused[g], why))
         return out
 
-    def _hit(self, query: str, mode: SearchMode, i: int, score: float, groups: np.ndarray,
-             why: tuple[str, str]) -> SearchHit:
+    def _hit(
+        self, query: str, mode: SearchMode, i: int, score: float, groups: np.ndarray, why: tuple[str, str]
+    ) -> SearchHit:
         skill = self._skills[i]
         copies = [int(j) for j in np.flatnonzero(groups == groups[i]) if j != i] if self.group_duplicates else []
-        dup = {"duplicates": [self._skills[j].source_path or self._skills[j].name for j in copies[:MAX_LISTED_DUPLICATES]],
-               "duplicate_count": len(copies)}
+        dup = {
+            "duplicates": [self._skills[j].source_path or self._skills[j].name for j in copies[:MAX_LISTED_DUPLICATES]],
+            "duplicate_count": len(copies),
+        }
         if mode == "embedding":
             return SearchHit(skill=skill, score=score, why=why[1], **dup)
         matched = self._bm25.matches(query, i)
@@ -259,8 +268,11 @@ class SkillLibrary:
 
     def _group_ids(self) -> np.ndarray:
         if self._groups is None or len(self._groups) != len(self._skills):
-            self._groups = (near_duplicate_groups(self._skills) if self.group_duplicates
-                            else np.arange(len(self._skills), dtype=np.int32))
+            self._groups = (
+                near_duplicate_groups(self._skills)
+                if self.group_duplicates
+                else np.arange(len(self._skills), dtype=np.int32)
+            )
         return self._groups
 
     def duplicate_groups(self) -> list[list[SkillSpec]]:
@@ -374,12 +386,15 @@ class SkillLibrary:
         if score < min_score:
             choice, reason = None, f"best match {best!r} scores {score:.3f} < {min_score}: nothing fits well"
         elif margin < min_margin:
-            choice, reason = None, (f"{best!r} and {ranking[1][0]!r} fit almost equally "
-                                    f"(margin {margin:.3f} < {min_margin})")
+            choice, reason = (
+                None,
+                (f"{best!r} and {ranking[1][0]!r} fit almost equally (margin {margin:.3f} < {min_margin})"),
+            )
         else:
             choice, reason = best, f"{best!r} scores {score:.3f}, {margin:.3f} ahead of the next"
-        return RouteDecision(choice=choice, best=best, score=score, margin=round(margin, 4),
-                             ranking=ranking, reason=reason)
+        return RouteDecision(
+            choice=choice, best=best, score=score, margin=round(margin, 4), ranking=ranking, reason=reason
+        )
 
     def _roster(self, candidates: Mapping[str, str] | Sequence[SkillSpec | str] | None) -> dict[str, str]:
         if candidates is None:
@@ -426,16 +441,19 @@ class SkillLibrary:
         if self._embedder is not None or self._embedding_model is not None:
             np.save(staging / _EMBEDDINGS_FILE, np.asarray(self._doc_vectors(), dtype=np.float32))
             model_id = self._get_embedder().model_id
-        write_json(staging / INDEX_MANIFEST, {
-            "format": INDEX_FORMAT,
-            "count": len(self._skills),
-            "paths": [str(p.resolve()) for p in self.paths],
-            "field_weights": self._bm25.weights,
-            "hybrid_weights": self.hybrid_weights,
-            "stemming": self._tokenizer.stemming,
-            "embedding_model": model_id,
-            "group_duplicates": self.group_duplicates,
-        })
+        write_json(
+            staging / INDEX_MANIFEST,
+            {
+                "format": INDEX_FORMAT,
+                "count": len(self._skills),
+                "paths": [str(p.resolve()) for p in self.paths],
+                "field_weights": self._bm25.weights,
+                "hybrid_weights": self.hybrid_weights,
+                "stemming": self._tokenizer.stemming,
+                "embedding_model": model_id,
+                "group_duplicates": self.group_duplicates,
+            },
+        )
         if target.exists():
             shutil.rmtree(target)
         staging.rename(target)
@@ -465,18 +483,27 @@ class SkillLibrary:
         root = Path(folder).expanduser()
         manifest_file = root / INDEX_MANIFEST
         if not manifest_file.is_file():
-            raise SearchError(f"{root} is not a skill index (no {INDEX_MANIFEST}); build one with `skillgym skills index`")
+            raise SearchError(
+                f"{root} is not a skill index (no {INDEX_MANIFEST}); build one with `skillgym skills index`"
+            )
         manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
         if manifest.get("format") != INDEX_FORMAT:
-            raise SearchError(f"{manifest_file}: index format {manifest.get('format')} is not {INDEX_FORMAT}; rebuild it")
+            raise SearchError(
+                f"{manifest_file}: index format {manifest.get('format')} is not {INDEX_FORMAT}; rebuild it"
+            )
         with (root / _SKILLS_FILE).open(encoding="utf-8") as lines:
             skills = [SkillSpec.model_validate_json(line) for line in lines if line.strip()]
         recorded = manifest.get("embedding_model")
         # The same model named differently ("wordllama" vs its recorded id) keeps the stored vectors.
         same_model = embedding_model is None or _model_id(embedding_model) == recorded
         model = recorded if same_model else embedding_model
-        lib = cls(skills=skills, embedding_model=model, embedder=embedder,
-                  field_weights=manifest.get("field_weights"), group_duplicates=manifest.get("group_duplicates", True))
+        lib = cls(
+            skills=skills,
+            embedding_model=model,
+            embedder=embedder,
+            field_weights=manifest.get("field_weights"),
+            group_duplicates=manifest.get("group_duplicates", True),
+        )
         lib.hybrid_weights.update(manifest.get("hybrid_weights") or {})
         lib.paths = [Path(p) for p in manifest.get("paths", [])]
         if manifest.get("stemming") != lib._tokenizer.stemming:

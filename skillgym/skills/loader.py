@@ -27,11 +27,27 @@ logger = logging.getLogger(__name__)
 
 SKILL_FILENAMES = ("SKILL.md", "skill.md")
 # Folders that never hold skills but can be huge; everything else (``.claude`` included) is walked.
-SKIP_DIRS = frozenset({".git", ".hg", ".svn", "node_modules", "__pycache__", ".venv", "venv", ".tox",
-                       ".mypy_cache", ".pytest_cache", ".ruff_cache"})
+SKIP_DIRS = frozenset(
+    {
+        ".git",
+        ".hg",
+        ".svn",
+        "node_modules",
+        "__pycache__",
+        ".venv",
+        "venv",
+        ".tox",
+        ".mypy_cache",
+        ".pytest_cache",
+        ".ruff_cache",
+    }
+)
 # Frontmatter keys that mark a Markdown file as a subagent definition rather than a document.
 _AGENT_MARKERS = ("name", "tools", "model", "color")
-_TOOL_KEYS = {"skill": ("allowed-tools", "allowed_tools", "tools"), "agent": ("tools", "allowed-tools", "allowed_tools")}
+_TOOL_KEYS = {
+    "skill": ("allowed-tools", "allowed_tools", "tools"),
+    "agent": ("tools", "allowed-tools", "allowed_tools"),
+}
 _SLUG_JUNK = re.compile(r"[^a-z0-9]+")
 
 Kind = Literal["skill", "agent"]
@@ -64,7 +80,9 @@ def load_agent(path: str | Path) -> SkillSpec:
     """Load a Claude-Code-style subagent file (frontmatter + system prompt body)."""
     file = Path(path)
     if file.is_dir():
-        raise SkillLoadError(file, "is a folder; load_agent expects one agent .md file (use load_collection for folders)")
+        raise SkillLoadError(
+            file, "is a folder; load_agent expects one agent .md file (use load_collection for folders)"
+        )
     fm = _read_frontmatter(file)
     return _build_spec(file, fm, "agent")
 
@@ -76,7 +94,8 @@ def load_any(path: str | Path) -> SkillSpec:
     if p.is_dir():
         if _find_skill_file(p) is None:
             raise SkillLoadError(
-                p, "folder has no SKILL.md; use load_collection() to load every skill and agent under it",
+                p,
+                "folder has no SKILL.md; use load_collection() to load every skill and agent under it",
                 field="SKILL.md",
             )
         return load_skill(p)
@@ -189,10 +208,13 @@ class _Collector:
             source = plugin.get("source", ".")
             if not isinstance(source, str):
                 # github/url/git sources live elsewhere; fetching them is not the loader's job.
-                self.fail(SkillLoadError(
-                    file, f"remote source {json.dumps(source)} is not fetched; clone it and load the folder",
-                    field=label,
-                ))
+                self.fail(
+                    SkillLoadError(
+                        file,
+                        f"remote source {json.dumps(source)} is not fetched; clone it and load the folder",
+                        field=label,
+                    )
+                )
                 continue
             plugin_root = (base / source).resolve()
             listed = _component_paths(plugin, plugin_root)
@@ -245,8 +267,10 @@ def _build_spec(file: Path, fm: Frontmatter, kind: Kind) -> SkillSpec:
         name = _slug(folder.name if kind == "skill" else file.stem)
         if not name:
             raise SkillLoadError(
-                file, "missing, and the file/folder name gives none to derive: add `name: my-skill`",
-                line=fm.start_line, field="name",
+                file,
+                "missing, and the file/folder name gives none to derive: add `name: my-skill`",
+                line=fm.start_line,
+                field="name",
             )
     description = _as_text(data.pop("description", None)) or _first_paragraph(fm.body)
     allowed_tools = _pop_tools(data, kind)
@@ -358,8 +382,10 @@ def _read_frontmatter(file: Path) -> Frontmatter:
         raise SkillLoadError(file, str(exc), line=exc.line, field=exc.field) from exc
     if fm.not_a_mapping:
         raise SkillLoadError(
-            file, "must be `key: value` fields (name, description, ...), not a list or a scalar",
-            line=fm.start_line, field="frontmatter",
+            file,
+            "must be `key: value` fields (name, description, ...), not a list or a scalar",
+            line=fm.start_line,
+            field="frontmatter",
         )
     return fm
 
@@ -418,7 +444,9 @@ def _read_json(file: Path) -> dict[str, Any]:
     try:
         data = json.loads(read_text(file))
     except json.JSONDecodeError as exc:
-        raise SkillLoadError(file, f"invalid JSON: {exc.msg} (column {exc.colno})", line=exc.lineno, field="json") from exc
+        raise SkillLoadError(
+            file, f"invalid JSON: {exc.msg} (column {exc.colno})", line=exc.lineno, field="json"
+        ) from exc
     if not isinstance(data, dict):
         raise SkillLoadError(file, "a plugin or marketplace manifest must be a JSON object", line=1, field="json")
     return data

@@ -28,7 +28,12 @@ MODES: tuple[str, ...] = ("bm25", "embedding", "hybrid")
 FIELDS = ("name", "description", "examples", "tools", "head", "body")
 # Tuned on the tuning half of benchmarks/data/skill_search_queries.json only (see the benchmark).
 DEFAULT_WEIGHTS: dict[str, float] = {
-    "name": 1.0, "description": 2.0, "examples": 2.0, "tools": 0.3, "head": 1.0, "body": 0.5,
+    "name": 1.0,
+    "description": 2.0,
+    "examples": 2.0,
+    "tools": 0.3,
+    "head": 1.0,
+    "body": 0.5,
 }
 HEAD_CHARS = 1500  # the start of a body: its title, purpose and "when to use" section
 RRF_K = 60  # the usual reciprocal-rank-fusion constant: damps the gap between ranks 1 and 2
@@ -42,7 +47,8 @@ _WORD = re.compile(r"[a-z0-9]+")
 _EXAMPLE = re.compile(r"<example>(.*?)</example>", re.DOTALL | re.IGNORECASE)
 # English function words. bm25s ships only ~30; requests ("how do I ... for our ...") carry many
 # more that would otherwise match every long skill body.
-STOPWORDS = frozenset("""
+STOPWORDS = frozenset(
+    """
 a about above after again against all am an and any are as at be because been before being below
 between both but by can could did do does doing down during each few for from further had has have
 having he her here hers herself him himself his how i if in into is it its itself just me more most
@@ -50,7 +56,8 @@ my myself no nor not now of off on once only or other our ours ourselves out ove
 so some such than that the their theirs them themselves then there these they this those through to
 too under until up us very was we were what when where which while who whom why will with would you
 your yours yourself yourselves let lets get got also etc via
-""".split())
+""".split()
+)
 
 
 class SearchError(RuntimeError):
@@ -252,7 +259,7 @@ def _contains(index: Any, stem: str, doc: int) -> bool:
     indptr, indices = index.scores["indptr"], index.scores["indices"]
     # A linear scan, not a binary search: bm25s does not promise sorted columns, and even a
     # word in every one of 10,000 skills is a 40 kB comparison.
-    return bool(np.any(indices[int(indptr[token]):int(indptr[token + 1])] == doc))
+    return bool(np.any(indices[int(indptr[token]) : int(indptr[token + 1])] == doc))
 
 
 def _bm25s() -> Any:

@@ -25,8 +25,22 @@ Severity = Literal["error", "warning"]
 
 SKILL_FIELDS = ("name", "description", "license", "allowed-tools", "metadata", "compatibility")
 AGENT_FIELDS = (
-    "name", "description", "tools", "disallowedTools", "model", "permissionMode", "maxTurns", "skills",
-    "mcpServers", "hooks", "memory", "background", "effort", "isolation", "color", "initialPrompt",
+    "name",
+    "description",
+    "tools",
+    "disallowedTools",
+    "model",
+    "permissionMode",
+    "maxTurns",
+    "skills",
+    "mcpServers",
+    "hooks",
+    "memory",
+    "background",
+    "effort",
+    "isolation",
+    "color",
+    "initialPrompt",
 )
 AGENT_MODELS = ("sonnet", "opus", "haiku", "inherit")
 AGENT_COLORS = ("red", "blue", "green", "yellow", "purple", "orange", "pink", "cyan")
@@ -69,10 +83,13 @@ def validate_path(path: str | Path) -> list[ValidationIssue]:
         return validate_file(p)
     found = list(iter_component_files(p))
     if not found:
-        return [ValidationIssue(
-            file=str(p), field="path",
-            message="no SKILL.md and no agent .md file (frontmatter with name/description) found under this folder",
-        )]
+        return [
+            ValidationIssue(
+                file=str(p),
+                field="path",
+                message="no SKILL.md and no agent .md file (frontmatter with name/description) found under this folder",
+            )
+        ]
     issues: list[ValidationIssue] = []
     for kind, file in found:
         issues += validate_skill(file) if kind == "skill" else validate_agent(file)
@@ -102,14 +119,21 @@ def validate_skill(path: str | Path) -> list[ValidationIssue]:
     data = fm.data
     for key in data:
         if key not in SKILL_FIELDS:
-            report.error(fm.key_lines.get(key), key, (
-                f"unknown top-level field; the Agent Skills spec allows only {', '.join(SKILL_FIELDS)}. "
-                "Move it under `metadata:`"
-            ))
+            report.error(
+                fm.key_lines.get(key),
+                key,
+                (
+                    f"unknown top-level field; the Agent Skills spec allows only {', '.join(SKILL_FIELDS)}. "
+                    "Move it under `metadata:`"
+                ),
+            )
     name = _check_name(fm, report, required=True)
     if name and name != file.parent.name:
-        report.error(fm.key_lines.get("name"), "name",
-                     f"{name!r} must match the skill's folder name {file.parent.name!r}; rename one of them")
+        report.error(
+            fm.key_lines.get("name"),
+            "name",
+            f"{name!r} must match the skill's folder name {file.parent.name!r}; rename one of them",
+        )
     _check_description(fm, report)
     _check_text(fm, report, "compatibility", COMPATIBILITY_MAX)
     _check_text(fm, report, "license", None)
@@ -142,8 +166,11 @@ def validate_agent(path: str | Path) -> list[ValidationIssue]:
         return report.issues
     for key in fm.data:
         if key not in AGENT_FIELDS:
-            report.warning(fm.key_lines.get(key), key,
-                           f"not a known subagent field (known: {', '.join(AGENT_FIELDS)}); it is kept as metadata")
+            report.warning(
+                fm.key_lines.get(key),
+                key,
+                f"not a known subagent field (known: {', '.join(AGENT_FIELDS)}); it is kept as metadata",
+            )
     _check_name(fm, report, required=True)
     _check_description(fm, report)
     if "tools" in fm.data:
@@ -153,7 +180,9 @@ def validate_agent(path: str | Path) -> list[ValidationIssue]:
         if not isinstance(model, str) or not model.strip():
             report.error(line, "model", f"must be a model alias ({', '.join(AGENT_MODELS)}) or a model id")
         elif model not in AGENT_MODELS and not model.startswith("claude-"):
-            report.warning(line, "model", f"{model!r} is neither an alias ({', '.join(AGENT_MODELS)}) nor a claude-* id")
+            report.warning(
+                line, "model", f"{model!r} is neither an alias ({', '.join(AGENT_MODELS)}) nor a claude-* id"
+            )
     if "color" in fm.data and fm.data["color"] not in AGENT_COLORS:
         report.warning(fm.key_lines.get("color"), "color", f"expected one of {', '.join(AGENT_COLORS)}")
     _check_body(fm, report, file, kind="agent")
@@ -236,10 +265,14 @@ def _check_name(fm: Frontmatter, report: _Report, *, required: bool) -> str | No
         report.error(line, "name", f"is {len(name)} characters; the limit is {NAME_MAX}")
     bad = sorted(set(re.sub(_NAME_CHARS, "", name)))
     if bad:
-        report.error(line, "name", (
-            f"may contain only lowercase letters, digits and hyphens; found {''.join(bad)!r}"
-            + (f" (try {_suggest(name)!r})" if _suggest(name) else "")
-        ))
+        report.error(
+            line,
+            "name",
+            (
+                f"may contain only lowercase letters, digits and hyphens; found {''.join(bad)!r}"
+                + (f" (try {_suggest(name)!r})" if _suggest(name) else "")
+            ),
+        )
     if name.startswith("-") or name.endswith("-"):
         report.error(line, "name", "must not start or end with a hyphen")
     if "--" in name:
@@ -253,8 +286,7 @@ def _suggest(name: str) -> str:
 
 def _check_description(fm: Frontmatter, report: _Report) -> None:
     if "description" not in fm.data:
-        report.error(fm.start_line, "description",
-                     "required field is missing; say what it does and when to use it")
+        report.error(fm.start_line, "description", "required field is missing; say what it does and when to use it")
         return
     _check_text(fm, report, "description", DESCRIPTION_MAX)
 
@@ -293,10 +325,14 @@ def _check_body(fm: Frontmatter, report: _Report, file: Path, *, kind: str) -> N
         return
     n_lines = fm.body.count("\n") + 1
     if kind == "skill" and n_lines > BODY_LINES_RECOMMENDED:
-        report.warning(fm.body_start_line, "body", (
-            f"{n_lines} lines; the spec recommends under {BODY_LINES_RECOMMENDED}: "
-            "move detail into references/ files"
-        ))
+        report.warning(
+            fm.body_start_line,
+            "body",
+            (
+                f"{n_lines} lines; the spec recommends under {BODY_LINES_RECOMMENDED}: "
+                "move detail into references/ files"
+            ),
+        )
     in_code = False
     for offset, text in enumerate(fm.body.splitlines()):
         if text.lstrip().startswith(("```", "~~~")):

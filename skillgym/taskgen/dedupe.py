@@ -18,7 +18,7 @@ def shingles(text: str, size: int = 3) -> set[str]:
     words = _WORD_RE.findall(text.lower())
     if len(words) < size:
         return {" ".join(words)} if words else {""}
-    return {" ".join(words[i:i + size]) for i in range(len(words) - size + 1)}
+    return {" ".join(words[i : i + size]) for i in range(len(words) - size + 1)}
 
 
 def minhash(text: str, num_perm: int = 128, size: int = 3) -> MinHash:

@@ -40,7 +40,7 @@ DIFFICULTIES = ["easy", "medium", "hard"]
 STYLES = {
     "precise": "The request is precise: it states the goal, the inputs and the constraints.",
     "vague": "The request is vague and underspecified, as real users often write: the assistant must infer "
-             "or ask about the missing details.",
+    "or ask about the missing details.",
 }
 TASK_SYSTEM = (
     "You write realistic, self-contained tasks for evaluating an AI assistant that works in a sandboxed "
@@ -103,10 +103,16 @@ def plan(graph: TopicGraph, config: GenerationConfig, count: int) -> list[Slot]:
             negative = negatives_due >= 1.0
             if negative:
                 negatives_due -= 1.0
-            slots.append(Slot(
-                index=len(slots), topic_id=leaf.id, persona=rng.choice(config.personas),
-                difficulty=rng.choice(config.difficulties), style=rng.choice(config.styles), negative=negative,
-            ))
+            slots.append(
+                Slot(
+                    index=len(slots),
+                    topic_id=leaf.id,
+                    persona=rng.choice(config.personas),
+                    difficulty=rng.choice(config.difficulties),
+                    style=rng.choice(config.styles),
+                    negative=negative,
+                )
+            )
     return slots
 
 
@@ -119,8 +125,9 @@ def generate_tasks(
 ) -> GenerationResult:
     """Generate up to ``config.n`` distinct tasks for ``skill`` with the teacher ``client``."""
     config = config or GenerationConfig()
-    graph = grow_topic_graph(skill, client, breadth=config.breadth, fanout=config.fanout, depth=config.depth,
-                             max_repairs=config.max_repairs)
+    graph = grow_topic_graph(
+        skill, client, breadth=config.breadth, fanout=config.fanout, depth=config.depth, max_repairs=config.max_repairs
+    )
     by_id = {n.id: n for n in graph.nodes}
     max_calls = config.max_calls or (3 * config.n) // config.batch_size + 8
     dedupe = NearDuplicateFilter(config.dedupe_threshold)
@@ -136,7 +143,8 @@ def generate_tasks(
         try:
             batch, _ = client.complete_json(
                 batch_messages(skill, graph, topic, slot, config, recent.get(topic.id, [])),
-                TaskBatch, max_repairs=config.max_repairs,
+                TaskBatch,
+                max_repairs=config.max_repairs,
             )
         except StructuredOutputError as exc:
             failed.append(f"batch {slot.index} ({topic.name}): {exc.last_error}")
@@ -149,13 +157,19 @@ def generate_tasks(
         if progress:
             progress(len(tasks), config.n)
     return GenerationResult(
-        tasks=tasks, topics=graph, calls=calls, failed_calls=failed, duplicates=len(dedupe.rejected),
-        http_calls=client.http_calls, cache_hits=client.cache_hits,
+        tasks=tasks,
+        topics=graph,
+        calls=calls,
+        failed_calls=failed,
+        duplicates=len(dedupe.rejected),
+        http_calls=client.http_calls,
+        cache_hits=client.cache_hits,
     )
 
 
-def batch_messages(skill: SkillSpec, graph: TopicGraph, topic: TopicNode, slot: Slot, config: GenerationConfig,
-                   avoid: list[str]) -> list[dict[str, str]]:
+def batch_messages(
+    skill: SkillSpec, graph: TopicGraph, topic: TopicNode, slot: Slot, config: GenerationConfig, avoid: list[str]
+) -> list[dict[str, str]]:
     path = " > ".join(graph.path(topic)) or topic.name
     if slot.negative:
         goal = (
@@ -166,13 +180,17 @@ def batch_messages(skill: SkillSpec, graph: TopicGraph, topic: TopicNode, slot: 
         )
     else:
         goal = f"Write {config.batch_size} tasks where this skill applies, about: {path} ({topic.description})."
-    example = {"tasks": [{
-        "prompt": "the user's message",
-        "rubric": ["a checkable criterion", "another"],
-        "files": {"relative/path.txt": "file content the request refers to (optional)"},
-        "answer": None,
-        "checks": [],
-    }]}
+    example = {
+        "tasks": [
+            {
+                "prompt": "the user's message",
+                "rubric": ["a checkable criterion", "another"],
+                "files": {"relative/path.txt": "file content the request refers to (optional)"},
+                "answer": None,
+                "checks": [],
+            }
+        ]
+    }
     lines = [
         skill_brief(skill),
         "",
@@ -186,13 +204,22 @@ def batch_messages(skill: SkillSpec, graph: TopicGraph, topic: TopicNode, slot: 
         f"Batch {slot.index + 1}: make the tasks different from each other and from earlier ones.",
     ]
     if avoid:
-        lines.append("Earlier tasks on this topic (do not repeat them):\n" + "\n".join(f"- {p[:160]}" for p in avoid[-8:]))
+        lines.append(
+            "Earlier tasks on this topic (do not repeat them):\n" + "\n".join(f"- {p[:160]}" for p in avoid[-8:])
+        )
     lines.append(f"Reply with JSON like {json.dumps(example)}.")
     return [{"role": "system", "content": TASK_SYSTEM}, {"role": "user", "content": "\n".join(lines)}]
 
 
-def to_task(skill: SkillSpec, graph: TopicGraph, topic: TopicNode, slot: Slot, draft: TaskDraft,
-            config: GenerationConfig, teacher: str) -> Task:
+def to_task(
+    skill: SkillSpec,
+    graph: TopicGraph,
+    topic: TopicNode,
+    slot: Slot,
+    draft: TaskDraft,
+    config: GenerationConfig,
+    teacher: str,
+) -> Task:
     digest = hashlib.sha256(f"{skill.name}\n{draft.prompt.strip()}".encode()).hexdigest()
     reference: dict = {"rubric": draft.rubric, "skill_applies": not slot.negative}
     if draft.answer:
@@ -200,8 +227,13 @@ def to_task(skill: SkillSpec, graph: TopicGraph, topic: TopicNode, slot: Slot, d
     if draft.checks:
         reference["checks"] = [{"command": c} for c in draft.checks]
     bucket = int(digest[:8], 16) / 0xFFFFFFFF
-    split = ("test" if bucket < config.test_fraction
-             else "validation" if bucket < config.test_fraction + config.validation_fraction else "train")
+    split = (
+        "test"
+        if bucket < config.test_fraction
+        else "validation"
+        if bucket < config.test_fraction + config.validation_fraction
+        else "train"
+    )
     return Task(
         id=f"{slug(skill.name)}-{digest[:12]}",
         prompt=draft.prompt.strip(),

@@ -30,13 +30,17 @@ class LearnabilityResult(BaseModel):
     kept: bool
 
 
-def score_rewards(task_id: str, rewards: list[float], *, success: float = 0.5, threshold: float = 0.0) -> LearnabilityResult:
+def score_rewards(
+    task_id: str, rewards: list[float], *, success: float = 0.5, threshold: float = 0.0
+) -> LearnabilityResult:
     """Success means reward >= ``success``; kept when 4p(1-p) > ``threshold``."""
     if not rewards:
         raise ValueError(f"task {task_id!r}: no rewards to score")
     p = sum(r >= success for r in rewards) / len(rewards)
     score = learnability(p)
-    return LearnabilityResult(task_id=task_id, rewards=rewards, pass_rate=p, score=round(score, 6), kept=score > threshold)
+    return LearnabilityResult(
+        task_id=task_id, rewards=rewards, pass_rate=p, score=round(score, 6), kept=score > threshold
+    )
 
 
 def filter_learnable(
@@ -63,8 +67,17 @@ def filter_learnable(
         result = score_rewards(task.id, rewards, success=success, threshold=threshold)
         results.append(result)
         if result.kept:
-            kept.append(task.model_copy(update={"metadata": {
-                **task.metadata, "learnability": result.score, "teacher_pass_rate": result.pass_rate}}))
+            kept.append(
+                task.model_copy(
+                    update={
+                        "metadata": {
+                            **task.metadata,
+                            "learnability": result.score,
+                            "teacher_pass_rate": result.pass_rate,
+                        }
+                    }
+                )
+            )
         if progress:
             progress(1)
     return kept, results

@@ -32,7 +32,9 @@ class TaskDraft(BaseModel):
 
     prompt: str = Field(min_length=15, description="The user's request, as the user would write it.")
     rubric: list[str] = Field(min_length=1, max_length=8, description="Checkable criteria a good response meets.")
-    files: dict[str, str] = Field(default_factory=dict, description="Workspace files the request refers to: path -> text.")
+    files: dict[str, str] = Field(
+        default_factory=dict, description="Workspace files the request refers to: path -> text."
+    )
     answer: str | None = Field(default=None, description="A short gold answer, only when one exact answer exists.")
     checks: list[str] = Field(default_factory=list, description="Shell commands that exit 0 when the work is done.")
 

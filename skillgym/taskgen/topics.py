@@ -58,8 +58,9 @@ def skill_brief(skill: SkillSpec, max_chars: int = 8000) -> str:
     return f"Skill name: {skill.name}\nDescription: {skill.description}\n\nInstructions:\n{body}"
 
 
-def grow_topic_graph(skill: SkillSpec, client: ChatClient, *, breadth: int = 6, fanout: int = 3,
-                     depth: int = 2, max_repairs: int = 3) -> TopicGraph:
+def grow_topic_graph(
+    skill: SkillSpec, client: ChatClient, *, breadth: int = 6, fanout: int = 3, depth: int = 2, max_repairs: int = 3
+) -> TopicGraph:
     """Root -> ``breadth`` topics -> ``fanout`` subtopics each (``depth`` 1 stops at topics)."""
     graph = TopicGraph(skill=skill.name, nodes=[TopicNode(id="root", name=skill.name, description=skill.description)])
     frontier = [graph.nodes[0]]
@@ -69,23 +70,33 @@ def grow_topic_graph(skill: SkillSpec, client: ChatClient, *, breadth: int = 6, 
             count = breadth if level == 1 else fanout
             found = _ask_topics(skill, client, parent, graph, count, max_repairs)
             for i, item in enumerate(found.topics[:count]):
-                node = TopicNode(id=f"{parent.id}.{i}" if parent.id != "root" else str(i), name=item.name.strip(),
-                                 description=item.description.strip(), parent=parent.id, depth=level)
+                node = TopicNode(
+                    id=f"{parent.id}.{i}" if parent.id != "root" else str(i),
+                    name=item.name.strip(),
+                    description=item.description.strip(),
+                    parent=parent.id,
+                    depth=level,
+                )
                 graph.nodes.append(node)
                 next_frontier.append(node)
         frontier = next_frontier
     return graph
 
 
-def _ask_topics(skill: SkillSpec, client: ChatClient, parent: TopicNode, graph: TopicGraph, count: int,
-                max_repairs: int) -> TopicList:
+def _ask_topics(
+    skill: SkillSpec, client: ChatClient, parent: TopicNode, graph: TopicGraph, count: int, max_repairs: int
+) -> TopicList:
     if parent.depth == 0:
-        ask = (f"List {count} distinct areas where a user would need this skill: the kinds of requests it is "
-               "for, the situations and inputs it handles, and its important rules or pitfalls.")
+        ask = (
+            f"List {count} distinct areas where a user would need this skill: the kinds of requests it is "
+            "for, the situations and inputs it handles, and its important rules or pitfalls."
+        )
     else:
         path = " > ".join(graph.path(parent))
-        ask = (f"Within the area '{path}' ({parent.description}), list {count} narrower, concrete subtopics: "
-               "specific situations, inputs or decisions a request could be about.")
+        ask = (
+            f"Within the area '{path}' ({parent.description}), list {count} narrower, concrete subtopics: "
+            "specific situations, inputs or decisions a request could be about."
+        )
     schema_hint = json.dumps({"topics": [{"name": "short name", "description": "one sentence"}]})
     messages = [
         {"role": "system", "content": TOPIC_SYSTEM},

@@ -49,10 +49,15 @@ class ErrorReply:
 
 # -- building responses ------------------------------------------------------------------------
 
+
 def tool_call(name: str, arguments: dict[str, Any] | str, call_id: str | None = None) -> dict[str, Any]:
     """One OpenAI tool call (``arguments`` as given if a string, else JSON-encoded)."""
     args = arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False)
-    return {"id": call_id or f"call_{uuid.uuid4().hex[:12]}", "type": "function", "function": {"name": name, "arguments": args}}
+    return {
+        "id": call_id or f"call_{uuid.uuid4().hex[:12]}",
+        "type": "function",
+        "function": {"name": name, "arguments": args},
+    }
 
 
 def assistant_message(
@@ -105,6 +110,7 @@ def chat_completion(
 
 
 # -- the server --------------------------------------------------------------------------------
+
 
 class ScriptedOpenAIServer:
     """``POST /v1/chat/completions`` answered by ``respond(request_json)``; ``GET /v1/models``.
@@ -200,8 +206,9 @@ class ScriptedOpenAIServer:
             timeout_keep_alive=120,  # pooled client connections must not be dropped between turns
         )
         self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True,
-                                        name=f"scripted-openai-{self.port}")
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [sock]}, daemon=True, name=f"scripted-openai-{self.port}"
+        )
         self._thread.start()
         deadline = time.monotonic() + 20
         while not self._server.started:
@@ -215,8 +222,9 @@ class ScriptedOpenAIServer:
     def _serve_child(self, sock: socket.socket) -> None:
         import uvicorn
 
-        config = uvicorn.Config(self._app(), log_level="warning", access_log=False, lifespan="off",
-                                backlog=2048, timeout_keep_alive=120)
+        config = uvicorn.Config(
+            self._app(), log_level="warning", access_log=False, lifespan="off", backlog=2048, timeout_keep_alive=120
+        )
         uvicorn.Server(config).run(sockets=[sock])
 
     def _wait_until_answering(self) -> None:
@@ -230,7 +238,9 @@ class ScriptedOpenAIServer:
             except httpx.HTTPError:
                 if not self._child.is_alive() or time.monotonic() > deadline:
                     self.stop()
-                    raise RuntimeError(f"the scripted OpenAI server process did not answer on port {self.port}") from None
+                    raise RuntimeError(
+                        f"the scripted OpenAI server process did not answer on port {self.port}"
+                    ) from None
                 time.sleep(0.02)
 
     def stop(self) -> None:
@@ -323,8 +333,9 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     from starlette.responses import JSONResponse
 
     kind = "rate_limit_error" if status == 429 else "invalid_request_error" if status < 500 else "server_error"
-    return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status_code=status,
-                        headers=headers)
+    return JSONResponse(
+        {"error": {"message": message, "type": kind, "code": status}}, status_code=status, headers=headers
+    )
 
 
 def _stream(reply: dict[str, Any]) -> Any:
@@ -340,9 +351,12 @@ def _stream(reply: dict[str, Any]) -> Any:
     head = {k: reply[k] for k in ("id", "created", "model") if k in reply}
     chunks = [
         {**head, "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": delta, "finish_reason": None}]},
-        {**head, "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {},
-                                                                  "finish_reason": choice.get("finish_reason")}],
-         **({"usage": reply["usage"]} if "usage" in reply else {})},
+        {
+            **head,
+            "object": "chat.completion.chunk",
+            "choices": [{"index": 0, "delta": {}, "finish_reason": choice.get("finish_reason")}],
+            **({"usage": reply["usage"]} if "usage" in reply else {}),
+        },
     ]
     events = [f"data: {json.dumps(c, ensure_ascii=False)}\n\n" for c in chunks] + ["data: [DONE]\n\n"]
     return StreamingResponse(iter(events), media_type="text/event-stream")
@@ -370,13 +384,17 @@ def _validate(body: dict[str, Any]) -> str | None:
         if role == "tool":
             call_id = message.get("tool_call_id")
             if call_id not in pending:
-                return (f"messages[{i}]: messages with role 'tool' must be a response to a preceding message "
-                        f"with 'tool_calls' (no call has id {call_id!r})")
+                return (
+                    f"messages[{i}]: messages with role 'tool' must be a response to a preceding message "
+                    f"with 'tool_calls' (no call has id {call_id!r})"
+                )
             pending.discard(call_id)
             continue
         if pending:
-            return (f"messages[{i}]: an assistant message with 'tool_calls' must be followed by tool messages "
-                    f"responding to each 'tool_call_id'; missing: {sorted(pending)}")
+            return (
+                f"messages[{i}]: an assistant message with 'tool_calls' must be followed by tool messages "
+                f"responding to each 'tool_call_id'; missing: {sorted(pending)}"
+            )
         if role == "assistant":
             for k, call in enumerate(message.get("tool_calls") or []):
                 try:
@@ -388,6 +406,7 @@ def _validate(body: dict[str, Any]) -> str | None:
 
 
 # -- replaying a scripted expert -----------------------------------------------------------------
+
 
 class ReplayResponder:
     """Answers each request with what the env's scripted expert would say next.
@@ -469,8 +488,10 @@ def _tasks_by_prompt(spec: Any) -> dict[str, dict[str, Any]]:
         except (ValueError, KeyError):  # a source may not have every split
             continue
         for task in tasks:
-            out.setdefault(task.prompt, {"task_id": task.id, "task_metadata": dict(task.metadata),
-                                         "env_id": spec.id, "split": task.split})
+            out.setdefault(
+                task.prompt,
+                {"task_id": task.id, "task_metadata": dict(task.metadata), "env_id": spec.id, "split": task.split},
+            )
     return out
 
 

@@ -21,13 +21,17 @@ Bool = Annotated[bool, Field(strict=True)]
 
 class BashArgs(ToolArgs):
     command: str = Field(description="The shell command to run in /workspace.")
-    timeout: float | None = Field(default=None, gt=0, le=MAX_TIMEOUT, description="Seconds before the command is killed.")
+    timeout: float | None = Field(
+        default=None, gt=0, le=MAX_TIMEOUT, description="Seconds before the command is killed."
+    )
 
     @field_validator("command")
     @classmethod
     def _no_nul(cls, command: str) -> str:
         if "\x00" in command:
-            raise PydanticCustomError("nul_in_command", "the command contains a NUL character (\\x00), which no shell command can hold")
+            raise PydanticCustomError(
+                "nul_in_command", "the command contains a NUL character (\\x00), which no shell command can hold"
+            )
         return command
 
 
@@ -45,7 +49,9 @@ class Bash(Tool):
         )
         parts = [p for p in (res["stdout"].rstrip("\n"), res["stderr"].rstrip("\n")) if p]
         if res["timed_out"]:
-            parts.append(f"[command timed out after {args.timeout or sandbox.config.default_timeout:g} s and was killed]")
+            parts.append(
+                f"[command timed out after {args.timeout or sandbox.config.default_timeout:g} s and was killed]"
+            )
         parts.append(f"[exit code {res['exit_code']}]")
         return "\n".join(parts)
 
@@ -102,7 +108,11 @@ class EditFile(Tool):
 
     def __call__(self, sandbox: Sandbox, args: EditFileArgs) -> str:
         res = sandbox.call(
-            "edit_file", path=args.path, old_string=args.old_string, new_string=args.new_string, replace_all=args.replace_all
+            "edit_file",
+            path=args.path,
+            old_string=args.old_string,
+            new_string=args.new_string,
+            replace_all=args.replace_all,
         )
         return f"Edited {res['path']} ({res['replacements']} replacement{'s' if res['replacements'] != 1 else ''})."
 
@@ -142,7 +152,12 @@ class Grep(Tool):
 
     def __call__(self, sandbox: Sandbox, args: GrepArgs) -> str:
         res = sandbox.call(
-            "grep", pattern=args.pattern, path=args.path, glob=args.glob, context=args.context, ignore_case=args.ignore_case
+            "grep",
+            pattern=args.pattern,
+            path=args.path,
+            glob=args.glob,
+            context=args.context,
+            ignore_case=args.ignore_case,
         )
         if not res["matches"]:
             return f"No matches for {args.pattern!r}."
