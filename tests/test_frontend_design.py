@@ -50,17 +50,33 @@ def test_briefs_split_by_subject_and_state_their_constraints():
 
 
 def _page(**over):
-    page = {"width": 1280, "selector_counts": {"h1": 1}, "body_text": "Hello Tidewater", "contrast_checked": 10,
-            "contrast_failure_count": 0, "colors": {"#0e7c86": 3, "#111111": 5}, "page_background_luminance": 0.9,
-            "page_weight_bytes": 5_000, "fonts": {"EB Garamond": 300, "DejaVu Sans": 2},
-            "screenshot": {"nonzero_share": 0.05}, "overflow_px": 0, "console_error_count": 0,
-            "failed_request_count": 0, "external_request_count": 0}
+    page = {
+        "width": 1280,
+        "selector_counts": {"h1": 1},
+        "body_text": "Hello Tidewater",
+        "contrast_checked": 10,
+        "contrast_failure_count": 0,
+        "colors": {"#0e7c86": 3, "#111111": 5},
+        "page_background_luminance": 0.9,
+        "page_weight_bytes": 5_000,
+        "fonts": {"EB Garamond": 300, "DejaVu Sans": 2},
+        "screenshot": {"nonzero_share": 0.05},
+        "overflow_px": 0,
+        "console_error_count": 0,
+        "failed_request_count": 0,
+        "external_request_count": 0,
+    }
     page.update(over)
     return page
 
 
-REF = {"selectors": [{"selector": "h1", "min": 1, "label": "h1"}], "texts": ["Tidewater"], "brand": "#0e7c86",
-       "theme": "light", "max_weight_kb": 10}
+REF = {
+    "selectors": [{"selector": "h1", "min": 1, "label": "h1"}],
+    "texts": ["Tidewater"],
+    "brand": "#0e7c86",
+    "theme": "light",
+    "max_weight_kb": 10,
+}
 
 
 def test_components_each_defect_costs_its_own_weight():
@@ -94,12 +110,28 @@ def test_components_each_defect_costs_its_own_weight():
 
 
 def test_small_helpers():
-    assert answer_path("`index.html`\n") == "index.html" and answer_path("file:///workspace/a.html") == "/workspace/a.html"
-    assert is_generic_font("Inter Display") and is_generic_font("Liberation Sans") and not is_generic_font("EB Garamond")
+    assert (
+        answer_path("`index.html`\n") == "index.html" and answer_path("file:///workspace/a.html") == "/workspace/a.html"
+    )
+    assert (
+        is_generic_font("Inter Display") and is_generic_font("Liberation Sans") and not is_generic_font("EB Garamond")
+    )
     assert on_colour("#ffff00") == "#000000" and on_colour("#1e40af") == "#ffffff"
-    text = format_report({"path": "/workspace/i.html", "file_bytes": 10, "renders": [
-        {**_page(width=375, overflow_px=300, scroll_width=675, wide_elements=[{"tag": "div.w", "right": 675}]),
-         "console_errors": ["boom"], "console_error_count": 1}]})
+    text = format_report(
+        {
+            "path": "/workspace/i.html",
+            "file_bytes": 10,
+            "renders": [
+                {
+                    **_page(
+                        width=375, overflow_px=300, scroll_width=675, wide_elements=[{"tag": "div.w", "right": 675}]
+                    ),
+                    "console_errors": ["boom"],
+                    "console_error_count": 1,
+                }
+            ],
+        }
+    )
     assert "HORIZONTAL OVERFLOW" in text and "div.w" in text and "boom" in text
 
 
@@ -139,8 +171,14 @@ def test_expert_rewrites_when_a_report_flags_overflow():
     policy.reset(obs, {"task_id": task.id})
     names = []
     # Each report is what the previous action's tool printed (the write_file result is not a report).
-    reports = ["", "wrote", "[375px] ...\n  HORIZONTAL OVERFLOW: content is 600px wide", "wrote", "[375px] ok",
-               "[1280px] ok"]
+    reports = [
+        "",
+        "wrote",
+        "[375px] ...\n  HORIZONTAL OVERFLOW: content is 600px wide",
+        "wrote",
+        "[375px] ok",
+        "[1280px] ok",
+    ]
     for report in reports:
         action = policy.act([*obs, {"role": "tool", "name": "render_page", "content": report}], {})
         names.append(action)
@@ -190,17 +228,25 @@ def test_each_broken_page_loses_exactly_its_points(env):
     good = compose_page(task.reference, task.id)
     pages = {
         "good": (good, set()),
-        "blank": ("<!doctype html><html><head><meta name='viewport' content='width=device-width'></head>"
-                  "<body style='background:#f5efe3'></body></html>",
-                  {"not_blank", "requirements", "brand_colour", "typography"}),
+        "blank": (
+            "<!doctype html><html><head><meta name='viewport' content='width=device-width'></head>"
+            "<body style='background:#f5efe3'></body></html>",
+            {"not_blank", "requirements", "brand_colour", "typography"},
+        ),
         "console": (good.replace("</body>", "<script>missingFunction()</script></body>"), {"console"}),
-        "overflow": (good.replace("</main>", "<div style='width:900px;height:10px'></div></main>"),
-                     {"no_overflow_375"}),
-        "contrast": (good.replace("--text: #1d1a16", "--text: #d8d0c0").replace("--muted: #4a443c", "--muted: #d8d0c0"),
-                     {"contrast"}),
+        "overflow": (
+            good.replace("</main>", "<div style='width:900px;height:10px'></div></main>"),
+            {"no_overflow_375"},
+        ),
+        "contrast": (
+            good.replace("--text: #1d1a16", "--text: #d8d0c0").replace("--muted: #4a443c", "--muted: #d8d0c0"),
+            {"contrast"},
+        ),
         # The sandbox has no network: an external image is a failed (and external) request.
-        "external": (good.replace("</main>", "<img src='https://example.com/x.png' alt='' width='1' height='1'></main>"),
-                     {"requests"}),
+        "external": (
+            good.replace("</main>", "<img src='https://example.com/x.png' alt='' width='1' height='1'></main>"),
+            {"requests"},
+        ),
     }
     grader = DesignGrader()
     with make_sandbox(env.env_spec.sandbox) as sandbox:

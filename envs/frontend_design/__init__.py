@@ -31,9 +31,23 @@ from .grader import WEIGHTS, DesignGrader, components_from_probe, score_of
 from .tasks import DesignBriefs, brief_rows
 
 __all__ = [
-    "ENV_ID", "FLAT_SHARE", "DesignBriefs", "DesignGrader", "ExpertPolicy", "IMAGE", "ProbeError", "RenderPage",
-    "WEIGHTS", "brief_rows", "components_from_probe", "compose_page", "format_report", "load_skill", "make_spec",
-    "probe", "score_of",
+    "ENV_ID",
+    "FLAT_SHARE",
+    "DesignBriefs",
+    "DesignGrader",
+    "ExpertPolicy",
+    "IMAGE",
+    "ProbeError",
+    "RenderPage",
+    "WEIGHTS",
+    "brief_rows",
+    "components_from_probe",
+    "compose_page",
+    "format_report",
+    "load_skill",
+    "make_spec",
+    "probe",
+    "score_of",
 ]
 
 ENV_ID = "frontend-design-v0"
@@ -108,7 +122,12 @@ def make_spec(
         system_prompt=ENV_NOTES,
         instruction_mode=instruction_mode,
         expert=functools.partial(ExpertPolicy, tasks),
-        metadata={"skill_source": skill_source, "image": IMAGE, "task_counts": tasks.counts(), "seed": seed,
-                  "brand_variants": brand_variants},
+        metadata={
+            "skill_source": skill_source,
+            "image": IMAGE,
+            "task_counts": tasks.counts(),
+            "seed": seed,
+            "brand_variants": brand_variants,
+        },
         **options,
     )

@@ -27,9 +27,17 @@ class ProbeError(RuntimeError):
     """The probe did not run, or printed no result."""
 
 
-def probe(sandbox: Sandbox, path: str, widths: list[int], *, selectors: list[str] | None = None,
-          screenshot_dir: str | None = SCREENSHOT_DIR, keep_text: bool = False, inline_png: bool = False,
-          timeout: float = 60.0) -> dict[str, Any]:
+def probe(
+    sandbox: Sandbox,
+    path: str,
+    widths: list[int],
+    *,
+    selectors: list[str] | None = None,
+    screenshot_dir: str | None = SCREENSHOT_DIR,
+    keep_text: bool = False,
+    inline_png: bool = False,
+    timeout: float = 60.0,
+) -> dict[str, Any]:
     """Load ``path`` in the sandbox's Chromium at each width and measure it.
 
     Args:
@@ -45,15 +53,24 @@ def probe(sandbox: Sandbox, path: str, widths: list[int], *, selectors: list[str
     Returns:
         The probe's JSON: ``path``, ``file_bytes``, ``renders`` (one per width) or ``error``.
     """
-    options = {"path": path, "widths": widths, "selectors": selectors or [], "screenshot_dir": screenshot_dir,
-               "keep_text": keep_text, "inline_png": inline_png, "timeout": max(5.0, timeout - 5)}
+    options = {
+        "path": path,
+        "widths": widths,
+        "selectors": selectors or [],
+        "screenshot_dir": screenshot_dir,
+        "keep_text": keep_text,
+        "inline_png": inline_png,
+        "timeout": max(5.0, timeout - 5),
+    }
     cmd = f"python3 - {shlex.quote(json.dumps(options))} <<'{_EOF}'\n{PROBE_SOURCE}\n{_EOF}\n"
     res = sandbox.call("run", cmd=cmd, timeout=timeout, max_output=2_000_000)
     lines = [line for line in res["stdout"].splitlines() if line.startswith("{")]
     if res["timed_out"] or not lines:
         tail = (res["stderr"] or res["stdout"]).strip()[-800:]
-        raise ProbeError(f"the browser probe {'timed out' if res['timed_out'] else 'printed no result'} "
-                         f"(exit code {res['exit_code']}): {tail}")
+        raise ProbeError(
+            f"the browser probe {'timed out' if res['timed_out'] else 'printed no result'} "
+            f"(exit code {res['exit_code']}): {tail}"
+        )
     return json.loads(lines[-1])
 
 
@@ -68,35 +85,52 @@ def format_report(result: dict[str, Any]) -> str:
             lines.append(f"[{width}px] did not load: {page['load_error']}")
             continue
         shot = page.get("screenshot", {})
-        lines.append(f"[{width}px] title {page.get('title')!r}; page height {page.get('page_height')}px; "
-                     f"loaded in {page.get('load_ms')} ms; screenshot {shot.get('path', '(not kept)')}")
+        lines.append(
+            f"[{width}px] title {page.get('title')!r}; page height {page.get('page_height')}px; "
+            f"loaded in {page.get('load_ms')} ms; screenshot {shot.get('path', '(not kept)')}"
+        )
         if shot.get("nonzero_share", 1) < FLAT_SHARE:
             lines.append("  SCREENSHOT IS BLANK: the page shows a single flat colour")
         errors = page.get("console_errors", [])
-        lines.append(f"  console errors: {page.get('console_error_count', 0)}"
-                     + "".join(f"\n    - {e}" for e in errors[:5]))
+        lines.append(
+            f"  console errors: {page.get('console_error_count', 0)}" + "".join(f"\n    - {e}" for e in errors[:5])
+        )
         failed = page.get("failed_requests", [])
-        lines.append(f"  failed requests: {page.get('failed_request_count', 0)}"
-                     + "".join(f"\n    - {f['url']} ({f['error']})" for f in failed[:5]))
+        lines.append(
+            f"  failed requests: {page.get('failed_request_count', 0)}"
+            + "".join(f"\n    - {f['url']} ({f['error']})" for f in failed[:5])
+        )
         if page.get("external_request_count"):
-            lines.append(f"  external requests (the sandbox has no network; inline everything): "
-                         f"{', '.join(page['external_requests'][:5])}")
+            lines.append(
+                f"  external requests (the sandbox has no network; inline everything): "
+                f"{', '.join(page['external_requests'][:5])}"
+            )
         lines.append(f"  page weight: {page.get('page_weight_bytes', 0):,} bytes in {page.get('requests', 0)} requests")
         if page.get("overflow_px"):
             wide = ", ".join(f"{w['tag']} (right edge {w['right']}px)" for w in page.get("wide_elements", []))
-            lines.append(f"  HORIZONTAL OVERFLOW: content is {page['scroll_width']}px wide in a {width}px viewport"
-                         + (f"; widest: {wide}" if wide else ""))
+            lines.append(
+                f"  HORIZONTAL OVERFLOW: content is {page['scroll_width']}px wide in a {width}px viewport"
+                + (f"; widest: {wide}" if wide else "")
+            )
         else:
             lines.append("  horizontal overflow: none")
         fonts = page.get("fonts", {})
-        lines.append("  fonts used (glyphs): " + (", ".join(f"{k} ({v})" for k, v in list(fonts.items())[:6]) or "none"))
+        lines.append(
+            "  fonts used (glyphs): " + (", ".join(f"{k} ({v})" for k, v in list(fonts.items())[:6]) or "none")
+        )
         fails = page.get("contrast_failures", [])
-        lines.append(f"  text contrast failures (WCAG AA): {page.get('contrast_failure_count', 0)} "
-                     f"of {page.get('contrast_checked', 0)} text elements"
-                     + "".join(f"\n    - {f['text']!r}: {f['ratio']}:1 ({f['color']} on {f['background']}), needs "
-                               f"{f['need']}:1" for f in fails[:5]))
-        lines.append(f"  background {page.get('page_background')}; top colours: "
-                     + ", ".join(k for k, _ in sorted(page.get("colors", {}).items(), key=lambda kv: -kv[1])[:6]))
+        lines.append(
+            f"  text contrast failures (WCAG AA): {page.get('contrast_failure_count', 0)} "
+            f"of {page.get('contrast_checked', 0)} text elements"
+            + "".join(
+                f"\n    - {f['text']!r}: {f['ratio']}:1 ({f['color']} on {f['background']}), needs {f['need']}:1"
+                for f in fails[:5]
+            )
+        )
+        lines.append(
+            f"  background {page.get('page_background')}; top colours: "
+            + ", ".join(k for k, _ in sorted(page.get("colors", {}).items(), key=lambda kv: -kv[1])[:6])
+        )
     return "\n".join(lines)
 
 
@@ -108,7 +142,9 @@ FLAT_SHARE = 0.00001
 
 class RenderPageArgs(ToolArgs):
     path: str = Field(description="The HTML file to render, relative to /workspace or absolute under it.")
-    width: int = Field(default=1280, ge=320, le=2560, description="Viewport width in CSS pixels (e.g. 375 for a phone).")
+    width: int = Field(
+        default=1280, ge=320, le=2560, description="Viewport width in CSS pixels (e.g. 375 for a phone)."
+    )
 
 
 class RenderPage(Tool):

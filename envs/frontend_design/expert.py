@@ -62,8 +62,8 @@ def _pick(key: str, options: list[Any]) -> Any:
 def stylesheet(brand: str, theme: str, display: str, body: str, strict: bool = False) -> str:
     p = PALETTES[theme]
     css = f"""
-:root {{ --bg: {p['bg']}; --surface: {p['surface']}; --text: {p['text']}; --muted: {p['muted']};
-  --line: {p['line']}; --brand: {brand}; --on-brand: {on_colour(brand)}; }}
+:root {{ --bg: {p["bg"]}; --surface: {p["surface"]}; --text: {p["text"]}; --muted: {p["muted"]};
+  --line: {p["line"]}; --brand: {brand}; --on-brand: {on_colour(brand)}; }}
 * {{ box-sizing: border-box; }}
 html {{ background: var(--bg); }}
 body {{ margin: 0; background: var(--bg); color: var(--text); font-family: '{body}', serif;
@@ -122,79 +122,115 @@ def body_blocks(ref: dict[str, Any]) -> str:
     top = f"<header class='top'><div class='wrap'><span class='mark'>{name}</span>{nav}</div></header>"
     say = " &middot; ".join(extra)
     if kind == "landing":
-        main = (f"<section class='hero wrap' id='one'><h1>{name}</h1><p class='lede'>{subject_e}.</p>"
-                f"<a class='btn' href='#three'>{texts[1]}</a></section>"
-                "<section class='wrap' id='two'><div class='grid'>"
-                + "".join(f"<div class='card'><h3>{t}</h3><p class='muted'>{subject_e}.</p></div>"
-                          for t in ("Made with care", "Close to you", "Fair prices"))
-                + f"</div></section><section class='wrap' id='three'><h2>{texts[1]}</h2>"
-                f"<p>{subject_e}.</p></section>")
+        main = (
+            f"<section class='hero wrap' id='one'><h1>{name}</h1><p class='lede'>{subject_e}.</p>"
+            f"<a class='btn' href='#three'>{texts[1]}</a></section>"
+            "<section class='wrap' id='two'><div class='grid'>"
+            + "".join(
+                f"<div class='card'><h3>{t}</h3><p class='muted'>{subject_e}.</p></div>"
+                for t in ("Made with care", "Close to you", "Fair prices")
+            )
+            + f"</div></section><section class='wrap' id='three'><h2>{texts[1]}</h2>"
+            f"<p>{subject_e}.</p></section>"
+        )
     elif kind == "dashboard":
         rows = "".join(f"<tr><td>{name} {i}</td><td>{90 - 7 * i}%</td><td>{12 + 5 * i}</td></tr>" for i in range(1, 7))
-        main = (f"<section class='wrap' id='one'><h1>{subject_e}</h1><p class='lede'>{say}</p>"
-                "<div class='grid'>"
-                + "".join(f"<div class='card'><p class='muted'>{t}</p><h2>{40 + 13 * i}</h2></div>"
-                          for i, t in enumerate(extra or [name]))
-                + f"</div></section><section class='wrap' id='two'><div class='scroll'><table><thead><tr><th>{name}</th>"
-                f"<th>{extra[-1] if extra else name}</th><th>Count</th></tr></thead><tbody>{rows}</tbody></table></div>"
-                "</section>")
+        main = (
+            f"<section class='wrap' id='one'><h1>{subject_e}</h1><p class='lede'>{say}</p>"
+            "<div class='grid'>"
+            + "".join(
+                f"<div class='card'><p class='muted'>{t}</p><h2>{40 + 13 * i}</h2></div>"
+                for i, t in enumerate(extra or [name])
+            )
+            + f"</div></section><section class='wrap' id='two'><div class='scroll'><table><thead><tr><th>{name}</th>"
+            f"<th>{extra[-1] if extra else name}</th><th>Count</th></tr></thead><tbody>{rows}</tbody></table></div>"
+            "</section>"
+        )
     elif kind == "portfolio":
-        arts = "".join(f"<article class='card'><h3>Project {i}</h3><p class='muted'>{subject_e}.</p></article>"
-                       for i in range(1, 5))
-        main = (f"<section class='hero wrap' id='one'><h1>{name}</h1><p class='lede'>{subject_e}.</p></section>"
-                f"<section class='wrap' id='two'><h2>{extra[0] if extra else name}</h2><div class='grid'>{arts}</div>"
-                f"</section><section class='wrap' id='three'><a class='btn' href='mailto:hello@example.org'>"
-                "Write to me</a></section>")
+        arts = "".join(
+            f"<article class='card'><h3>Project {i}</h3><p class='muted'>{subject_e}.</p></article>"
+            for i in range(1, 5)
+        )
+        main = (
+            f"<section class='hero wrap' id='one'><h1>{name}</h1><p class='lede'>{subject_e}.</p></section>"
+            f"<section class='wrap' id='two'><h2>{extra[0] if extra else name}</h2><div class='grid'>{arts}</div>"
+            f"</section><section class='wrap' id='three'><a class='btn' href='mailto:hello@example.org'>"
+            "Write to me</a></section>"
+        )
     elif kind == "pricing":
         arts = "".join(
             f"<article class='card'><h2>{t}</h2><p class='mark'>${9 * (i + 1)}/mo</p><ul>"
             + "".join(f"<li>{f}</li>" for f in ("Everything before", f"{5 * (i + 1)} seats", "Email support"))
             + f"</ul><a class='btn' href='#three'>Choose {t}</a></article>"
-            for i, t in enumerate(texts))
-        main = (f"<section class='hero wrap' id='one'><h1>{subject_e}</h1><p class='lede'>Plans</p></section>"
-                f"<section class='wrap' id='two'><div class='grid'>{arts}</div></section>")
+            for i, t in enumerate(texts)
+        )
+        main = (
+            f"<section class='hero wrap' id='one'><h1>{subject_e}</h1><p class='lede'>Plans</p></section>"
+            f"<section class='wrap' id='two'><div class='grid'>{arts}</div></section>"
+        )
     elif kind == "docs":
-        top = ("<header class='top'><div class='wrap'><span class='mark'>Docs</span><nav>"
-               + "".join(f"<a href='#s{i}'>{t}</a>" for i, t in enumerate(["Overview", "Setup", "Usage", "Reference",
-                                                                            "FAQ"]))
-               + "</nav></div></header>")
+        top = (
+            "<header class='top'><div class='wrap'><span class='mark'>Docs</span><nav>"
+            + "".join(
+                f"<a href='#s{i}'>{t}</a>" for i, t in enumerate(["Overview", "Setup", "Usage", "Reference", "FAQ"])
+            )
+            + "</nav></div></header>"
+        )
         code = _e(extra[0]) if extra else name
-        main = (f"<section class='wrap' id='s0'><h1>{name}</h1><p class='lede'>{subject_e}.</p>"
-                + "".join(f"<h2 id='s{i}'>{t}</h2><p>{subject_e}.</p>" for i, t in enumerate(["Setup", "Usage",
-                                                                                              "Reference"], 1))
-                + f"<pre><code>{code}</code></pre></section>")
+        main = (
+            f"<section class='wrap' id='s0'><h1>{name}</h1><p class='lede'>{subject_e}.</p>"
+            + "".join(
+                f"<h2 id='s{i}'>{t}</h2><p>{subject_e}.</p>" for i, t in enumerate(["Setup", "Usage", "Reference"], 1)
+            )
+            + f"<pre><code>{code}</code></pre></section>"
+        )
     elif kind == "form":
-        main = (f"<section class='wrap' id='one'><h1>{name}</h1><p class='lede'>{subject_e}.</p>"
-                "<form onsubmit='event.preventDefault()'><label>Full name<input name='name' autocomplete='name'></label>"
-                "<label>Email<input type='email' name='email' autocomplete='email'></label>"
-                + "".join(f"<label>{t}<input name='f{i}'></label>" for i, t in enumerate(extra))
-                + f"<button class='btn' type='submit'>{name}</button></form></section>")
+        main = (
+            f"<section class='wrap' id='one'><h1>{name}</h1><p class='lede'>{subject_e}.</p>"
+            "<form onsubmit='event.preventDefault()'><label>Full name<input name='name' autocomplete='name'></label>"
+            "<label>Email<input type='email' name='email' autocomplete='email'></label>"
+            + "".join(f"<label>{t}<input name='f{i}'></label>" for i, t in enumerate(extra))
+            + f"<button class='btn' type='submit'>{name}</button></form></section>"
+        )
     elif kind == "error":
-        main = (f"<section class='hero wrap' id='one'><h1>{name}</h1><p class='lede'>{subject_e}.</p>"
-                f"<a class='btn' href='/'>{extra[0] if extra else 'Home'}</a></section>")
+        main = (
+            f"<section class='hero wrap' id='one'><h1>{name}</h1><p class='lede'>{subject_e}.</p>"
+            f"<a class='btn' href='/'>{extra[0] if extra else 'Home'}</a></section>"
+        )
     elif kind == "product":
-        svg = ("<svg viewBox='0 0 200 140' width='100%' style='max-width:28rem' role='img' aria-label='product'>"
-               "<rect x='20' y='20' width='160' height='100' rx='24' fill='var(--brand)'/>"
-               "<circle cx='100' cy='70' r='28' fill='var(--surface)'/></svg>")
-        main = (f"<section class='hero wrap grid' id='one'><div>{svg}</div><div><h1>{name}</h1>"
-                f"<p class='lede'>{subject_e}.</p><ul><li>Built to last</li><li>Two-year warranty</li>"
-                f"<li>Free returns</li></ul><button class='btn' type='button'>{extra[0] if extra else 'Buy'}</button>"
-                "</div></section>")
+        svg = (
+            "<svg viewBox='0 0 200 140' width='100%' style='max-width:28rem' role='img' aria-label='product'>"
+            "<rect x='20' y='20' width='160' height='100' rx='24' fill='var(--brand)'/>"
+            "<circle cx='100' cy='70' r='28' fill='var(--surface)'/></svg>"
+        )
+        main = (
+            f"<section class='hero wrap grid' id='one'><div>{svg}</div><div><h1>{name}</h1>"
+            f"<p class='lede'>{subject_e}.</p><ul><li>Built to last</li><li>Two-year warranty</li>"
+            f"<li>Free returns</li></ul><button class='btn' type='button'>{extra[0] if extra else 'Buy'}</button>"
+            "</div></section>"
+        )
     elif kind == "event":
-        items = "".join(f"<li><strong>{9 + i}:00</strong> {t}</li>" for i, t in
-                        enumerate(["Doors open", "Opening", "Main programme", "Closing"]))
-        main = (f"<section class='hero wrap' id='one'><h1>{name}</h1><p class='lede'>{subject_e}.</p></section>"
-                f"<section class='wrap' id='two'><h2>{extra[0] if extra else 'Schedule'}</h2><ol>{items}</ol>"
-                "</section><section class='wrap' id='three'><form onsubmit='event.preventDefault()'>"
-                "<label>Email<input type='email' name='email'></label>"
-                f"<button class='btn' type='submit'>{extra[-1] if extra else 'Register'}</button></form></section>")
+        items = "".join(
+            f"<li><strong>{9 + i}:00</strong> {t}</li>"
+            for i, t in enumerate(["Doors open", "Opening", "Main programme", "Closing"])
+        )
+        main = (
+            f"<section class='hero wrap' id='one'><h1>{name}</h1><p class='lede'>{subject_e}.</p></section>"
+            f"<section class='wrap' id='two'><h2>{extra[0] if extra else 'Schedule'}</h2><ol>{items}</ol>"
+            "</section><section class='wrap' id='three'><form onsubmit='event.preventDefault()'>"
+            "<label>Email<input type='email' name='email'></label>"
+            f"<button class='btn' type='submit'>{extra[-1] if extra else 'Register'}</button></form></section>"
+        )
     else:  # menu
         sections = "".join(
             f"<section class='wrap'><h2>{t}</h2><ul>"
             + "".join(f"<li>{t} no. {i} <span class='muted'>&mdash; {7 + i}</span></li>" for i in range(1, 5))
             + "</ul></section>"
-            for t in [*extra, "Dolci"][:2] or ["Dishes", "Dolci"])
-        main = f"<section class='hero wrap' id='one'><h1>{name}</h1><p class='lede'>{subject_e}.</p></section>{sections}"
+            for t in [*extra, "Dolci"][:2] or ["Dishes", "Dolci"]
+        )
+        main = (
+            f"<section class='hero wrap' id='one'><h1>{name}</h1><p class='lede'>{subject_e}.</p></section>{sections}"
+        )
     foot = f"<footer><div class='wrap'>{name} &middot; {subject_e}</div></footer>"
     return f"{top}<main>{main}</main>{foot}"
 
@@ -203,10 +239,12 @@ def compose_page(ref: dict[str, Any], key: str, strict: bool = False) -> str:
     """A complete, self-contained page for the brief in ``ref`` (``key`` picks the font pairing)."""
     display, body = _pick(key, PAIRINGS)
     css = stylesheet(ref["brand"], ref["theme"], display, body, strict=strict)
-    return ("<!doctype html>\n<html lang='en'><head><meta charset='utf-8'>"
-            "<meta name='viewport' content='width=device-width, initial-scale=1'>"
-            f"<title>{_e(ref['texts'][0])}</title><style>{css}</style></head>"
-            f"<body>{body_blocks(ref)}</body></html>\n")
+    return (
+        "<!doctype html>\n<html lang='en'><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        f"<title>{_e(ref['texts'][0])}</title><style>{css}</style></head>"
+        f"<body>{body_blocks(ref)}</body></html>\n"
+    )
 
 
 class ExpertPolicy(Policy):
@@ -231,8 +269,13 @@ class ExpertPolicy(Policy):
             self.ref, self.key = task.reference, task.id
         except KeyError:  # a brief from outside the task source: a generic light landing page
             prompt = next((m["content"] for m in observation if m["role"] == "user"), "a page")
-            self.ref = {"kind": "landing", "subject": prompt.splitlines()[0][:80], "brand": "#0e7c86",
-                        "theme": "light", "texts": ["Welcome", "Get in touch"]}
+            self.ref = {
+                "kind": "landing",
+                "subject": prompt.splitlines()[0][:80],
+                "brand": "#0e7c86",
+                "theme": "light",
+                "texts": ["Welcome", "Get in touch"],
+            }
             self.key = prompt
         self.step = 0
         self.fixed = False
@@ -248,8 +291,9 @@ class ExpertPolicy(Policy):
         if "HORIZONTAL OVERFLOW" in last and not self.fixed:
             self.fixed = True
             self.step = 1  # render both widths again after the fix
-            return render_tool_call_text("write_file", {"path": PAGE,
-                                                        "content": compose_page(self.ref, self.key, strict=True)})
+            return render_tool_call_text(
+                "write_file", {"path": PAGE, "content": compose_page(self.ref, self.key, strict=True)}
+            )
         if self.step == 3:
             return render_tool_call_text("render_page", {"path": PAGE, "width": 1280})
         return render_tool_call_text("submit", {"answer": PAGE})

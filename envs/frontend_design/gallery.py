@@ -32,13 +32,15 @@ def broken_pages(good: str, theme: str) -> dict[str, str]:
     faint = p["line"]
     return {
         "blank": f"<!doctype html><html><head><meta name='viewport' content='width=device-width'></head>"
-                 f"<body style='background:{p['bg']}'></body></html>",
+        f"<body style='background:{p['bg']}'></body></html>",
         "console-error": good.replace("</body>", "<script>missingFunction()</script></body>"),
         "mobile-overflow": good.replace("</main>", "<div style='width:900px;height:10px'></div></main>"),
-        "low-contrast": good.replace(f"--text: {p['text']}", f"--text: {faint}").replace(f"--muted: {p['muted']}",
-                                                                                         f"--muted: {faint}"),
-        "external-request": good.replace("</main>", "<img src='https://example.com/x.png' alt='' width='1' "
-                                                    "height='1'></main>"),
+        "low-contrast": good.replace(f"--text: {p['text']}", f"--text: {faint}").replace(
+            f"--muted: {p['muted']}", f"--muted: {faint}"
+        ),
+        "external-request": good.replace(
+            "</main>", "<img src='https://example.com/x.png' alt='' width='1' height='1'></main>"
+        ),
     }
 
 
@@ -47,8 +49,10 @@ def build_gallery(tasks: list[Task], out: Path, sandbox_config: Any) -> list[dic
     out.mkdir(parents=True, exist_ok=True)
     pages: list[tuple[str, Task, str]] = [(t.id, t, compose_page(t.reference, t.id)) for t in tasks]
     first = tasks[0]
-    pages += [(f"{first.id}-{name}", first, page)
-              for name, page in broken_pages(pages[0][2], first.reference["theme"]).items()]
+    pages += [
+        (f"{first.id}-{name}", first, page)
+        for name, page in broken_pages(pages[0][2], first.reference["theme"]).items()
+    ]
     grader, entries = DesignGrader(), []
     with make_sandbox(sandbox_config) as sandbox:
         for name, task, page in pages:
@@ -62,8 +66,15 @@ def build_gallery(tasks: list[Task], out: Path, sandbox_config: Any) -> list[dic
                     file = out / f"{name}-{render['width']}.png"
                     file.write_bytes(base64.b64decode(data))
                     files[str(render["width"])] = file.name
-            entries.append({"name": name, "task_id": task.id, "score": grade.score, "components": grade.components,
-                            "screenshots": files})
+            entries.append(
+                {
+                    "name": name,
+                    "task_id": task.id,
+                    "score": grade.score,
+                    "components": grade.components,
+                    "screenshots": files,
+                }
+            )
     (out / "gallery.json").write_text(json.dumps(entries, indent=2), encoding="utf-8")
     (out / "index.html").write_text(_html(entries), encoding="utf-8")
     return entries
@@ -73,15 +84,21 @@ def _html(entries: list[dict[str, Any]]) -> str:
     cards = []
     for e in entries:
         lost = ", ".join(f"{k} {v:g}" for k, v in e["components"].items() if v < 1) or "nothing lost"
-        imgs = "".join(f"<img src='{html.escape(f)}' alt='{html.escape(e['name'])} at {w}px' class='w{w}'>"
-                       for w, f in e["screenshots"].items())
-        cards.append(f"<figure><div class='shots'>{imgs}</div><figcaption><strong>{html.escape(e['name'])}</strong> "
-                     f"&mdash; score {e['score']:.3f}<br><small>{html.escape(lost)}</small></figcaption></figure>")
-    return ("<!doctype html><html lang='en'><head><meta charset='utf-8'><title>frontend-design-v0 gallery</title>"
-            "<style>body{font-family:Georgia,serif;margin:2rem;background:#f4f1ea;color:#1d1a16}"
-            "figure{margin:0 0 2.5rem}.shots{display:flex;gap:1rem;align-items:flex-start;flex-wrap:wrap}"
-            "img{border:1px solid #ccc;max-height:420px}img.w1280{max-width:640px}</style></head><body>"
-            "<h1>frontend-design-v0: graded pages</h1>" + "".join(cards) + "</body></html>\n")
+        imgs = "".join(
+            f"<img src='{html.escape(f)}' alt='{html.escape(e['name'])} at {w}px' class='w{w}'>"
+            for w, f in e["screenshots"].items()
+        )
+        cards.append(
+            f"<figure><div class='shots'>{imgs}</div><figcaption><strong>{html.escape(e['name'])}</strong> "
+            f"&mdash; score {e['score']:.3f}<br><small>{html.escape(lost)}</small></figcaption></figure>"
+        )
+    return (
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>frontend-design-v0 gallery</title>"
+        "<style>body{font-family:Georgia,serif;margin:2rem;background:#f4f1ea;color:#1d1a16}"
+        "figure{margin:0 0 2.5rem}.shots{display:flex;gap:1rem;align-items:flex-start;flex-wrap:wrap}"
+        "img{border:1px solid #ccc;max-height:420px}img.w1280{max-width:640px}</style></head><body>"
+        "<h1>frontend-design-v0: graded pages</h1>" + "".join(cards) + "</body></html>\n"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,13 +28,35 @@ from .browser import FLAT_SHARE, ProbeError, probe
 from .tasks import DESKTOP_WIDTH, MOBILE_WIDTH
 
 WEIGHTS = {
-    "requirements": 0.25, "console": 0.10, "requests": 0.10, "not_blank": 0.10, "no_overflow_375": 0.10,
-    "no_overflow_1280": 0.05, "contrast": 0.10, "brand_colour": 0.05, "theme": 0.05, "weight": 0.03,
-    "typography": 0.05, "compactness": 0.02,
+    "requirements": 0.25,
+    "console": 0.10,
+    "requests": 0.10,
+    "not_blank": 0.10,
+    "no_overflow_375": 0.10,
+    "no_overflow_1280": 0.05,
+    "contrast": 0.10,
+    "brand_colour": 0.05,
+    "theme": 0.05,
+    "weight": 0.03,
+    "typography": 0.05,
+    "compactness": 0.02,
 }
 # Families a browser falls back to or a template reaches for first (matched as name prefixes).
-GENERIC_FONTS = ("dejavu", "liberation", "arial", "helvetica", "times", "inter", "roboto", "open sans", "lato",
-                 "noto sans", "noto serif", "nimbus sans", "courier")
+GENERIC_FONTS = (
+    "dejavu",
+    "liberation",
+    "arial",
+    "helvetica",
+    "times",
+    "inter",
+    "roboto",
+    "open sans",
+    "lato",
+    "noto sans",
+    "noto serif",
+    "nimbus sans",
+    "courier",
+)
 BRAND_DISTANCE = 24  # RGB Euclidean distance that still counts as the brand colour (anti-aliasing, rounding)
 DARK_MAX, LIGHT_MIN = 0.2, 0.5
 
@@ -92,8 +114,9 @@ def components_from_probe(result: dict[str, Any], reference: dict[str, Any]) -> 
     parts = {
         "requirements": 1.0 - len(missing) / n_required if n_required else 1.0,
         "console": float(all(p.get("console_error_count", 0) == 0 for p in both)),
-        "requests": float(all(p.get("failed_request_count", 0) == 0 and p.get("external_request_count", 0) == 0
-                              for p in both)),
+        "requests": float(
+            all(p.get("failed_request_count", 0) == 0 and p.get("external_request_count", 0) == 0 for p in both)
+        ),
         "not_blank": float(desktop.get("screenshot", {}).get("nonzero_share", 0.0) >= FLAT_SHARE),
         "no_overflow_375": float(mobile.get("overflow_px", 0) == 0),
         "no_overflow_1280": float(desktop.get("overflow_px", 0) == 0),
@@ -104,8 +127,12 @@ def components_from_probe(result: dict[str, Any], reference: dict[str, Any]) -> 
         "typography": float(primary is not None and not is_generic_font(primary)),
     }
     details = {
-        "missing": missing, "fonts": fonts, "primary_font": primary, "page_weight_bytes": weight,
-        "background_luminance": lum, "contrast_failures": desktop.get("contrast_failures", [])[:3],
+        "missing": missing,
+        "fonts": fonts,
+        "primary_font": primary,
+        "page_weight_bytes": weight,
+        "background_luminance": lum,
+        "contrast_failures": desktop.get("contrast_failures", [])[:3],
         "console_errors": [e for p in both for e in p.get("console_errors", [])][:5],
         "failed_requests": [f for p in both for f in p.get("failed_requests", [])][:5],
         "overflow_px": {str(w): p.get("overflow_px", 0) for w, p in pages.items()},
@@ -126,9 +153,14 @@ class DesignGrader:
             reason = "no sandbox to load the page in" if sandbox is None else "the answer names no file"
             return Grade(score=0.0, components={k: 0.0 for k in WEIGHTS}, details={"error": reason})
         try:
-            result = probe(sandbox, path, [DESKTOP_WIDTH, MOBILE_WIDTH],
-                           selectors=[r["selector"] for r in task.reference.get("selectors", [])],
-                           screenshot_dir=None, keep_text=True)
+            result = probe(
+                sandbox,
+                path,
+                [DESKTOP_WIDTH, MOBILE_WIDTH],
+                selectors=[r["selector"] for r in task.reference.get("selectors", [])],
+                screenshot_dir=None,
+                keep_text=True,
+            )
         except ProbeError as exc:
             result = {"error": str(exc)}
         parts, details = components_from_probe(result, task.reference)

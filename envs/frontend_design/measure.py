@@ -81,7 +81,9 @@ def main(argv: list[str] | None = None) -> int:
         ids = [t.id for t in env.env_spec.tasks.tasks("test")]
         ids = ids[: ns.limit] if ns.limit else ids
         report = {
-            "env": ENV_ID, "split": "test", "briefs": len(ids),
+            "env": ENV_ID,
+            "split": "test",
+            "briefs": len(ids),
             "expert": run_policy(env, env.env_spec.expert(), ids),
             "random": run_policy(env, RandomPolicy(seed=ns.seed), ids),
         }

@@ -137,13 +137,31 @@ class Browser:
             os.dup2(read_end, 3)
             os.dup2(write_end, 4)
 
-        argv = [exe, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--no-first-run", "--no-default-browser-check", "--disable-extensions", "--mute-audio",
-                "--hide-scrollbars", "--remote-debugging-pipe", "--user-data-dir=" + self.profile,
-                "--font-render-hinting=none", "about:blank"]
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, preexec_fn=fds, close_fds=False,
-                                     start_new_session=True)
+        argv = [
+            exe,
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--no-default-browser-check",
+            "--disable-extensions",
+            "--mute-audio",
+            "--hide-scrollbars",
+            "--remote-debugging-pipe",
+            "--user-data-dir=" + self.profile,
+            "--font-render-hinting=none",
+            "about:blank",
+        ]
+        self.proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=fds,
+            close_fds=False,
+            start_new_session=True,
+        )
         os.close(to_browser_r)
         os.close(from_browser_w)
         self.buffer = b""
@@ -233,10 +251,10 @@ def png_flatness(data):
     height = int.from_bytes(data[20:24], "big")
     pos, idat = 8, b""
     while pos < len(data):
-        length = int.from_bytes(data[pos:pos + 4], "big")
-        kind = data[pos + 4:pos + 8]
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        kind = data[pos + 4 : pos + 8]
         if kind == b"IDAT":
-            idat += data[pos + 8:pos + 8 + length]
+            idat += data[pos + 8 : pos + 8 + length]
         pos += 12 + length
     raw = zlib.decompress(idat)
     nonzero = len(raw) - raw.count(0) - height  # each row's filter byte is not content
@@ -255,8 +273,10 @@ def file_size(url):
 
 def measure(browser, url, width, options):
     height = 812 if width < 600 else 900
-    browser.send("Emulation.setDeviceMetricsOverride",
-                 {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
+    browser.send(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
+    )
     browser.events = []
     started = time.monotonic()
     nav = browser.send("Page.navigate", {"url": url})
@@ -268,8 +288,10 @@ def measure(browser, url, width, options):
     load_ms = round((time.monotonic() - started) * 1000)
     result = browser.send("Runtime.evaluate", {"expression": METRICS_JS, "returnByValue": True})
     if "exceptionDetails" in result:
-        return {"width": width, "load_error": "the measuring script failed: "
-                + str(result["exceptionDetails"].get("text"))}
+        return {
+            "width": width,
+            "load_error": "the measuring script failed: " + str(result["exceptionDetails"].get("text")),
+        }
     page = json.loads(result["result"]["value"])
     console, requests, failed, sizes = [], {}, [], {}
     for event in browser.events:
@@ -292,12 +314,21 @@ def measure(browser, url, width, options):
                 sizes[response["url"]] = file_size(response["url"])
     urls = list(dict.fromkeys(requests.values()))
     external = [u[:200] for u in urls if urlparse(u).scheme not in ("file", "data", "blob", "about", "")]
-    page.update({
-        "width": width, "loaded": loaded, "load_ms": load_ms, "console_errors": console[:10],
-        "console_error_count": len(console), "failed_requests": failed[:10], "failed_request_count": len(failed),
-        "requests": len(urls), "external_requests": external[:10], "external_request_count": len(external),
-        "page_weight_bytes": sum(sizes.values()) or file_size(url),
-    })
+    page.update(
+        {
+            "width": width,
+            "loaded": loaded,
+            "load_ms": load_ms,
+            "console_errors": console[:10],
+            "console_error_count": len(console),
+            "failed_requests": failed[:10],
+            "failed_request_count": len(failed),
+            "requests": len(urls),
+            "external_requests": external[:10],
+            "external_request_count": len(external),
+            "page_weight_bytes": sum(sizes.values()) or file_size(url),
+        }
+    )
     fonts = {}
     try:
         root = browser.send("DOM.getDocument", {"depth": 0})["root"]["nodeId"]
@@ -310,10 +341,15 @@ def measure(browser, url, width, options):
     page["fonts"] = dict(sorted(fonts.items(), key=lambda kv: -kv[1]))
     queries = {}
     for selector in options.get("selectors", []):
-        expr = f"(() => {{ try {{ return document.querySelectorAll({json.dumps(selector)}).length; }} " \
-               f"catch (e) {{ return -1; }} }})()"
-        queries[selector] = browser.send("Runtime.evaluate", {"expression": expr, "returnByValue": True}) \
-            .get("result", {}).get("value", -1)
+        expr = (
+            f"(() => {{ try {{ return document.querySelectorAll({json.dumps(selector)}).length; }} "
+            f"catch (e) {{ return -1; }} }})()"
+        )
+        queries[selector] = (
+            browser.send("Runtime.evaluate", {"expression": expr, "returnByValue": True})
+            .get("result", {})
+            .get("value", -1)
+        )
     page["selector_counts"] = queries
     shot = browser.send("Page.captureScreenshot", {"format": "png"})
     data = base64.b64decode(shot["data"])
@@ -352,8 +388,9 @@ def main():
     browser = Browser(options.get("timeout", 40))
     try:
         target = browser.send("Target.createTarget", {"url": "about:blank"}, browser=True)["targetId"]
-        browser.session = browser.send("Target.attachToTarget", {"targetId": target, "flatten": True},
-                                       browser=True)["sessionId"]
+        browser.session = browser.send("Target.attachToTarget", {"targetId": target, "flatten": True}, browser=True)[
+            "sessionId"
+        ]
         for domain in ("Page", "Runtime", "Network", "DOM", "CSS"):
             browser.send(domain + ".enable")
         url = "file://" + path
