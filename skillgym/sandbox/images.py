@@ -46,12 +46,12 @@ LABELS = {"org.skillgym.base-version": BASE_VERSION}
 
 DOCKERFILE = f"""\
 FROM debian:{SUITE}-slim
-RUN apt-get update && apt-get install -y --no-install-recommends {' '.join(PACKAGES)} \\
+RUN apt-get update && apt-get install -y --no-install-recommends {" ".join(PACKAGES)} \\
     && rm -rf /var/lib/apt/lists/* \\
     && groupadd -g {SANDBOX_UID} sandbox && useradd -u {SANDBOX_UID} -g {SANDBOX_UID} -d /workspace -s /bin/bash sandbox \\
     && mkdir -p /workspace /opt/skillgym
-{chr(10).join(f'ENV {k}={v}' for k, v in IMAGE_ENV.items())}
-{chr(10).join(f'LABEL {k}={v}' for k, v in LABELS.items())}
+{chr(10).join(f"ENV {k}={v}" for k, v in IMAGE_ENV.items())}
+{chr(10).join(f"LABEL {k}={v}" for k, v in LABELS.items())}
 WORKDIR /workspace
 CMD ["python3"]
 """
@@ -103,7 +103,8 @@ def ensure_base_image(client: docker.DockerClient | None = None, force: bool = F
         except (ImageBuildError, APIError, DockerException, OSError, subprocess.SubprocessError) as exc2:
             errors.append(f"debootstrap + docker import failed: {_short(exc2)}")
             raise ImageBuildError(
-                "could not build the sandbox base image: " + "; ".join(errors)
+                "could not build the sandbox base image: "
+                + "; ".join(errors)
                 + ". Either make a registry reachable, or run as root on a Debian/Ubuntu host with "
                 "`apt-get install debootstrap` and access to a Debian mirror (SKILLGYM_DEBIAN_MIRROR)."
             ) from exc2
@@ -162,8 +163,17 @@ def _debootstrap_tarball(tarball: Path) -> None:
     work = tarball.parent / f"work-{BASE_VERSION}"
     shutil.rmtree(work, ignore_errors=True)
     try:
-        _run([exe, "--variant=minbase", f"--include={','.join(PACKAGES)}", f"--cache-dir={debs}",
-              SUITE, str(work), MIRROR])
+        _run(
+            [
+                exe,
+                "--variant=minbase",
+                f"--include={','.join(PACKAGES)}",
+                f"--cache-dir={debs}",
+                SUITE,
+                str(work),
+                MIRROR,
+            ]
+        )
         _customize_rootfs(work)
         partial = tarball.with_suffix(".partial")
         _run(["tar", "--numeric-owner", "-C", str(work), "-cf", str(partial), "."])
@@ -181,8 +191,14 @@ def _customize_rootfs(root: Path) -> None:
     for folder in ("workspace", "opt/skillgym"):
         (root / folder).mkdir(parents=True, exist_ok=True)
     # Package caches and docs only add size to every image built from this one.
-    for junk in ("var/cache/apt/archives", "var/lib/apt/lists", "usr/share/doc", "usr/share/man",
-                 "usr/share/info", "usr/share/locale"):
+    for junk in (
+        "var/cache/apt/archives",
+        "var/lib/apt/lists",
+        "usr/share/doc",
+        "usr/share/man",
+        "usr/share/info",
+        "usr/share/locale",
+    ):
         target = root / junk
         if target.is_dir():
             for child in target.iterdir():
@@ -212,8 +228,15 @@ def build_derived_image(dockerfile_dir: str | Path, tag: str, client: docker.Doc
     if not (path / "Dockerfile").is_file():
         raise ImageBuildError(f"no Dockerfile in {path}")
     try:
-        client.images.build(path=str(path), tag=tag, network_mode="host", rm=True, forcerm=True, pull=False,
-                            buildargs={"BASE_IMAGE": base})
+        client.images.build(
+            path=str(path),
+            tag=tag,
+            network_mode="host",
+            rm=True,
+            forcerm=True,
+            pull=False,
+            buildargs={"BASE_IMAGE": base},
+        )
     except BuildError as exc:
         log_tail = "".join(chunk.get("stream", "") for chunk in exc.build_log if isinstance(chunk, dict))[-1500:]
         raise ImageBuildError(f"building {tag} from {path} failed: {exc.msg}\n{log_tail}") from exc
