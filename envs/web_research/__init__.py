@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from skillgym.cache import cache_root
 from skillgym.sandbox.base import SandboxConfig
 from skillgym.skills.loader import load_skill as _load_skill_file
 from skillgym.spec import EnvSpec, InstructionMode
@@ -24,7 +25,7 @@ from skillgym.tasks import TaskList, load_tasks_jsonl
 from skillgym.types import SkillSpec, Task
 
 from .corpus import Page, pages_from_folder, pages_from_questions, url_for
-from .data import LICENSE, MD5, cache_root, load_questions, md5_of
+from .data import LICENSE, MD5, load_questions, md5_of
 from .expert import ExpertPolicy
 from .grader import ResearchGrader, exact_match, f1_score
 from .search import (

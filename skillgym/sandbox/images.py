@@ -27,6 +27,8 @@ from pathlib import Path
 import docker
 from docker.errors import APIError, BuildError, DockerException, ImageNotFound
 
+from skillgym.cache import cache_root
+
 log = logging.getLogger(__name__)
 
 BASE_VERSION = "1"
@@ -59,11 +61,6 @@ CMD ["python3"]
 
 class ImageBuildError(RuntimeError):
     """Neither recipe could build the base image."""
-
-
-def cache_dir() -> Path:
-    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return base / "skillgym"
 
 
 def _client(client: docker.DockerClient | None) -> docker.DockerClient:
@@ -136,7 +133,7 @@ def _build_from_registry(client: docker.DockerClient) -> None:
 
 
 def rootfs_tarball() -> Path:
-    return cache_dir() / "rootfs" / f"base-{BASE_VERSION}-{SUITE}.tar"
+    return cache_root() / "rootfs" / f"base-{BASE_VERSION}-{SUITE}.tar"
 
 
 def _build_with_debootstrap(client: docker.DockerClient, force: bool = False) -> None:
@@ -158,7 +155,7 @@ def _debootstrap_tarball(tarball: Path) -> None:
     if os.geteuid() != 0:
         raise ImageBuildError("debootstrap needs root")
     tarball.parent.mkdir(parents=True, exist_ok=True)
-    debs = cache_dir() / "debs"  # reused by later builds: no second download
+    debs = cache_root() / "debs"  # reused by later builds: no second download
     debs.mkdir(parents=True, exist_ok=True)
     work = tarball.parent / f"work-{BASE_VERSION}"
     shutil.rmtree(work, ignore_errors=True)
