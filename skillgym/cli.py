@@ -59,12 +59,16 @@ def play(
     episodes: int = typer.Option(1, min=1, help="Episodes to play (consecutive seeds)."),
     backend: str = typer.Option("auto", help="Sandbox backend: auto, docker, local."),
     as_json: bool = typer.Option(False, "--json", help="Print trajectories as JSON lines."),
+    depth: int = typer.Option(
+        1, min=0, help="Subagent calls (episode trees): levels to open; 0 shows each call as its answer."
+    ),
 ) -> None:
     """Play episodes with a policy and print each transcript and its score."""
     import skillgym
     from skillgym.cli_options import check_policy_specs, user_errors
     from skillgym.episode import run_episode
     from skillgym.policies.spec import make_policy
+    from skillgym.transcript import render_tree
 
     check_policy_specs([policy])
     with user_errors():
@@ -81,6 +85,10 @@ def play(
             rewards.append(traj.reward or 0.0)
             if as_json:
                 print(traj.model_dump_json())
+            elif traj.children:  # an orchestrator's episode: its subagent calls indented under it
+                console.rule(f"[bold]{traj.env_id}[/bold] task {traj.task_id} · policy {traj.policy_id}")
+                console.print(render_tree(traj, depth=depth), markup=False, highlight=False)
+                console.print(f"[bold]reward {traj.reward or 0:.3f}[/bold] · {len(traj.children)} subagent calls")
             else:
                 _print_transcript(traj)
     finally:

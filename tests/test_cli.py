@@ -26,6 +26,18 @@ def test_play_expert_prints_trajectory_and_score():
     assert text.exit_code == 0 and "reward" in text.output
 
 
+def test_play_shows_an_orchestrators_subagent_calls_as_a_tree():
+    args = ["play", "orchestrator-v0", "--policy", "expert", "--backend", "local"]
+    collapsed = runner.invoke(app, [*args, "--depth", "0"], terminal_width=400)
+    assert collapsed.exit_code == 0, collapsed.output
+    assert "+ subagent codebase-explorer [expert] ok" in collapsed.output
+    assert "    = " in collapsed.output  # the call collapsed to its answer
+    opened = runner.invoke(app, [*args, "--depth", "1"], terminal_width=400)
+    assert opened.exit_code == 0, opened.output
+    # Opened, the call's own turns appear indented under it (the subagent's grep/submit calls).
+    assert "        [assistant]" in opened.output and "    = " not in opened.output
+
+
 def test_play_unknown_policy_is_a_clear_error():
     result = runner.invoke(app, ["play", "codebase-explorer-v0", "--policy", "nonsense", "--backend", "local"])
     assert result.exit_code != 0
