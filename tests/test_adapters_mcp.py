@@ -7,10 +7,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import queue
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 
@@ -210,7 +212,6 @@ def test_mcp_streamable_http_expert_episode_and_100_malformed_requests(http_serv
 
 
 def test_mcp_stdio_survives_100_malformed_lines_and_answers_those_with_ids():
-    import select
 
     proc = subprocess.Popen(
         [*_cli(), "serve-env", ENV_ID, "--protocol", "mcp", "--env-arg", "split=test"],
@@ -247,15 +248,20 @@ def test_mcp_stdio_survives_100_malformed_lines_and_answers_those_with_ids():
         }
         proc.stdin.write(json.dumps(init) + "\n")
         proc.stdin.flush()
+        # A reader thread, not select(): select() sees only the pipe, not the lines already
+        # pulled into the text buffer by the previous readline, so it can wait on answers that came.
+        lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=lambda: [lines.put(x) for x in iter(proc.stdout.readline, "")], daemon=True).start()
         answers: dict[int, Any] = {}
         deadline = time.monotonic() + 180
         while 1 not in answers and time.monotonic() < deadline:
-            ready, _, _ = select.select([proc.stdout], [], [], 1.0)
-            if ready:
-                line = proc.stdout.readline()
-                assert line, f"the server exited: {proc.stderr.read()[-2000:]}"
-                message = json.loads(line)
-                answers[message.get("id")] = message
+            try:
+                line = lines.get(timeout=1.0)
+            except queue.Empty:
+                assert proc.poll() is None, f"the server exited: {proc.stderr.read()[-2000:]}"
+                continue
+            message = json.loads(line)
+            answers[message.get("id")] = message
         assert 1 in answers and answers[1]["result"]["serverInfo"]["name"] == f"skillgym-{ENV_ID}"
         got = {i: answers[i]["error"]["code"] for i in expect if i in answers}
         assert got == expect  # every malformed request with an id got its precise JSON-RPC error
