@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from skillgym.cache import cache_root
 from skillgym.compiler.deps import SkillDependencies, detect_dependencies
 from skillgym.env import SkillEnv
 from skillgym.graders.base import Grader
@@ -235,10 +236,8 @@ def find_task_file(spec: SkillSpec) -> Path | None:
 def default_task_file(spec: SkillSpec | str) -> Path:
     """``$SKILLGYM_TASKS_DIR/<name>.jsonl`` (default ``~/.cache/skillgym/tasks``): where
     ``skillgym tasks generate`` writes when no ``--out`` is given."""
-    from skillgym.sandbox.images import cache_dir
-
     name = spec.name if isinstance(spec, SkillSpec) else spec
-    base = Path(os.environ[TASKS_DIR_ENV]) if os.environ.get(TASKS_DIR_ENV) else cache_dir() / "tasks"
+    base = Path(os.environ[TASKS_DIR_ENV]) if os.environ.get(TASKS_DIR_ENV) else cache_root() / "tasks"
     return base / f"{slug(name)}.jsonl"
 
 
