@@ -157,10 +157,11 @@ def test_run_truncates_with_marker(root: str) -> None:
 
 def test_run_timeout_kills_the_whole_group(root: str) -> None:
     started = time.monotonic()
-    out = ops.run(root, "sleep 30 & sleep 31; echo never", timeout=0.5)
+    # Durations no other test uses: pgrep sees every process on the host (containers included).
+    out = ops.run(root, "sleep 30.417 & sleep 31.417; echo never", timeout=0.5)
     assert out["timed_out"] and "never" not in out["stdout"]
     assert time.monotonic() - started < 10
-    leftover = ops.run(root, "pgrep -f 'sleep 3[01]' || true")["stdout"]
+    leftover = ops.run(root, "pgrep -f 'sleep 3[01][.]417' || true")["stdout"]
     assert leftover.strip() == ""
 
 
