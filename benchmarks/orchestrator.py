@@ -37,6 +37,9 @@ import sys
 import time
 from typing import Any
 
+import skillgym
+from skillgym.types import Trajectory
+
 TASKS = 100
 POLICIES = ("expert", "random:0")
 DESCRIPTION = (
@@ -91,7 +94,7 @@ def accuracy(policies: list[str], n_tasks: int, backend: str, prices: tuple[floa
             tasks = env.env_spec.tasks.tasks("test")
             agent = make_policy(policy, standalone_env)
             started = time.perf_counter()
-            alone = [skillgym.run_episode(standalone_env, agent, task_id=t.id) for t in tasks]
+            alone = [_standalone(standalone_env, agent, t.id) for t in tasks]
             alone_s = time.perf_counter() - started
             router = env.env_spec.expert()
             started = time.perf_counter()
@@ -104,6 +107,18 @@ def accuracy(policies: list[str], n_tasks: int, backend: str, prices: tuple[floa
         results[-1]["routing"] = routing_accuracy(trees)
         results[-1]["example_tree"] = render_tree(trees[0], depth=0) if trees else ""
     return results
+
+
+def _standalone(env: Any, agent: Any, task_id: str) -> Any:
+    """One standalone episode; a policy that raises (a server answering 500) is a failed
+    episode with no reward, as in a rollout, and the run goes on (inside the orchestrator the
+    same failure is a subagent call whose status says why)."""
+    try:
+        return skillgym.run_episode(env, agent, task_id=task_id)
+    except Exception as exc:
+        spec = env.env_spec
+        error = f"{type(exc).__name__}: {exc}"
+        return Trajectory.failed(error, env_id=spec.id, env_version=spec.version, task_id=task_id)
 
 
 def _accuracy_report(
@@ -134,6 +149,7 @@ def _accuracy_report(
         "orchestrated": {"mean_reward": sum(o) / n, "solved": sum(r > 0.5 for r in o) / n, "seconds": round(tree_s, 2)},
         "same_outcome": sum((x > 0.5) == (y > 0.5) for x, y in zip(a, o)),
         "failed_calls": sum(c.metadata.get("call_status") != "ok" for t in trees for c in t.children),
+        "failed_standalone": sum(t.status == "failed" for t in alone),
         "subagent_tokens": int(tokens),
         "subagent_cost_usd": cost,
         "subagent_seconds": round(latency, 3),
