@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from skillgym.io import validation_message
 from skillgym.policies.spec import parse_policy_spec
 from skillgym.types import Usage
 
@@ -186,9 +187,7 @@ def load_roster(source: Roster | dict[str, Any] | str | Path) -> Roster:
     try:
         return Roster.model_validate(source)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        raise RosterError(f"{where}: field {field!r}: {first['msg']}") from None
+        raise RosterError(f"{where}: {validation_message(exc)}") from None
 
 
 def parse_inline(config: dict[str, Any]) -> SubagentConfig:
@@ -199,6 +198,4 @@ def parse_inline(config: dict[str, Any]) -> SubagentConfig:
     try:
         return SubagentConfig.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        raise RosterError(f"inline config: field {field!r}: {first['msg']}") from None
+        raise RosterError(f"inline config: {validation_message(exc)}") from None

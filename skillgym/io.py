@@ -89,3 +89,11 @@ def atomic_write_json(path: str | Path, data: Any, *, indent: int | None = 2, **
         ``path`` as a :class:`~pathlib.Path`.
     """
     return atomic_write_text(path, json.dumps(data, indent=indent, **dumps) + "\n")
+
+
+def validation_message(exc: Any) -> str:
+    """``field 'a.b': message`` for the first error of a pydantic ``ValidationError`` (the one
+    line an error names; ``(top level)`` when the error has no location)."""
+    first = exc.errors()[0]
+    field = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    return f"field {field!r}: {first['msg']}"

@@ -14,7 +14,7 @@ from typing import Protocol, runtime_checkable
 
 from pydantic import ValidationError
 
-from skillgym.io import atomic_write
+from skillgym.io import atomic_write, validation_message
 from skillgym.types import Task
 
 
@@ -77,9 +77,7 @@ def load_tasks_jsonl(path: str | Path) -> TaskList:
             except json.JSONDecodeError as exc:
                 raise ValueError(f"{path}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from None
             except ValidationError as exc:
-                first = exc.errors()[0]
-                field = ".".join(str(p) for p in first["loc"])
-                raise ValueError(f"{path}:{lineno}: field {field!r}: {first['msg']}") from None
+                raise ValueError(f"{path}:{lineno}: {validation_message(exc)}") from None
     return TaskList(tasks)
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from skillgym.io import validation_message
 from skillgym.sandbox.base import Sandbox
 from skillgym.types import Grade, Message, Task
 
@@ -41,9 +42,7 @@ def parse_checks(value: Any, where: str) -> list[Check]:
         try:
             checks.append(Check(command=item) if isinstance(item, str) else Check.model_validate(item))
         except ValidationError as exc:
-            err = exc.errors()[0]
-            field = ".".join(str(p) for p in err["loc"])
-            raise ValueError(f"{where}[{i}]: field {field!r}: {err['msg']}") from None
+            raise ValueError(f"{where}[{i}]: {validation_message(exc)}") from None
     return checks
 
 
