@@ -142,6 +142,12 @@ def export(
     ),
     tools: str = typer.Option("all", "--tools", help="Tool schemas per row: all (every tool) or used (those called)."),
     keep_truncated: bool = typer.Option(False, "--keep-truncated", help="Keep episodes cut off by a budget."),
+    children: str | None = typer.Option(
+        None, "--children", help="Export the calls orchestrator episodes made to this subagent (roster name)."
+    ),
+    ungraded: str = typer.Option(
+        "parent", "--ungraded", help="With --children, calls with no grade: parent (episode's reward) or drop."
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed of the train/validation task split."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing dataset directory."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
@@ -161,6 +167,8 @@ def export(
         val_fraction=val_fraction,
         tools=tools,
         keep_truncated=keep_truncated,
+        children=children,
+        ungraded=ungraded,
         seed=seed,
         overwrite=overwrite,
     )

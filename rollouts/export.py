@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from skillgym.rollouts.children import child_records
 from skillgym.rollouts.manifest import read_manifest
 from skillgym.rollouts.store import iter_trajectories, shard_paths
 from skillgym.types import Message, Trajectory
@@ -52,6 +53,16 @@ class ExportConfig(BaseModel):
         default="all", description="Offer every tool schema, or only those the episode called."
     )
     keep_truncated: bool = Field(default=False, description="Keep episodes cut off by the turn or token budget.")
+    children: str | None = Field(
+        default=None,
+        description="Export the calls orchestrators made to this roster entry (their child trajectories), "
+        "not the orchestrator episodes themselves.",
+    )
+    ungraded: Literal["parent", "drop"] = Field(
+        default="parent",
+        description="With children: a call with no grade of its own takes its orchestrator episode's reward "
+        "(parent) or is left out (drop).",
+    )
     seed: int = 0
     overwrite: bool = False
 
@@ -191,7 +202,12 @@ def export_dataset(config: ExportConfig) -> ExportReport:
         raise FileExistsError(f"{config.out} exists; pick another --out or pass --overwrite")
     manifest = read_manifest(config.run_dir)
 
-    records = sorted(iter_trajectories(config.run_dir), key=lambda t: (t.task_id, t.sample_index))
+    records = list(iter_trajectories(config.run_dir))
+    if config.children is not None:
+        records = child_records(records, config.children, ungraded=config.ungraded)
+        if not records:
+            raise ValueError(f"{config.run_dir} holds no finished calls to subagent {config.children!r}")
+    records.sort(key=lambda t: (t.task_id, t.sample_index))
     rejected: Counter[str] = Counter()
     kept: list[Trajectory] = []
     for trajectory in records:

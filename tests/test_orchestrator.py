@@ -705,6 +705,23 @@ def test_children_become_an_exportable_run(tmp_path):
     # w: ungraded, its orchestrator episode failed (0.0) -> below the export's min reward.
     assert report.kept == 2 and report.rejected == {"below_min_reward": 1}
     from skillgym.orchestrator.children import child_records, read_trajectories
+    from skillgym.pipeline.cli import app as root_app
+    from skillgym.rollouts.store import TrajectoryStore
+
+    # The same in one step from a stored orchestrator run: `skillgym export RUN --children NAME`.
+    with TrajectoryStore(tmp_path / "orchestrator-run") as store:
+        for tree in read_trajectories(tmp_path / "trees.jsonl"):
+            store.append(tree)
+    exported = runner.invoke(
+        root_app,
+        ["export", str(tmp_path / "orchestrator-run"), "--children", "echo", "--out", str(tmp_path / "sft2"), "--json"],
+    )
+    assert exported.exit_code == 0, exported.output
+    assert '"kept": 2' in exported.output and '"below_min_reward": 1' in exported.output
+    missing = runner.invoke(
+        root_app, ["export", str(tmp_path / "orchestrator-run"), "--children", "nobody", "--out", str(tmp_path / "x")]
+    )
+    assert missing.exit_code == 2 and "no finished calls to subagent 'nobody'" in missing.output
 
     records = child_records(read_trajectories(tmp_path / "trees.jsonl"), "echo", ungraded="drop")
     assert [(r.task_id, r.metadata["reward_source"]) for r in records] == [("known", "own")]
