@@ -20,7 +20,9 @@ removes exactly what the Qwen3 format does not write down:
   arguments that are not valid JSON are compared as strings;
 * ``reasoning_content`` is compared with surrounding newlines stripped and is absent when
   empty; the assistant ``content`` loses leading newlines (the template strips them);
-  ``content: None`` is ``""``; keys whose value is ``None`` are dropped.
+  ``content: None`` is ``""``; keys whose value is ``None`` are dropped;
+* the ``images`` of a tool message are not rendered (a text-only model reads the tool's text;
+  see :class:`~skillgym.types.ImagePart`).
 
 Known ambiguities of the format itself (the same text comes from two conversations), where
 the parser picks the first reading: an assistant turn whose text *ends* with well-formed,
@@ -91,8 +93,9 @@ def render(
     """
     from transformers.utils.chat_template_utils import render_jinja_template
 
-    # apply_chat_template drops None-valued keys first (content=None from APIs); so do we.
-    chat = [{k: v for k, v in m.items() if v is not None} for m in messages]
+    # apply_chat_template drops None-valued keys first (content=None from APIs); so do we. A
+    # tool's images are not text: a text-only model reads the tool's text alone.
+    chat = [{k: v for k, v in m.items() if v is not None and k != "images"} for m in messages]
     rendered, _ = render_jinja_template(
         conversations=[chat],
         tools=tools or None,
@@ -237,7 +240,7 @@ def canonical(messages: list[Message]) -> list[Message]:
     ids: dict[str, str] = {}  # call id -> positional reference, for the current assistant turn
     assistant_index = -1
     for raw in messages:
-        message = {k: copy.deepcopy(v) for k, v in raw.items() if v is not None}
+        message = {k: copy.deepcopy(v) for k, v in raw.items() if v is not None and k != "images"}
         role = message.get("role")
         message["content"] = _text(message.get("content"))
         if role == "assistant":

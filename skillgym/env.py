@@ -27,12 +27,13 @@ from skillgym.toolcalls import ParsedCall, ParsedTurn, parse_turn, replace_lone_
 from skillgym.tools import get_tools
 from skillgym.tools.base import Tool
 from skillgym.tools.skill import LoadSkill
-from skillgym.types import Message, StepTiming, Task, ToolError, Trajectory
+from skillgym.types import Message, StepTiming, Task, ToolError, ToolOutput, Trajectory, strip_image_data
 
 
 def approx_tokens(messages: list[Message]) -> int:
-    """A tokenizer-free estimate (~4 characters a token) used for the token budget."""
-    return sum(len(json.dumps(m, ensure_ascii=False)) for m in messages) // 4
+    """A tokenizer-free estimate (~4 characters a token) used for the token budget (an image
+    counts as its reference, not its base64 bytes)."""
+    return sum(len(json.dumps(m, ensure_ascii=False)) for m in strip_image_data(messages)) // 4
 
 
 class SkillEnv(gym.Env[list[Message], Any]):
@@ -243,6 +244,9 @@ class SkillEnv(gym.Env[list[Message], Any]):
                     tool_messages.append(_tool_message(call, "Not run: the answer was already submitted in this turn."))
                     continue
                 text, error, submitted = self._run_call(call)
+                images = []
+                if isinstance(text, ToolOutput):  # a tool that returned images with its text
+                    text, images = text.text, text.images
                 text, fixed = replace_lone_surrogates(text)
                 if fixed:
                     repairs.append(f"output of {call.name}: {fixed} lone UTF-16 surrogate(s) replaced by U+FFFD")
@@ -250,7 +254,7 @@ class SkillEnv(gym.Env[list[Message], Any]):
                     errors.append(ToolError(turn=self._turn, tool=call.name, error=error))
                 if submitted is not None:
                     answer = submitted
-                tool_messages.append(_tool_message(call, text))
+                tool_messages.append(_tool_message(call, text, images))
 
         self._messages.extend(tool_messages)
         tool_seconds = time.perf_counter() - started
@@ -279,8 +283,9 @@ class SkillEnv(gym.Env[list[Message], Any]):
         traj.terminated, traj.truncated = terminated, truncated
         return copy.deepcopy(self._messages), reward, terminated, truncated, info
 
-    def _run_call(self, call: ParsedCall) -> tuple[str, str | None, str | None]:
-        """Run one well-formed call. Returns (text for the model, error or None, submitted answer)."""
+    def _run_call(self, call: ParsedCall) -> tuple[str | ToolOutput, str | None, str | None]:
+        """Run one well-formed call. Returns (text for the model, or a :class:`ToolOutput` when the
+        tool also returned images; error or None; submitted answer)."""
         assert call.name is not None and call.arguments is not None
         tool = self.tools.get(call.name)
         if tool is None:
@@ -295,7 +300,7 @@ class SkillEnv(gym.Env[list[Message], Any]):
         if tool.ends_episode:
             return tool(sandbox, args), None, getattr(args, "answer", "")
         try:
-            text = tool(sandbox, args)
+            output = tool(sandbox, args)
         except OpError as exc:
             return f"Error: {exc}", str(exc), None
         except SandboxError as exc:
@@ -303,7 +308,10 @@ class SkillEnv(gym.Env[list[Message], Any]):
             # holds the executor's pipe): the model's doing, so the episode goes on in a new one.
             error = self._replace_sandbox(call, exc)
             return f"Error: {error}", error, None
-        text, _ = truncate(text, self.env_spec.max_tool_output)
+        if isinstance(output, ToolOutput):
+            text, _ = truncate(output.text, self.env_spec.max_tool_output)
+            return (ToolOutput(text=text, images=output.images) if output.images else text), None, None
+        text, _ = truncate(output, self.env_spec.max_tool_output)
         return text, None, None
 
     def _replace_sandbox(self, call: ParsedCall, failure: SandboxError) -> str:
@@ -429,8 +437,10 @@ class SkillEnv(gym.Env[list[Message], Any]):
         """The episode so far (a copy): messages, timings, errors, reward."""
         if self._trajectory is None:
             raise RuntimeError("no episode yet: call reset() first")
-        # The chat lives in self._messages; the record takes a copy only when it is read.
-        return self._trajectory.model_copy(deep=True, update={"messages": copy.deepcopy(self._messages)})
+        # The chat lives in self._messages; the record takes a copy only when it is read, with
+        # images as references (model_copy does not run the record's validators).
+        messages = copy.deepcopy(strip_image_data(self._messages))
+        return self._trajectory.model_copy(deep=True, update={"messages": messages})
 
 
 def spec_tools(spec: EnvSpec) -> list[Tool]:
@@ -529,8 +539,11 @@ def _unreadable_turn_replies(turn: int, parsed: ParsedTurn, message: Message) ->
     ]
 
 
-def _tool_message(call: ParsedCall, text: str) -> Message:
-    return {"role": "tool", "tool_call_id": call.id, "name": call.name, "content": text}
+def _tool_message(call: ParsedCall, text: str, images: list | None = None) -> Message:
+    message: Message = {"role": "tool", "tool_call_id": call.id, "name": call.name, "content": text}
+    if images:  # beside the text, which stays what a text-only model reads
+        message["images"] = [image.model_dump(exclude_none=True) for image in images]
+    return message
 
 
 def _clip(text: str, limit: int) -> str:

@@ -258,6 +258,11 @@ class OpenAIClient:
                 401: "check OPENAI_API_KEY or api_key=",
                 404: f"check the base URL ({self.base_url}) and that model {model!r} is served",
             }.get(status, "the server rejected the request; see its message")
+            if status in (400, 422) and _has_images(body):
+                hint += (
+                    "; the request carried images (image_url parts): check that the model takes image input, "
+                    "or turn images off (images=false)"
+                )
             raise OpenAIError(
                 f"POST {self.url} (model {model!r}) answered HTTP {status}: {snippet(text)}; {hint}",
                 status=status,
@@ -394,6 +399,15 @@ def snippet(text: str, limit: int = 300) -> str:
     """``text`` on one line, cut to ``limit`` characters (for error messages)."""
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _has_images(body: dict[str, Any]) -> bool:
+    """Whether a request sends ``image_url`` content parts (a text-only server rejects them)."""
+    for message in body.get("messages") or []:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list) and any(isinstance(p, dict) and p.get("type") == "image_url" for p in content):
+            return True
+    return False
 
 
 def _decode(raw: bytes) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from skillgym.types import Message, Trajectory, Usage
+from skillgym.types import ImagePart, Message, Trajectory, Usage
 
 
 def format_call(call: dict) -> str:
@@ -19,8 +19,19 @@ def format_call(call: dict) -> str:
     return f"{fn.get('name')}({args})"
 
 
+def image_placeholders(message: Message) -> list[str]:
+    """One line per image a (tool) message carries, e.g. ``[image image/png 1280x900, 48,213 bytes /workspace/.render/index-1280.png]``."""
+    lines = []
+    for image in message.get("images") or []:
+        try:
+            lines.append(ImagePart.model_validate(image).placeholder())
+        except ValueError:  # a hand-made record: say there was an image rather than fail
+            lines.append("[image]")
+    return lines
+
+
 def transcript_text(messages: list[Message], max_chars: int = 1500) -> str:
-    """One block a message; long contents are shortened in the middle."""
+    """One block a message; long contents are shortened in the middle; images show as a placeholder line."""
     blocks = []
     for m in messages:
         role = m.get("role", "?")
@@ -31,6 +42,7 @@ def transcript_text(messages: list[Message], max_chars: int = 1500) -> str:
         lines = [f"[{role}]" + (f" {m['name']}" if role == "tool" and m.get("name") else "")]
         if content:
             lines.append(content)
+        lines += image_placeholders(m)
         for call in m.get("tool_calls") or []:
             lines.append("-> " + format_call(call))
         blocks.append("\n".join(lines))
@@ -66,6 +78,7 @@ def _render(trajectory: Trajectory, depth: int, max_chars: int, indent: str, lev
         lines.append(head)
         content = _clip(str(message.get("content") or ""), max_chars)
         lines += [pad + "  " + line for line in content.splitlines()] if content else []
+        lines += [pad + "  " + line for line in image_placeholders(message)]
         for call in message.get("tool_calls") or []:
             lines.append(f"{pad}  -> {_clip(format_call(call), max_chars)}")
             child = by_call.get(call.get("id"))

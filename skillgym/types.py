@@ -6,19 +6,128 @@ on the way out (trajectory shards, task files, dataset export).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Message = dict[str, Any]
 """One OpenAI-format chat message: ``role``, ``content`` and optionally ``tool_calls``,
 ``tool_call_id``, ``name`` and ``reasoning_content``. Kept as a plain dict because it must
-round-trip byte for byte through providers, datasets and chat templates."""
+round-trip byte for byte through providers, datasets and chat templates.
+
+A ``tool`` message may also carry ``images``: a list of :class:`ImagePart` dicts the tool
+returned (a screenshot, a plot). ``content`` stays the tool's text, so a text-only policy
+and every chat template read the message as before; a multimodal policy sends the images
+too (:mod:`skillgym.policies.openai_policy`). Observations carry each image's bytes
+(``data``); stored trajectories keep only the reference (digest, size, path)."""
 
 Split = Literal["train", "validation", "test"]
+
+
+class ImagePart(BaseModel):
+    """An image a tool returned, next to its text.
+
+    Args:
+        mime_type: ``image/png``, ``image/jpeg``, ...
+        sha256: Digest of the image bytes: the reference a stored trajectory keeps.
+        bytes: Size of the image in bytes.
+        width: Pixels across, when known.
+        height: Pixels down, when known.
+        path: Where the tool left the file (in the sandbox), when it kept one.
+        data: The image, base64-encoded. Present in observations, so a policy can send it;
+            dropped from stored trajectories (:func:`strip_image_data`).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    mime_type: str = "image/png"
+    sha256: str
+    bytes: int = Field(ge=0)
+    width: int | None = None
+    height: int | None = None
+    path: str | None = None
+    data: str | None = None
+
+    @classmethod
+    def from_bytes(
+        cls,
+        raw: bytes,
+        mime_type: str = "image/png",
+        *,
+        path: str | None = None,
+        width: int | None = None,
+        height: int | None = None,
+    ) -> ImagePart:
+        """An image part holding ``raw`` (digest and size computed here).
+
+        Args:
+            raw: The image file's bytes.
+            mime_type: Its media type.
+            path: Where the tool left it, if anywhere.
+            width: Pixels across, when known.
+            height: Pixels down, when known.
+
+        Returns:
+            The part, with ``data`` set.
+        """
+        return cls(
+            mime_type=mime_type,
+            sha256="sha256:" + hashlib.sha256(raw).hexdigest(),
+            bytes=len(raw),
+            width=width,
+            height=height,
+            path=path,
+            data=base64.b64encode(raw).decode("ascii"),
+        )
+
+    def data_url(self) -> str | None:
+        """``data:<mime>;base64,...`` (what OpenAI-compatible APIs take as an ``image_url``), or None without data."""
+        return f"data:{self.mime_type};base64,{self.data}" if self.data else None
+
+    def placeholder(self) -> str:
+        """A one-line stand-in for the image, for text transcripts."""
+        size = f" {self.width}x{self.height}" if self.width and self.height else ""
+        where = f" {self.path}" if self.path else ""
+        return f"[image {self.mime_type}{size}, {self.bytes:,} bytes{where}]"
+
+
+class ToolOutput(BaseModel):
+    """What a tool may return instead of a plain string: its text and the images that go with it.
+
+    Args:
+        text: What every policy reads (the whole answer for a text-only model).
+        images: Images for multimodal policies (see :class:`ImagePart`).
+    """
+
+    text: str
+    images: list[ImagePart] = Field(default_factory=list)
+
+
+def strip_image_data(messages: list[Message]) -> list[Message]:
+    """``messages`` with the bytes of every image dropped (references kept): what gets stored.
+
+    Messages without images are returned as they are (not copied); the others are shallow
+    copies with new ``images`` lists.
+    """
+    out = []
+    for message in messages:
+        images = message.get("images")
+        if images and any(isinstance(i, dict) and i.get("data") is not None for i in images):
+            message = {
+                **message,
+                "images": [{k: v for k, v in i.items() if k != "data"} if isinstance(i, dict) else i for i in images],
+            }
+        out.append(message)
+    return out
+
+
+def text_only(messages: list[Message]) -> list[Message]:
+    """``messages`` without their ``images`` (what a text-only model is shown); others unchanged."""
+    return [{k: v for k, v in m.items() if k != "images"} if "images" in m else m for m in messages]
 
 
 class SkillSpec(BaseModel):
@@ -150,7 +259,8 @@ class Trajectory(BaseModel):
             when it saw none (no skill, or ``instruction_mode="none"``).
         policy_id: Who played the assistant turns.
         messages: The chat in OpenAI format (system, user, assistant with ``tool_calls``,
-            ``tool``), exactly as the model saw and wrote it.
+            ``tool``), exactly as the model saw and wrote it, except that images a tool
+            returned are kept as references (digest, size, path), never as bytes.
         tools: The OpenAI tool schemas offered.
         timings: One :class:`StepTiming` per turn.
         tool_errors: Every defect reported back to the model.
@@ -197,6 +307,13 @@ class Trajectory(BaseModel):
     status: Literal["ok", "failed"] = "ok"
     error: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("messages")
+    @classmethod
+    def _no_image_bytes(cls, messages: list[Message]) -> list[Message]:
+        # A record holds references to images, never their bytes: a few screenshots would
+        # otherwise turn a JSONL line into megabytes.
+        return strip_image_data(messages)
 
     @property
     def num_turns(self) -> int:

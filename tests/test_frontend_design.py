@@ -6,6 +6,8 @@ The Docker tests share one env and one sandbox and render ~8 pages in all (about
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 from pathlib import Path
 
@@ -218,6 +220,19 @@ def test_expert_episode_through_the_tools(env):
     assert len(reports) == 2 and "[375px]" in reports[0] and "[1280px]" in reports[1]
     assert "horizontal overflow: none" in reports[0] and "console errors: 0" in reports[0]
     assert set(WEIGHTS) == set(info["reward_components"])
+    # The screenshot comes back as an image part beside the report: bytes in the observation,
+    # only the reference in the record.
+    shots = [m["images"] for m in obs if m.get("role") == "tool" and m.get("name") == "render_page"]
+    assert [len(s) for s in shots] == [1, 1]
+    for images, width in zip(shots, (375, 1280), strict=True):
+        raw = base64.b64decode(images[0]["data"])
+        assert raw.startswith(b"\x89PNG") and images[0]["width"] == width
+        assert images[0]["sha256"] == "sha256:" + hashlib.sha256(raw).hexdigest()
+        assert images[0]["path"] == f"/workspace/.render/index-{width}.png"
+    stored = [m for m in env.trajectory.messages if m.get("images")]
+    assert [m["images"][0]["sha256"] for m in stored] == [s[0]["sha256"] for s in shots]
+    assert all("data" not in m["images"][0] for m in stored)
+    assert len(env.trajectory.model_dump_json()) < 40_000  # the pages' HTML, not megabytes of base64
 
 
 @pytest.mark.docker

@@ -7,6 +7,8 @@ the grader sees the page exactly as the tool showed it to the policy.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import shlex
 from pathlib import Path
@@ -17,6 +19,7 @@ from pydantic import Field
 from skillgym.sandbox.base import Sandbox
 from skillgym.sandbox.ops import OpError
 from skillgym.tools.base import Tool, ToolArgs
+from skillgym.types import ImagePart, ToolOutput
 
 PROBE_SOURCE = Path(__file__).with_name("probe.py").read_text(encoding="utf-8")
 SCREENSHOT_DIR = "/workspace/.render"
@@ -36,6 +39,7 @@ def probe(
     screenshot_dir: str | None = SCREENSHOT_DIR,
     keep_text: bool = False,
     inline_png: bool = False,
+    inline_max_bytes: int = 1_000_000,
     timeout: float = 60.0,
 ) -> dict[str, Any]:
     """Load ``path`` in the sandbox's Chromium at each width and measure it.
@@ -47,7 +51,9 @@ def probe(
         selectors: CSS selectors whose match counts to report (``selector_counts``).
         screenshot_dir: Where PNG screenshots go inside the sandbox; None: none are kept.
         keep_text: Include the page's visible text (``body_text``, 20,000 characters at most).
-        inline_png: Include each screenshot as base64 (``screenshot.png_base64``) for the host.
+        inline_png: Include each screenshot as base64 (``screenshot.png_base64``) for the host,
+            when it is at most ``inline_max_bytes`` (else ``screenshot.inline_skipped`` says why).
+        inline_max_bytes: The largest screenshot sent back inline.
         timeout: Seconds for the whole probe.
 
     Returns:
@@ -60,6 +66,7 @@ def probe(
         "screenshot_dir": screenshot_dir,
         "keep_text": keep_text,
         "inline_png": inline_png,
+        "inline_max_bytes": inline_max_bytes,
         "timeout": max(5.0, timeout - 5),
     }
     cmd = f"python3 - {shlex.quote(json.dumps(options))} <<'{_EOF}'\n{PROBE_SOURCE}\n{_EOF}\n"
@@ -147,25 +154,53 @@ class RenderPageArgs(ToolArgs):
     )
 
 
+def screenshots(result: dict[str, Any]) -> list[ImagePart]:
+    """The screenshots a probe sent back inline, as image parts (one per width that has one)."""
+    parts = []
+    for page in result.get("renders", []):
+        shot = page.get("screenshot", {})
+        if not shot.get("png_base64"):
+            continue
+        try:
+            raw = base64.b64decode(shot["png_base64"], validate=True)
+        except (binascii.Error, ValueError):
+            continue
+        parts.append(
+            ImagePart.from_bytes(
+                raw, "image/png", path=shot.get("path"), width=shot.get("width"), height=shot.get("height")
+            )
+        )
+    return parts
+
+
 class RenderPage(Tool):
-    """``render_page``: the page as a real browser shows it, as a text report (and a screenshot file)."""
+    """``render_page``: the page as a real browser shows it: a text report for every policy and
+    the screenshot as an image part for multimodal ones (also saved under /workspace/.render/).
+
+    Args:
+        images: Send the screenshot back as an image part (off: the text report alone, and a
+            probe that does not ship the PNG to the host).
+    """
 
     name = "render_page"
     description = (
         "Open an HTML file in headless Chromium at the given viewport width and report what the browser saw: "
         "console errors, failed and external requests, page weight, horizontal overflow, the fonts actually "
         "used, the worst text-contrast failures and the main colours. A PNG screenshot is saved under "
-        "/workspace/.render/."
+        "/workspace/.render/ (and shown to models that take images)."
     )
     Args = RenderPageArgs
 
-    def __call__(self, sandbox: Sandbox, args: RenderPageArgs) -> str:
+    def __init__(self, images: bool = True) -> None:
+        self.images = images
+
+    def __call__(self, sandbox: Sandbox, args: RenderPageArgs) -> ToolOutput:
         if sandbox is None:
             raise OpError("render_page needs the sandbox; none is running")
         if not args.path.strip():
             raise OpError("the path is empty; give the HTML file you wrote, e.g. index.html")
         try:
-            result = probe(sandbox, args.path.strip(), [args.width])
+            result = probe(sandbox, args.path.strip(), [args.width], inline_png=self.images)
         except ProbeError as exc:
             raise OpError(str(exc)) from None
-        return format_report(result)
+        return ToolOutput(text=format_report(result), images=screenshots(result) if self.images else [])

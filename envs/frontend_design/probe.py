@@ -356,7 +356,11 @@ def measure(browser, url, width, options):
     w, h, nonzero = png_flatness(data)
     page["screenshot"] = {"width": w, "height": h, "bytes": len(data), "nonzero_share": round(nonzero, 6)}
     if options.get("inline_png"):
-        page["screenshot"]["png_base64"] = shot["data"]
+        # Bounded: the probe's whole answer must fit the sandbox's output limit.
+        if len(data) <= options.get("inline_max_bytes", 1_000_000):
+            page["screenshot"]["png_base64"] = shot["data"]
+        else:
+            page["screenshot"]["inline_skipped"] = f"{len(data)} bytes is over the inline limit"
     folder = options.get("screenshot_dir")
     if folder:
         os.makedirs(folder, exist_ok=True)

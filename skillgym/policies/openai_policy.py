@@ -12,6 +12,13 @@ Conversations are sent in the strict shape every server accepts (:func:`to_opena
 the env's note after an unparsable turn is a ``tool`` message that answers no call, which
 OpenAI rejects, so it is sent as a ``user`` message, and an assistant turn whose calls were
 not all answered has them folded back into its text as ``<tool_call>`` markup.
+
+Images. A tool may return images beside its text (``images`` on a ``tool`` message, see
+:class:`~skillgym.types.ImagePart`). With ``images=True`` (spec: ``openai:MODEL?images=true``)
+they are sent to a multimodal model: the chat API takes text only in ``tool`` messages, so
+each turn's tool messages keep their text and are followed by one ``user`` message holding
+the images as ``image_url`` parts (base64 ``data:`` URLs). Off by default: a text-only
+server rejects image parts, and the tool's text says what a text-only model needs.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from typing import Any
 from skillgym.openai_client import OpenAIClient, OpenAIError, RetryPolicy
 from skillgym.policies.base import Action, Policy
 from skillgym.toolcalls import render_openai_call_text
-from skillgym.types import Message
+from skillgym.types import ImagePart, Message
 
 __all__ = ["OpenAIPolicy", "OpenAIPolicyError", "response_to_action", "to_openai_messages"]
 
@@ -50,6 +57,8 @@ class OpenAIPolicy(Policy):
         logprobs: Ask for per-token log-probabilities.
         return_token_ids: Ask a vLLM server for token ids.
         headers: Extra request headers.
+        images: Send the images tools return (screenshots, plots) to the model as ``image_url``
+            parts; for multimodal models only. A spec's ``?images=true`` sets it.
     """
 
     def __init__(
@@ -69,6 +78,7 @@ class OpenAIPolicy(Policy):
         logprobs: bool = False,
         return_token_ids: bool = False,
         headers: dict[str, str] | None = None,
+        images: bool = False,
     ):
         # Kept so a pickled policy (e.g. sent to a Ray actor) is rebuilt with fresh connections.
         self._init_args = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
@@ -85,6 +95,10 @@ class OpenAIPolicy(Policy):
         self.model = model
         self.base_url, self.url = self.client.base_url, self.client.url
         self.sampling = dict(sampling or {})
+        # A policy spec puts every query key it does not know as an option into ``sampling``;
+        # ``images`` is never a sampling parameter, so ``openai:MODEL?images=true`` lands here.
+        spec_images = self.sampling.pop("images", None)
+        self.images = bool(images or spec_images in (True, "true", "1", 1))
         self.max_concurrency = max_concurrency
         self.timeout = timeout
         self.max_retries = max_retries
@@ -105,7 +119,7 @@ class OpenAIPolicy(Policy):
         """The JSON body sent for this turn."""
         body: dict[str, Any] = {
             "model": self.model,
-            "messages": to_openai_messages(observation, send_reasoning=self.send_reasoning),
+            "messages": to_openai_messages(observation, send_reasoning=self.send_reasoning, images=self.images),
         }
         tools = info.get("tools") or []
         if self.send_tools and tools:
@@ -175,7 +189,9 @@ def response_to_action(data: dict[str, Any], choice: dict[str, Any], message: di
 # -- the strict conversation shape --------------------------------------------------------------
 
 
-def to_openai_messages(messages: list[Message], *, send_reasoning: bool = True) -> list[dict[str, Any]]:
+def to_openai_messages(
+    messages: list[Message], *, send_reasoning: bool = True, images: bool = False
+) -> list[dict[str, Any]]:
     """The conversation in the shape strict servers accept.
 
     * Only standard fields are sent (the env's extra ``name`` on tool messages is dropped);
@@ -186,6 +202,9 @@ def to_openai_messages(messages: list[Message], *, send_reasoning: bool = True) 
       back into its text as ``<tool_call>`` markup, so the model still sees what it wrote.
     * A ``tool`` message that answers no kept call (the env's note after an unparsable turn)
       becomes a ``user`` message with the same text.
+    * With ``images``, the images of a turn's tool messages (those that still have their
+      bytes) follow its last tool message as one ``user`` message of ``image_url`` parts,
+      introduced by a line naming the tool and the image; without, images are not sent.
     """
     out: list[dict[str, Any]] = []
     i = 0
@@ -215,8 +234,34 @@ def to_openai_messages(messages: list[Message], *, send_reasoning: bool = True) 
                 out.append({"role": "tool", "tool_call_id": call_id, "content": _text(tool.get("content"))})
             else:
                 out.append({"role": "user", "content": _text(tool.get("content"))})
+        if images:
+            shown = _image_message(messages[i + 1 : end])
+            if shown is not None:
+                out.append(shown)
         i = end
     return out
+
+
+def _image_message(tool_messages: list[Message]) -> dict[str, Any] | None:
+    """One ``user`` message with the images of a turn's tool messages, or None when none has bytes.
+
+    Each image is introduced by a text part naming the tool and the file, so a model that
+    gets several (a screenshot at 375 px and one at 1280 px) can tell them apart."""
+    parts: list[dict[str, Any]] = []
+    for tool in tool_messages:
+        for raw in tool.get("images") or []:
+            try:
+                image = ImagePart.model_validate(raw)
+            except ValueError:
+                continue
+            url = image.data_url()
+            if url is None:  # a stored record keeps only the reference; nothing to show
+                continue
+            parts.append(
+                {"type": "text", "text": f"Image returned by {tool.get('name') or 'the tool'}: {image.placeholder()}"}
+            )
+            parts.append({"type": "image_url", "image_url": {"url": url}})
+    return {"role": "user", "content": parts} if parts else None
 
 
 def _assistant(message: Message, answered: list[str], send_reasoning: bool) -> tuple[dict[str, Any], set[str]]:
