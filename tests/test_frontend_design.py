@@ -236,6 +236,31 @@ def test_expert_episode_through_the_tools(env):
 
 
 @pytest.mark.docker
+def test_multimodal_teacher_sees_the_screenshots(env):
+    """``--teacher openai:MODEL?images=true``: the expert replayed by a loopback OpenAI-compatible
+    server solves a brief, and the requests carry each render's PNG as an ``image_url`` part."""
+    from skillgym.episode import run_episode
+    from skillgym.policies.spec import make_policy
+    from skillgym.testing import ReplayResponder, ScriptedOpenAIServer
+
+    task = env.env_spec.tasks.tasks("test")[1]
+    with ScriptedOpenAIServer(ReplayResponder.for_env(env, mode="structured")) as server:
+        trajectory = run_episode(env, make_policy(f"openai:vision@{server.base_url}?images=true", env), task_id=task.id)
+        requests = list(server.requests)
+    assert trajectory.reward == 1.0, trajectory.reward_components
+    urls = [
+        part["image_url"]["url"]
+        for message in requests[-1]["messages"]
+        if isinstance(message["content"], list)
+        for part in message["content"]
+        if part["type"] == "image_url"
+    ]
+    assert len(urls) == 2 and all(base64.b64decode(u.partition(",")[2]).startswith(b"\x89PNG") for u in urls)
+    stored = [i for m in trajectory.messages for i in m.get("images") or []]
+    assert len(stored) == 2 and all("data" not in i for i in stored)
+
+
+@pytest.mark.docker
 def test_each_broken_page_loses_exactly_its_points(env):
     from skillgym.sandbox.factory import make_sandbox
 
