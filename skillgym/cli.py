@@ -101,6 +101,8 @@ _ROLE_STYLE = {"system": "dim", "user": "cyan", "assistant": "green", "tool": "y
 
 
 def _print_transcript(traj: Any) -> None:
+    from rich.markup import escape
+
     from skillgym.transcript import format_call, image_placeholders
 
     console.rule(f"[bold]{traj.env_id}[/bold] task {traj.task_id} · policy {traj.policy_id}")
@@ -110,7 +112,9 @@ def _print_transcript(traj: Any) -> None:
         if role == "system" and len(body) > 600:
             body = body[:600] + f" [... {len(body) - 600} more characters]"
         calls = [format_call(c) for c in m.get("tool_calls") or []]
-        text = "\n".join([body, *image_placeholders(m)] + [f"→ {c}" for c in calls]).strip() or "(empty)"
+        # Escaped: rich would read "[image ...]" as a style tag and drop it.
+        shown = [escape(line) for line in image_placeholders(m)]
+        text = "\n".join([body, *shown] + [f"→ {c}" for c in calls]).strip() or "(empty)"
         title = role if role != "tool" else f"tool · {m.get('name') or ''}"
         console.print(Panel(text, title=title, title_align="left", border_style=_ROLE_STYLE.get(role, "white")))
     comps = ", ".join(f"{k}={v:.2f}" for k, v in traj.reward_components.items())

@@ -223,3 +223,13 @@ def test_rollout_store_and_export_keep_no_image_bytes(tmp_path):
     tools = [m for row in rows for m in row["messages"] if m["role"] == "tool"]
     assert tools and all("images" not in m or m["images"] is None for m in tools)
     assert all(m["content"].startswith("Took a red picture") for m in tools if "picture" in m["content"])
+
+
+def test_play_shows_a_placeholder_for_each_image():
+    from typer.testing import CliRunner
+
+    from skillgym.cli import app
+
+    result = CliRunner().invoke(app, ["play", ENTRY, "--task", "t0", "--backend", "local"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "[image image/png 64x48, " in result.output and "/workspace/red.png]" in result.output
