@@ -15,6 +15,16 @@ student then has two skills to learn: fill a fixed command with identifiers copi
 question, and copy the tool output into ``submit`` (measured in training/EXPERIMENTS.md:
 reading an outline or a signature and reasoning over it is what small models fail at).
 ``"search"`` is the step-by-step recipe (grep, read_file, parse) that mirrors SKILL.md.
+
+``"explore"`` explores as a capable model would (grep for the symbol, read the relevant
+lines, answer), and every string it writes into a tool call or an answer is a fixed template
+filled with text it has already seen: identifiers from the question, and paths, line numbers
+and source text from earlier tool output. A student can therefore learn every turn by
+copying. It is ``"search"`` with the three steps that computed something unseen replaced:
+the ``methods`` count is printed by ``grep -c`` over the class's line range (the two line
+numbers come from a grep for the top-level lines), the ``constant`` answer names the module by its file path as
+grep printed it (``email/utils.py: 42``, which the grader accepts), and a signature longer
+than one page is read on from its last line shown (a copied number, not that number plus one).
 """
 
 from __future__ import annotations
@@ -38,6 +48,12 @@ _GREP_LINE = re.compile(r"^(?P<path>.+?\.py)(?P<sep>[:-])(?P<line>\d+)(?P=sep)(?
 _READ_LINE = re.compile(r"^\s*(\d+)\t(.*)$")
 _TOP_LEVEL = re.compile(r"^(?:class|def|async def) (\w+)")
 _METHOD = re.compile(r"^    (?:async )?def (\w+)")
+STYLES = ("oneliner", "search", "explore")
+# explore: where the class ends is the next top-level def or class line, so it lists only those
+# (a fraction of the full outline, which the search style reads and counts by eye); then it
+# counts the method lines from the class line to that line (or "$", the end of the file).
+TOP_LEVEL_PATTERN = r"^(class|def|async def) "
+COUNT_METHODS_COMMAND = "sed -n '{first},{last}p' {path} | grep -cE '^    (async )?def '"
 
 # -- one-liners: each prints exactly the answer (cwd is /workspace; the repo is ./repo) ----------
 WHERE_COMMAND = "cd repo && grep -rlE --include='*.py' '(def|class) {symbol}\\b' *"
@@ -143,8 +159,12 @@ class ExpertPolicy(Policy):
     policy_id = "expert"
 
     def __init__(self, style: str = "oneliner") -> None:
-        if style not in ("oneliner", "search"):
-            raise ValueError(f"unknown expert style {style!r}; use 'oneliner' or 'search'")
+        """
+        Args:
+            style: ``"oneliner"`` (default), ``"search"`` or ``"explore"`` (see the module docstring).
+        """
+        if style not in STYLES:
+            raise ValueError(f"unknown expert style {style!r}; use one of {', '.join(map(repr, STYLES))}")
         self.style = style
         self._meta: dict[str, Any] = {}
         self._next: Callable[[str], Action] | None = None
@@ -160,7 +180,8 @@ class ExpertPolicy(Policy):
             if not self._meta and info.get("task_metadata"):
                 self._meta = dict(info["task_metadata"])
             qtype = self._meta.get("qtype")
-            start = getattr(self, f"_start_{qtype}", None)
+            start = getattr(self, f"_explore_{qtype}", None) if self.style == "explore" else None
+            start = start or getattr(self, f"_start_{qtype}", None)
             if self.style == "oneliner" and qtype in ONELINERS:
                 return self._oneliner(qtype)
             if start is None:
@@ -230,18 +251,20 @@ class ExpertPolicy(Policy):
         return self._read_signature(below[0])
 
     def _read_signature(self, line: int) -> str:
-        self._state.setdefault("signature", [])
+        self._state.setdefault("signature", {})
         self._state["offset"] = line
         args = {"path": f"{REPO}/{self._state['path']}", "offset": line, "limit": SIGNATURE_LINES}
         return self._call("Read the signature.", "read_file", args, self._default_read)
 
     def _default_read(self, output: str) -> str:
         lines = read_lines(output)
-        self._state["signature"].extend(text for _, text in lines)
-        signature = self._state["signature"]
+        self._state["signature"].update(lines)  # by line number: explore's pages overlap by one line
+        signature = [text for _, text in sorted(self._state["signature"].items())]
         value = default_text(signature, self._meta["param"])
         if value is None and lines and parse_header(signature) is None and len(signature) < 5 * SIGNATURE_LINES:
-            return self._read_signature(lines[-1][0] + 1)  # the signature goes on past this page
+            # The signature goes on past this page. Explore reads on from the last line shown, a
+            # number the student has just seen; the search style skips it (arithmetic).
+            return self._read_signature(lines[-1][0] + (self.style != "explore"))
         if value is None:
             return self._submit("The signature has no such default.", "not found")
         return self._submit("The signature shows the default.", value)
@@ -312,6 +335,41 @@ class ExpertPolicy(Policy):
         except (SyntaxError, IndexError, AttributeError):
             value = text.split("=", 1)[1].strip()
         return self._submit("The assignment shows module and value.", f"{module_of(path)}: {value}")
+
+
+    # -- explore: the search recipes, with every written string copied from what was seen ---------
+    def _explore_methods(self) -> str:
+        return self._find_definition(self._meta["symbol"], self._methods_class_found_explore)
+
+    def _methods_class_found_explore(self, path: str, line: int) -> str:
+        self._state.update(path=path, line=line)
+        args = {"pattern": TOP_LEVEL_PATTERN, "path": f"{REPO}/{path}"}
+        return self._call("List the top-level classes and functions.", "grep", args, self._methods_range)
+
+    def _methods_range(self, output: str) -> str:
+        """Count the method lines from the class line to the next top-level outline line."""
+        first = self._state["line"]
+        after = [line for _, line, text in grep_hits(output) if line > first and _TOP_LEVEL.match(text)]
+        fields = {"first": first, "last": after[0] if after else "$", "path": f"{REPO}/{self._state['path']}"}
+        command = COUNT_METHODS_COMMAND.format(**fields)
+        return self._call("Count the method lines of the class.", "bash", {"command": command}, self._submit_printed)
+
+    def _explore_constant(self) -> str:
+        name = self._meta["symbol"]
+        args = {"pattern": rf"^{name}\s*=", "path": REPO, "glob": "*.py"}
+        return self._call(f"Find the assignment of `{name}`.", "grep", args, self._constant_found_explore)
+
+    def _constant_found_explore(self, output: str) -> str:
+        hits = grep_hits(output)
+        if not hits:
+            return self._submit("The search found no assignment.", "not found")
+        path, _, text = hits[0]
+        try:
+            node = ast.parse(text).body[0]
+            value = ast.get_source_segment(text, node.value)  # type: ignore[attr-defined]
+        except (SyntaxError, IndexError, AttributeError):
+            value = text.split("=", 1)[1].strip()
+        return self._submit("The file path names the module.", f"{path}: {value}")
 
 
 def _last_tool_output(observation: list[Message]) -> str:

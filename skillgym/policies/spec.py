@@ -1,6 +1,7 @@
 """Policy specs: one string syntax, used by every CLI command, that names a policy.
 
     expert                                 the env's scripted expert
+    expert?style=explore                   ... built with these keyword options (the env's expert defines them)
     random                                 random tool calls (a floor)
     random:SEED                            the same, seeded
     hf:PATH                                a local Hugging Face model folder (or hub id), in process
@@ -24,6 +25,7 @@ that a rollout manifest records.
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 from typing import TYPE_CHECKING, Any, Literal
@@ -66,7 +68,7 @@ HF_OPTIONS = frozenset(
     }
 )
 _URL_RE = re.compile(r"^(?P<model>.*?)@(?P<url>https?://.*)$")
-_SYNTAX = "expert, random[:SEED], hf:PATH[?k=v...], openai:MODEL[@http://host:port/v1][?k=v...]"
+_SYNTAX = "expert[?k=v...], random[:SEED], hf:PATH[?k=v...], openai:MODEL[@http://host:port/v1][?k=v...]"
 
 
 class PolicySpec(BaseModel):
@@ -92,9 +94,11 @@ def parse_policy_spec(spec: str | PolicySpec) -> PolicySpec:
     if isinstance(spec, PolicySpec):
         return spec
     text = spec.strip()
+    if text == "expert" or text.startswith("expert?"):
+        # Options are the expert's constructor keywords (codebase-explorer: style=oneliner|search|explore).
+        options = _parse_query(spec, text.partition("?")[2])
+        return PolicySpec(kind="expert", spec=_canonical("expert", options), options=options)
     kind, colon, rest = text.partition(":")
-    if kind == "expert" and not colon:
-        return PolicySpec(kind="expert", spec="expert")
     if kind == "random":
         if not rest:
             return PolicySpec(kind="random", spec="random")
@@ -138,9 +142,16 @@ def make_policy(spec: str | PolicySpec, env: SkillEnv) -> Policy:
     """Build the policy a spec names, for ``env`` (the expert comes from its EnvSpec)."""
     parsed = parse_policy_spec(spec)
     if parsed.kind == "expert":
-        if env.env_spec.expert is None:
+        expert = env.env_spec.expert
+        if expert is None:
             raise ValueError(f"{env.env_spec.id} has no scripted expert; pick another policy spec ({_SYNTAX})")
-        return env.env_spec.expert()
+        try:
+            inspect.signature(expert).bind(**parsed.options)
+        except TypeError as exc:
+            raise ValueError(
+                f"policy spec {parsed.spec!r}: {env.env_spec.id}'s expert does not take these options ({exc})"
+            ) from None
+        return expert(**parsed.options)
     if parsed.kind == "random":
         return RandomPolicy(seed=parsed.seed)
     if parsed.kind == "hf":
