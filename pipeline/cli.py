@@ -49,6 +49,7 @@ _mount("skillgym.rollouts.cli", "eval", "Policies side by side on held-out tasks
 _mount("skillgym.training.cli", "train", "Train students: SFT and GRPO on TRL.")
 _mount("skillgym.training.cli", "serve", "Serve a model behind an OpenAI-compatible endpoint.", command="serve")
 _mount("skillgym.orchestrator.cli", "orchestrate", "Orchestrator episodes with subagent calls (Part 2).")
+_mount("skillgym.benchmarks.bench.cli", "bench", "Part 2 benchmarks: baselines side by side under one orchestrator.")
 _mount("skillgym.adapters.cli", "serve-env", "Serve an env to other RL stacks (OpenEnv, MCP).", command="serve_env")
 
 
