@@ -233,3 +233,18 @@ def test_play_shows_a_placeholder_for_each_image():
     result = CliRunner().invoke(app, ["play", ENTRY, "--task", "t0", "--backend", "local"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "[image image/png 64x48, " in result.output and "/workspace/red.png]" in result.output
+
+
+def test_a_text_only_server_rejecting_images_gets_a_hint(env):
+    from skillgym.openai_client import OpenAIError
+    from skillgym.testing import ErrorReply
+
+    obs = _snap_turn(env)
+    info = {"tools": env.tool_schemas}
+    with ScriptedOpenAIServer(lambda request: ErrorReply(400, "this model does not support image input")) as server:
+        with pytest.raises(OpenAIError) as failed:
+            OpenAIPolicy("text-model", server.base_url, "k", images=True, max_retries=0).act(obs, info)
+        assert "image_url" in str(failed.value) and "images=false" in str(failed.value)
+        with pytest.raises(OpenAIError) as plain:  # no images sent: no such hint
+            OpenAIPolicy("text-model", server.base_url, "k", max_retries=0).act(obs, info)
+        assert "image_url" not in str(plain.value)
