@@ -12,6 +12,23 @@ composes pages from a small design system through the tools.
 The skill is the project's own (``skill/SKILL.md``); ``skill=PATH`` swaps in any other skill
 folder (e.g. another frontend-design skill) and ``instruction_mode="none"`` drops it, so the
 with/without/other ablation is three ``--variant``s of ``skillgym eval``.
+
+``render_page`` returns its screenshot as an image part beside the text report
+(:class:`~skillgym.types.ToolOutput`): a multimodal teacher sees it with ``?images=true``,
+a text-only one reads the report. Distilling into the tiny CPU student (recipe
+``training/frontend-design-tiny.yaml`` and a 2,048-token turn cap, both picked by
+``skillgym distill`` for this env)::
+
+    skillgym distill frontend-design-v0 --teacher expert --student tiny --train-tasks 64 \
+        --test-tasks 16 --concurrency 4 --env-arg max_turns=6 --out runs/distill-frontend
+
+and with a real multimodal model as the teacher (any OpenAI-compatible endpoint)::
+
+    OPENAI_BASE_URL=https://HOST/v1 OPENAI_API_KEY=... skillgym distill frontend-design-v0 \
+        --teacher "openai:MODEL?images=true&temperature=0.7" --student tiny --train-tasks 64 \
+        --min-reward 0.85 --out runs/distill-frontend-openai
+
+The acceptance benchmark: ``python -m skillgym.envs.frontend_design.measure --json``.
 """
 
 from __future__ import annotations
