@@ -38,12 +38,12 @@ def test_one_package_shadows_a_standard_library_module():
     assert (package_root("click") / "types.py").is_file()
 
 
-def _expert_run(name: str, backend: str, out: Path) -> dict[str, list[float]]:
+def _expert_run(name: str, backend: str, out: Path, policy: str = "expert") -> dict[str, list[float]]:
     summary = run_rollouts(
         RolloutConfig(
             env=ENV,
             env_kwargs={"codebase": str(package_root(name)), "backend": backend},
-            policy="expert",
+            policy=policy,
             split="test",
             n_tasks=N_TASKS,
             concurrency=4,
@@ -61,9 +61,11 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values)
 
 
+# Both the default (one command per question) and the explore style (grep, read, answer).
+@pytest.mark.parametrize("policy", ["expert", "expert?style=explore"])
 @pytest.mark.parametrize("name", PACKAGES)
-def test_expert_solves_100_test_tasks_of_an_installed_package(name: str, tmp_path: Path):
-    by_type = _expert_run(name, "local", tmp_path / name)
+def test_expert_solves_100_test_tasks_of_an_installed_package(name: str, policy: str, tmp_path: Path):
+    by_type = _expert_run(name, "local", tmp_path / name, policy)
     rewards = [r for values in by_type.values() for r in values]
     assert len(rewards) == N_TASKS and "default" in by_type and "where" in by_type
     assert _mean(rewards) >= 0.95, {k: round(_mean(v), 3) for k, v in by_type.items()}
