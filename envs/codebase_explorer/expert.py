@@ -336,7 +336,6 @@ class ExpertPolicy(Policy):
             value = text.split("=", 1)[1].strip()
         return self._submit("The assignment shows module and value.", f"{module_of(path)}: {value}")
 
-
     # -- explore: the search recipes, with every written string copied from what was seen ---------
     def _explore_methods(self) -> str:
         return self._find_definition(self._meta["symbol"], self._methods_class_found_explore)
