@@ -29,9 +29,8 @@ def list_command() -> None:
 
     for name in OFFLINE_SUITES:
         typer.echo(f"{name}: {SUITE_NOTES[name]} (offline)")
-    typer.echo(
-        "humaneval, bfcl-multi-turn, tau2-retail, tau2-airline: need a real model (see README 'Part 2 benchmarks')"
-    )
+    typer.echo("humaneval, bfcl-<category>: need a real model: skillgym bench model BENCH --policy openai:MODEL@URL")
+    typer.echo("tau2-retail, tau2-airline: scorer and user simulator in skillgym.benchmarks.suites.tau2 (README)")
 
 
 @app.command()
@@ -121,3 +120,69 @@ def report(
         _fail(str(exc))
     typer.echo((written["report.md"]).read_text(encoding="utf-8"))
     typer.echo("wrote " + ", ".join(str(p) for p in written.values()))
+
+
+@app.command()
+def model(
+    bench: str = typer.Argument(..., help="humaneval or bfcl-<category> (bfcl-multi_turn_base, ...)."),
+    policy: str = typer.Option(..., help="The model: openai:MODEL@URL (or hf:PATH, expert = the scripted reference)."),
+    tasks: int = typer.Option(20, "--tasks", min=1, help="The first N problems or entries."),
+    samples: int = typer.Option(
+        1, "--samples", min=1, help="HumanEval: samples per problem (pass@k for k <= samples)."
+    ),
+    backend: str = typer.Option("auto", help="Sandbox backend (code and BFCL's APIs run there)."),
+    out: Path = typer.Option(Path("runs/bench-model"), "--out", help="Folder for per-task results (JSONL)."),
+) -> None:
+    """Score a model on HumanEval or a BFCL v4 multi-turn category (a real endpoint; `expert`
+    plays the scripted reference that must score 1)."""
+    import json
+
+    import skillgym
+    from skillgym.policies.spec import make_policy
+    from skillgym.sandbox import make_sandbox
+    from skillgym.sandbox.base import SandboxConfig
+
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    rows: list[dict] = []
+    if bench == "humaneval":
+        from ..suites.humaneval import pass_at_k
+
+        env = skillgym.make("skillgym.benchmarks.suites.humaneval:make_spec", backend=backend, split="test")
+        try:
+            agent = make_policy(policy, env)
+            for task in env.env_spec.tasks.tasks("test")[:tasks]:
+                passed = [
+                    (skillgym.run_episode(env, agent, task_id=task.id).reward or 0.0) == 1.0 for _ in range(samples)
+                ]
+                rows.append({"task_id": task.id, "passed": passed})
+        finally:
+            env.close()
+        ks = [k for k in (1, 5, 10) if k <= samples]
+        scores = {f"pass@{k}": sum(pass_at_k(samples, sum(r["passed"]), k) for r in rows) / len(rows) for k in ks}
+    elif bench.startswith("bfcl-"):
+        from ..suites import bfcl
+
+        category = bench.removeprefix("bfcl-")
+        try:
+            entries = bfcl.load_entries(category)[:tasks]
+        except ValueError as exc:
+            _fail(str(exc))
+        with make_sandbox(SandboxConfig(backend=backend)) as sandbox:
+            for entry in entries:
+                agent = bfcl.GoldPolicy(entry) if policy == "expert" else make_policy(policy, None)  # type: ignore[arg-type]
+                outcome = bfcl.run_entry(entry, agent, sandbox)
+                rows.append({"task_id": entry.id, "passed": [outcome.passed], "turns": outcome.turns})
+        scores = {"accuracy": sum(r["passed"][0] for r in rows) / len(rows)}
+    else:
+        _fail(f"bench model {bench!r}: use humaneval or bfcl-<category> (tau2: see README 'Part 2 benchmarks')")
+    path = out / f"{bench}.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    summary = {
+        "bench": bench,
+        "policy": policy,
+        "tasks": len(rows),
+        **scores,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    typer.echo(json.dumps(summary))

@@ -144,7 +144,7 @@ def run_bench(
     if bench not in OFFLINE_SUITES:
         raise ValueError(
             f"bench {bench!r} is not an offline suite ({', '.join(OFFLINE_SUITES)}); "
-            "tau2-*, bfcl-* and humaneval run with `skillgym bench model` against a real endpoint"
+            "humaneval and bfcl-* run with `skillgym bench model` against a real endpoint"
         )
     chosen = bench_roster.select(baselines)
     held_out = choose_codebase(codebase) if bench in ("codebase-qa", "mixed") else None
@@ -165,6 +165,10 @@ def run_bench(
         record.baselines = [b for b in previous.baselines if b.name not in known] + chosen
         record.stages = list(previous.stages)
         record.skipped = {k: v for k, v in previous.skipped.items() if k not in known}
+    # Written before any baseline runs: a run stopped half-way (a time limit, kill -9) still
+    # has a record that says what its folders hold, and the report can read them.
+    record_path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(record_path, record.model_dump_json(indent=2) + "\n")
     for baseline in chosen:
         reason = _why_not(bench, baseline, roster, orchestrator)
         if reason is not None:
