@@ -255,6 +255,129 @@ def test_recipe_resolves_a_named_student(tiny_registered):
     assert recipe.model == str(models.model_dir(source.name)) and calls == [source.name]
 
 
+# -- training a converted model: the shared-prefix trainer ---------------------------------------
+
+
+def test_shared_prefix_length_stops_before_the_first_difference_and_the_first_loss_token():
+    import torch
+
+    from skillgym.training.sft import shared_prefix_length
+
+    ids = torch.tensor([[5, 6, 7, 8, 9, 1, 0], [5, 6, 7, 8, 4, 4, 4]])
+    mask = torch.tensor([[1, 1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 1, 1, 1]])
+    no_loss = torch.full_like(ids, -100)
+    assert shared_prefix_length(ids, mask, no_loss) == 4
+    labels = no_loss.clone()
+    labels[:, 3] = 8  # the label at position 3 is predicted from position 2: the suffix must start there
+    assert shared_prefix_length(ids, mask, labels) == 2
+    same = torch.tensor([[5, 6, 7], [5, 6, 7]])
+    assert shared_prefix_length(same, torch.ones_like(same), torch.full_like(same, -100)) == 2  # one token left
+
+
+@pytest.fixture
+def tiny_converted(tmp_path) -> Path:
+    gguf_file = tmp_path / "tiny.gguf"
+    write_tiny_gguf(gguf_file)
+    wheel = write_wheel(tmp_path / "tiny_model-0.0.1-py3-none-any.whl", gguf_file, "tiny_model/tiny.gguf")
+    return models.convert_gguf(gguf_file, tmp_path / "model", tiny_source(wheel))
+
+
+def test_shared_prefix_gives_the_same_loss_with_fewer_gradients(tiny_converted, tmp_path):
+    """One batch of conversations that share a long system prompt: the loss of the shared-prefix
+    trainer equals the plain one (the same forward pass); only the prefix positions' gradient is missing."""
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTTrainer
+
+    from skillgym.training.recipes import bundled_recipe_path, load_recipe
+    from skillgym.training.sft import _sft_config, shared_prefix_length, shared_prefix_trainer
+
+    system = "You answer questions about code with the tools. " * 12
+    rows = [
+        {
+            "messages": [
+                {"role": "system", "content": system},
+                {"role": "user", "content": f"question {i} " * (i + 1)},
+                {"role": "assistant", "content": f"answer {7 * i}"},
+            ]
+        }
+        for i in range(4)
+    ]
+    recipe = load_recipe(
+        bundled_recipe_path("smollm2-135m-lora"),
+        [f"model={tiny_converted}", f"output_dir={tmp_path / 'out'}", "training.max_length=4096"],
+        resolve_models=False,
+    )
+    recipe.training.per_device_train_batch_size = 4
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_converted))
+    results = []
+    for trainer_class in (SFTTrainer, shared_prefix_trainer(SFTTrainer)):
+        torch.manual_seed(0)
+        trainer = trainer_class(
+            model=AutoModelForCausalLM.from_pretrained(str(tiny_converted), dtype=torch.float32),
+            args=_sft_config(recipe, False),
+            train_dataset=Dataset.from_list(rows),
+            processing_class=tokenizer,
+            peft_config=LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear"),
+        )
+        for name, parameter in trainer.model.named_parameters():
+            if "lora_B" in name:  # nonzero adapters, so that the adapters take part in the forward pass
+                torch.nn.init.normal_(parameter, std=0.05)
+        trainer.model.train()
+        batch = next(iter(trainer.get_train_dataloader()))
+        loss = trainer.compute_loss(trainer.model, dict(batch))
+        loss.backward()
+        grads = sum(p.grad.abs().sum().item() for p in trainer.model.parameters() if p.grad is not None)
+        results.append((loss.item(), grads))
+    prefix = shared_prefix_length(batch["input_ids"], batch["attention_mask"], batch["labels"])
+    assert prefix > batch["input_ids"].shape[1] // 2  # the system prompt is most of each row
+    (plain_loss, plain_grads), (shared_loss, shared_grads) = results
+    assert shared_loss == pytest.approx(plain_loss, rel=1e-5)
+    assert 0 < shared_grads < plain_grads
+
+
+def test_shared_prefix_recipe_trains_and_merges(tiny_converted, tmp_path):
+    from datasets import Dataset, DatasetDict
+
+    from skillgym.training import train_sft
+    from skillgym.training.recipes import bundled_recipe_path, load_recipe
+
+    system = "You answer questions about code with the tools. " * 6
+    rows = [
+        {
+            "messages": [
+                {"role": "system", "content": system},
+                {"role": "user", "content": f"where is f{i}?"},
+                {"role": "assistant", "content": f"pkg/m{i}.py"},
+            ]
+        }
+        for i in range(8)
+    ]
+    data = tmp_path / "data"
+    DatasetDict({"train": Dataset.from_list(rows)}).save_to_disk(str(data))
+    result = train_sft(
+        load_recipe(
+            bundled_recipe_path("smollm2-135m-lora"),
+            [
+                f"model={tiny_converted}",
+                f"dataset={data}",
+                f"output_dir={tmp_path / 'out'}",
+                "training.max_steps=2",
+                "training.per_device_train_batch_size=4",
+                "training.shared_prefix=true",
+                "training.bf16=false",
+                "training.eval_steps=null",
+                "training.save_steps=null",
+                "val_fraction=0",
+            ],
+        )
+    )
+    assert result.steps == 2 and result.train_loss is not None and result.train_tokens > 0
+    assert result.merged_dir and (Path(result.merged_dir) / "model.safetensors").is_file()
+
+
 # -- the real SmolLM2-135M-Instruct ------------------------------------------------------------
 
 
