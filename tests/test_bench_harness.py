@@ -110,3 +110,28 @@ def test_kill_9_then_resume_loses_and_repeats_nothing(tmp_path: Path):
     assert after[: len(before)] == before
     record = json.loads((tmp_path / "codebase-qa" / "bench.json").read_text())
     assert record["stages"][-1]["ran"] == n - len(before)
+
+
+def test_no_subagents_with_a_model_orchestrator(tmp_path: Path):
+    """The orchestrator alone, played by an OpenAI-compatible model (a scripted loopback server):
+    it runs, its tokens are the server's (not counted), and no subagent is called."""
+    from skillgym.testing.openai_server import ScriptedOpenAIServer, assistant_message, tool_call
+
+    def respond(request):
+        return assistant_message(tool_calls=[tool_call("submit", {"answer": "42"})])
+
+    with ScriptedOpenAIServer(respond) as server:
+        record = run_bench(
+            "codebase-qa",
+            ROSTER,
+            tmp_path,
+            orchestrator=f"openai:scripted@{server.base_url}",
+            baselines=["no-subagents"],
+            n_tasks=2,
+            backend="local",
+        )
+    assert record.skipped == {} and record.stages[0].records == 2
+    row = json.loads(write_report([tmp_path], tmp_path / "r")["report.json"].read_text())[0]["rows"][0]
+    assert row["subagent_calls_per_task"] == 0 and row["routing_accuracy"] is None  # no subagent to route to
+    ((label, usage),) = row["models"].items()
+    assert label.startswith("orchestrator: openai:scripted@") and not usage["counted"] and usage["prompt_tokens"] > 0
