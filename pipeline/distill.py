@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field, ValidationError
 from skillgym.io import atomic_write_text
 from skillgym.models import is_known_model
 from skillgym.registry import make_spec
-from skillgym.rollouts import RolloutConfig, RolloutSummary, run_rollouts
+from skillgym.rollouts import RolloutConfig, RolloutSummary, iter_trajectories, run_rollouts
 from skillgym.rollouts.config import EnvSelection, RunOptions
 from skillgym.rollouts.evaluate import EvalConfig, EvalReport, Role, run_eval
 from skillgym.rollouts.export import ExportConfig, ExportReport, export_dataset
@@ -121,6 +121,11 @@ class DistillReport(BaseModel):
     sft: SFTSummary
     export: ExportSummary
     metrics: dict[Role, PolicyMetrics]
+    reward_components: dict[Role, dict[str, float]] = Field(
+        default_factory=dict,
+        description="Mean of each reward component the grader reports (e.g. f1, citation), per role, over its "
+        "episodes that ran (an ungraded one counts 0; failed episodes are left out).",
+    )
     artifacts: dict[str, str]
 
 
@@ -195,11 +200,43 @@ def _run_stage(
     return record
 
 
-def default_recipe_name(student: str) -> str:
-    """The bundled recipe for a student: the CPU recipes for the tiny and the named pretrained
-    models (``smollm2-135m`` -> ``smollm2-135m-lora``), the Qwen3-4B LoRA recipe for any other."""
+# Envs whose traces need their own tiny recipe (longer sequences, another vocabulary): env id -> bundled recipe.
+TINY_RECIPES = {"web-research-v0": "web-research-tiny", "frontend-design-v0": "frontend-design-tiny"}
+
+# Envs whose student turns are long (frontend-design-v0 writes a whole page, ~1,700 tokens, in
+# one call): DistillConfig fields used where the caller set none. The untrained student fills
+# every turn up to max_new_tokens, so it gets few tasks there.
+ENV_DEFAULTS: dict[str, dict[str, Any]] = {
+    "frontend-design-v0": {"max_new_tokens": 2048, "untrained_tasks": 3},
+    # web_search copies the whole question: up to ~130 tokens of arguments with the tiny tokenizer.
+    "web-research-v0": {"max_new_tokens": 160},
+}
+
+
+# Named pretrained students use their own tokenizer: in SmolLM2's, the expert's longest turn on
+# codebase-explorer (the `default` question's ast script) is ~300 tokens, not ~60, so the 96-token
+# cap would cut every such command.
+STUDENT_DEFAULTS: dict[str, dict[str, Any]] = {"smollm2-135m": {"max_new_tokens": 320}}
+
+
+def with_student_defaults(config: DistillConfig) -> DistillConfig:
+    """``config`` with :data:`STUDENT_DEFAULTS` for its student filled into the fields the caller did not set."""
+    unset = {k: v for k, v in STUDENT_DEFAULTS.get(config.student, {}).items() if k not in config.model_fields_set}
+    return config.model_copy(update=unset) if unset else config
+
+
+def with_env_defaults(config: DistillConfig) -> DistillConfig:
+    """``config`` with :data:`ENV_DEFAULTS` for its env filled into the fields the caller did not set."""
+    unset = {k: v for k, v in ENV_DEFAULTS.get(config.env, {}).items() if k not in config.model_fields_set}
+    return config.model_copy(update=unset) if unset else config
+
+
+def default_recipe_name(student: str, env: str | None = None) -> str:
+    """The bundled recipe for a student: the CPU recipes for the tiny (per env where
+    :data:`TINY_RECIPES` names one) and the named pretrained models (``smollm2-135m`` ->
+    ``smollm2-135m-lora``), the Qwen3-4B LoRA recipe for any other."""
     if student == "tiny":
-        return "tiny-cpu"
+        return TINY_RECIPES.get(env or "", "tiny-cpu")
     if is_known_model(student):
         return f"{student}-lora"
     return "qwen3-4b-lora"
@@ -207,7 +244,7 @@ def default_recipe_name(student: str) -> str:
 
 def recipe_for(config: DistillConfig) -> SFTRecipe:
     """The SFT recipe: the bundled one for the student (or ``config.recipe``), pointed at this run's folders."""
-    path = config.recipe or bundled_recipe_path(default_recipe_name(config.student))
+    path = config.recipe or bundled_recipe_path(default_recipe_name(config.student, config.env))
     base_overrides = [f"dataset={config.out / 'dataset'}", f"output_dir={config.out / 'student'}"]
     if config.student != "tiny":
         base_overrides.append(f"model={config.student}")
@@ -244,6 +281,7 @@ def run_distill(config: DistillConfig, log: Log | None = None) -> DistillReport:
     unknown = set(config.stages or []) - set(STAGES)
     if unknown:
         raise ValueError(f"unknown stage(s) {sorted(unknown)}; stages are {', '.join(STAGES)}")
+    config = with_env_defaults(with_student_defaults(config))
     config.out.mkdir(parents=True, exist_ok=True)
     recipe = recipe_for(config)
     train_tasks = config.train_tasks
@@ -382,6 +420,21 @@ def _eval(config: DistillConfig, recipe: SFTRecipe) -> EvalReport:
     )
 
 
+def mean_components(run_dir: Path) -> dict[str, float]:
+    """The mean of each reward component over a run's episodes that ran (the score alone says
+    little on graders with several parts: web-research's F1 vs its citations); an episode that
+    ended ungraded (the turn limit before an answer) counts 0 in each."""
+    totals: dict[str, float] = {}
+    graded = 0
+    for trajectory in iter_trajectories(run_dir):
+        if trajectory.status != "ok":
+            continue
+        graded += 1
+        for name, value in trajectory.reward_components.items():
+            totals[name] = totals.get(name, 0.0) + float(value)
+    return {name: round(total / graded, 4) for name, total in totals.items()} if graded else {}
+
+
 def write_report(config: DistillConfig, records: dict[str, StageRecord[Any]]) -> ReportResult:
     """Write report.json (everything measured) and report.md (the same, for people)."""
     evaluation: EvalReport = records["eval"].result
@@ -410,6 +463,7 @@ def write_report(config: DistillConfig, records: dict[str, StageRecord[Any]]) ->
         sft=SFTSummary.model_validate(sft.model_dump(include=set(SFTSummary.model_fields))),
         export=ExportSummary.model_validate(export.model_dump(include=set(ExportSummary.model_fields))),
         metrics=roles,
+        reward_components={role: mean_components(Path(cells[role].run_dir)) for role in roles},
         artifacts={
             "student": str(config.out / "student"),
             "eval_chart": str(config.out / "eval" / "eval.png"),
@@ -430,6 +484,11 @@ def write_report(config: DistillConfig, records: dict[str, StageRecord[Any]]) ->
         lines.append(
             f"| {role} | {m.tasks} | {m.success_rate:.3f} | [{lo:.2f}, {hi:.2f}] | {m.mean_reward:.3f} | {m.mean_turns:.2f} | {m.answer_chars:.0f}/{m.trace_chars:.0f} |"
         )
+    names = sorted({name for parts in report.reward_components.values() for name in parts})
+    if names:
+        lines += ["", "| policy | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+        for role, parts in report.reward_components.items():
+            lines.append(f"| {role} | " + " | ".join(f"{parts.get(n, 0.0):.3f}" for n in names) + " |")
     for role, cell in cells.items():
         if cell.errors:
             # Episodes that did not run score 0 but measure nothing: say so next to the numbers.
