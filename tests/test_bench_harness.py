@@ -84,7 +84,10 @@ def test_codebase_qa_run_and_report(tmp_path: Path):
 def _lines(run_dir: Path) -> list[str]:
     out: list[str] = []
     for shard in shard_paths(run_dir):
-        out += [json.loads(line)["task_id"] for line in shard.read_text().splitlines() if line.strip()]
+        # Only whole lines: the writer may be half-way through one while we poll.
+        out += [
+            json.loads(line)["task_id"] for line in shard.read_text().splitlines(keepends=True) if line.endswith("\n")
+        ]
     return out
 
 
