@@ -93,8 +93,10 @@ class ExpertPolicy(Policy):
         if not self.informed and not self.gold_titles:
             # Uninformed: read the two best results and report the first sentence of the best.
             self.gold_titles = list(self.results)[:2]
-        for title in self.gold_titles:
-            if title not in self.pages and title in self.results:
+        # Open listed gold pages in the order the results list them (not the hidden order of the
+        # gold titles): which page comes first is then something a student can see.
+        for title in [t for t in self.results if t in self.gold_titles]:
+            if title not in self.pages:
                 return render_tool_call_text("web_fetch", {"url": self.results[title]})
         for title in self.gold_titles:
             if title in self.pages or title in self.results:
@@ -138,7 +140,8 @@ class ExpertPolicy(Policy):
 
     def _final_answer(self) -> str:
         short = self._answer_span()
-        urls = [self.results[t] for t in self.gold_titles if t in self.pages and t in self.results]
+        # Cite in reading order (the order the trace shows), not the hidden order of the gold titles.
+        urls = [self.results[t] for t in self.pages if t in self.gold_titles and t in self.results]
         return f"{short}\nSources: {' '.join(urls)}" if urls else short
 
     def _answer_span(self) -> str:
