@@ -45,7 +45,14 @@ from pydantic import BaseModel
 
 from skillgym.skills.embed import MiniLMEmbedder
 from skillgym.skills.library import SkillLibrary
-from skillgym.skills.search import MODES, SearchMode, builtin_model_id, default_embedding_model, is_builtin_model
+from skillgym.skills.search import (
+    AUTO,
+    MODES,
+    SearchMode,
+    builtin_model_id,
+    default_embedding_model,
+    is_builtin_model,
+)
 from skillgym.types import SkillSpec
 
 HERE = Path(__file__).resolve().parent
@@ -165,12 +172,14 @@ def run(
         The JSON report.
     """
     queries = load_queries(queries_file)
-    model = embedding_model or default_embedding_model()
+    started = time.perf_counter()
+    # No model named: what `skillgym skills search` picks for this library (MiniLM for a small
+    # one when its files are here, else WordLlama; see auto_embedding_model).
+    lib = SkillLibrary([corpus], embedding_model=embedding_model or AUTO)
+    load_seconds = time.perf_counter() - started
+    model = lib.embedding_model_id
     if modes is None:
         modes = list(MODES) if model else ["bm25"]
-    started = time.perf_counter()
-    lib = SkillLibrary([corpus], embedding_model=model)
-    load_seconds = time.perf_counter() - started
     known = {s.name for s in lib}
     unknown = sorted({name for q in queries for name in q.expected} - known)
     if unknown:
@@ -182,7 +191,7 @@ def run(
         "skills": len(lib),
         "load_seconds": round(load_seconds, 3),
         "k": k,
-        "embedding_model": lib.embedding_model_id if model else None,
+        "embedding_model": model,
         "split": {h: [q.id for q in qs] for h, qs in halves.items()},
         "modes": {mode: evaluate(lib, queries, mode, k) for mode in modes},
         "halves": {h: {mode: evaluate(lib, qs, mode, k) for mode in modes} for h, qs in halves.items()},
@@ -191,7 +200,11 @@ def run(
         h: {mode: {m: r[m] for m in ("recall@1", f"recall@{k}", "mrr")} for mode, r in report["halves"][h].items()}
         for h in HALVES
     }
-    report["routing"] = evaluate_routing(lib, halves["heldout"])
+    # Routing as the orchestrator's router runs it: with the named model, else the offline
+    # default (route thresholds are set on WordLlama; auto's MiniLM is for search).
+    router = lib if embedding_model else SkillLibrary(skills=lib.skills, embedding_model=default_embedding_model())
+    report["routing"] = evaluate_routing(router, halves["heldout"])
+    report["routing"]["embedding_model"] = router.embedding_model_id
     if scale:
         # MiniLM needs a transformer pass per text (~0.2 s on two cores): 10,000 skills would take
         # most of an hour to index, so its runs measure scale with the offline default instead.
@@ -456,7 +469,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--embedding-model",
         default=None,
-        help="'wordllama' (default when installed) or a local sentence-transformers model folder",
+        help="'wordllama', 'minilm' or a local sentence-transformers model folder (default: what search picks: "
+        "minilm for a small library when its files are here, else wordllama)",
     )
     parser.add_argument("--modes", default=None, help="comma-separated subset of bm25,embedding,hybrid")
     parser.add_argument(

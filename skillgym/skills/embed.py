@@ -406,6 +406,7 @@ class MiniLMEmbedder(BertEncoder):
     """
 
     model_id = f"{MINILM}/{MINILM_NAME}"
+    cache_vectors = True  # skill_vectors keeps a library's vectors in the cache
     # A skill's vector is description + head_weight * (description and body head): tuned on the
     # benchmark's tuning half (1.0 beat 0.5 and 0 with this model; WordLlama keeps 0.5).
     head_weight = 1.0

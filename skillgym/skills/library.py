@@ -25,6 +25,7 @@ from pydantic import BaseModel, Field
 from skillgym.skills.dedupe import near_duplicate_groups
 from skillgym.skills.loader import SkillLoadError, load_collection
 from skillgym.skills.search import (
+    AUTO,
     DEFAULT_WEIGHTS,
     HYBRID_RRF_K,
     HYBRID_WEIGHTS,
@@ -36,6 +37,7 @@ from skillgym.skills.search import (
     SearchHit,
     SearchMode,
     Tokenizer,
+    auto_embedding_model,
     builtin_model_id,
     cosine_scores,
     default_embedding_model,
@@ -85,8 +87,10 @@ class SkillLibrary:
     Args:
         paths: folders, skill folders, agent files or manifests to load.
         skills: already-loaded skills to add.
-        embedding_model: ``"wordllama"`` (offline, shipped in the wordllama wheel) or a local
-            sentence-transformers folder; needed for the embedding and hybrid modes.
+        embedding_model: ``"wordllama"`` (offline, shipped in the wordllama wheel), ``"minilm"``
+            (all-MiniLM-L6-v2, from a pinned PyPI wheel), ``"auto"`` (MiniLM for small libraries
+            when its files are here, else WordLlama: :func:`~skillgym.skills.search.auto_embedding_model`)
+            or a local sentence-transformers folder; needed for the embedding and hybrid modes.
         embedder: a ready embedder (overrides ``embedding_model``).
         field_weights: BM25 weight per field (name, description, examples, tools, head, body).
         group_duplicates: fold near-duplicate skills into one hit (MinHash).
@@ -113,6 +117,8 @@ class SkillLibrary:
         self._tokenizer = Tokenizer()
         self._bm25 = FieldedBM25(self._tokenizer, field_weights or DEFAULT_WEIGHTS)
         self._bm25_ready = False
+        if embedding_model == AUTO:
+            embedding_model = auto_embedding_model(len(self._skills))
         self._embedding_model = (
             embedding_model if embedding_model is None or is_builtin_model(embedding_model) else Path(embedding_model)
         )
@@ -494,6 +500,9 @@ class SkillLibrary:
         with (root / _SKILLS_FILE).open(encoding="utf-8") as lines:
             skills = [SkillSpec.model_validate_json(line) for line in lines if line.strip()]
         recorded = manifest.get("embedding_model")
+        if embedding_model == AUTO:
+            # An index keeps the model it was built with; "auto" only picks one for an index without.
+            embedding_model = None if recorded else auto_embedding_model(int(manifest.get("count", 0)))
         # The same model named differently ("wordllama" vs its recorded id) keeps the stored vectors.
         same_model = embedding_model is None or _model_id(embedding_model) == recorded
         model = recorded if same_model else embedding_model
