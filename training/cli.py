@@ -104,29 +104,43 @@ def grpo(
 
 def serve(
     model: str = typer.Argument(..., help="Model folder (full weights or a LoRA adapter) or hub id."),
-    backend: str = typer.Option("auto", help="vllm (GPU), transformers, or auto (vllm when installed with a GPU)."),
+    backend: str = typer.Option(
+        "auto",
+        help="skillgym (the project's server, CPU), vllm (GPU), transformers (transformers serve), "
+        "or auto (vllm when installed with a GPU, else skillgym).",
+    ),
     host: str = typer.Option("127.0.0.1", help="Listen address."),
     port: int | None = typer.Option(None, help="Port (default: a free one)."),
     timeout: float = typer.Option(600.0, help="Seconds to wait until the server answers."),
+    batch_size: int | None = typer.Option(None, help="skillgym backend: most turns generated together."),
+    max_new_tokens: int | None = typer.Option(None, help="skillgym backend: tokens per turn when a request sets none."),
 ) -> None:
-    """Serve a model behind an OpenAI-compatible endpoint and print the policy spec to use."""
-    import time
+    """Serve a model behind an OpenAI-compatible endpoint and print the policy spec to use.
 
-    from .serving import ServerError, start_server
+    Ctrl-C or SIGTERM stops the server it started."""
+    from .serving import ServerError, interrupt_on_sigterm, pick_backend, start_server, wait_for_exit
 
-    try:
-        handle = start_server(model, backend=backend, host=host, port=port, timeout=timeout)  # type: ignore[arg-type]
-    except ServerError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
-    console.print(f"[green]serving[/green] {model} with {handle.backend} at {handle.base_url} (log: {handle.log_path})")
-    console.print(f"policy spec: [bold]{handle.policy_spec}[/bold]")
-    try:
-        while handle.process.poll() is None:
-            time.sleep(1.0)
-        err_console.print(f"[red]server exited with code {handle.process.returncode}[/red]\n{handle.log_tail()}")
-        raise typer.Exit(1)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        handle.stop()
+    extra: list[str] = []
+    if batch_size is not None:
+        extra += ["--batch-size", str(batch_size)]
+    if max_new_tokens is not None:
+        extra += ["--max-new-tokens", str(max_new_tokens)]
+    with interrupt_on_sigterm():
+        try:
+            if extra and pick_backend(backend) != "skillgym":
+                raise ServerError("--batch-size and --max-new-tokens are options of the skillgym backend")
+            handle = start_server(
+                model, backend=backend, host=host, port=port, timeout=timeout, extra_args=extra
+            )  # type: ignore[arg-type]
+        except ServerError as exc:
+            err_console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            raise typer.Exit(130) from None
+        console.print(
+            f"[green]serving[/green] {model} with {handle.backend} at {handle.base_url} (log: {handle.log_path})"
+        )
+        console.print(f"policy spec: [bold]{handle.policy_spec}[/bold]")
+        if wait_for_exit([handle]) is not None:
+            err_console.print(f"[red]server exited with code {handle.process.returncode}[/red]\n{handle.log_tail()}")
+            raise typer.Exit(1)

@@ -1,14 +1,25 @@
 """Serve a trained model behind an OpenAI-compatible endpoint so it can act as a subagent.
 
-Two backends, both started as a child process and polled until healthy:
+Three backends, each started as a child process and polled until healthy:
 
 * ``vllm`` (GPU): ``vllm serve`` with the Hermes tool-call parser, which reads the
   ``<tool_call>{json}</tool_call>`` format Qwen3 speaks; a LoRA adapter folder is served on
-  top of its base model.
-* ``transformers`` (CPU or GPU): ``transformers serve``, which parses Qwen3 tool calls with
-  the tokenizer's response template.
+  top of its base model. Its parser does not fail a request on a malformed call: the
+  model's text comes back as ``content`` with no ``tool_calls`` (vLLM's Hermes parser catches
+  the JSON error and returns the text), which the env reads as in process.
+* ``skillgym`` (the default without vLLM and a GPU): the project's own server
+  (:mod:`skillgym.training.student_server`): the in-process ``hf:`` policy's chat template,
+  batched generator and tool-call codec behind HTTP, so a served student answers exactly as
+  an in-process one, malformed calls included.
+* ``transformers``: ``transformers serve``. Its tool-call parser raises on a malformed
+  ``<tool_call>`` and the request answers HTTP 500 (the client retries the same greedy
+  request and the episode is lost), so it is kept only as an option.
 
-The handle knows the policy spec that points rollouts and evals at it.
+The handle knows the policy spec that points rollouts and evals at it. A server started here
+runs in its own process group (Ctrl-C in a terminal reaches only the parent), so the parent
+must stop it: :meth:`ServerHandle.stop`, or :func:`interrupt_on_sigterm` around a command
+that blocks, so SIGTERM runs the same clean-up as Ctrl-C. The ``skillgym`` server also exits
+on its own when its parent is gone (killed with SIGKILL).
 """
 
 from __future__ import annotations
@@ -21,13 +32,18 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
 import httpx
 
-Backend = Literal["auto", "vllm", "transformers"]
+Backend = Literal["auto", "vllm", "skillgym", "transformers"]
+Chosen = Literal["vllm", "skillgym", "transformers"]
+BACKENDS = ("auto", "vllm", "skillgym", "transformers")
 
 
 class ServerError(RuntimeError):
@@ -40,23 +56,27 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def pick_backend(backend: Backend = "auto") -> Literal["vllm", "transformers"]:
+def pick_backend(backend: str = "auto") -> Chosen:
+    """The backend ``auto`` means here: vLLM when it is installed and a GPU answers, else skillgym's own."""
+    if backend not in BACKENDS:
+        raise ServerError(f"unknown serving backend {backend!r}; choose from {', '.join(BACKENDS)}")
     if backend != "auto":
-        return backend
-    try:
-        import torch
-
-        has_gpu = torch.cuda.is_available()
-    except ImportError:
-        has_gpu = False
-    return "vllm" if has_gpu and shutil.which("vllm") else "transformers"
+        return backend  # type: ignore[return-value]
+    return "vllm" if _has_gpu() and shutil.which("vllm") else "skillgym"
 
 
 def served_model_name(model: str | Path) -> str:
     return Path(model).name if Path(model).exists() else str(model)
 
 
-def server_command(model: str | Path, backend: Literal["vllm", "transformers"], host: str, port: int) -> list[str]:
+def server_command(
+    model: str | Path, backend: Chosen, host: str, port: int, extra_args: list[str] | None = None
+) -> list[str]:
+    """The command line that serves ``model`` with ``backend`` (``extra_args`` appended)."""
+    return [*_server_command(model, backend, host, port), *(extra_args or [])]
+
+
+def _server_command(model: str | Path, backend: Chosen, host: str, port: int) -> list[str]:
     model_path = Path(model)
     name = served_model_name(model)
     if backend == "vllm":
@@ -68,9 +88,24 @@ def server_command(model: str | Path, backend: Literal["vllm", "transformers"], 
         return ["vllm", "serve", str(model), "--served-model-name", name, *common]
     if not (model_path / "config.json").exists() and (model_path / "adapter_config.json").exists():
         raise ServerError(
-            f"{model}: transformers serve needs full weights; merge the LoRA adapter first "
+            f"{model}: the {backend} backend needs full weights; merge the LoRA adapter first "
             "(skillgym train sft ... --set merge=true) or serve it with --backend vllm"
         )
+    if backend == "skillgym":
+        return [
+            sys.executable,
+            "-m",
+            "skillgym.training.student_server",
+            str(model),
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--name",
+            name,
+            "--parent-pid",
+            str(os.getpid()),
+        ]
     return [
         sys.executable,
         "-m",
@@ -112,6 +147,14 @@ class ServerHandle:
         return f"openai:{self.model_name}@{self.base_url}"
 
     def wait_healthy(self, timeout: float = 300.0) -> None:
+        """Poll ``/models`` until the server answers; on failure (or Ctrl-C) stop it and raise."""
+        try:
+            self._wait_healthy(timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_healthy(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -136,12 +179,15 @@ class ServerHandle:
             return ""
 
     def stop(self) -> None:
+        """Stop the server's whole process group: SIGTERM, then SIGKILL after 20 s."""
         if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
             try:
+                os.killpg(self.process.pid, signal.SIGTERM)
                 self.process.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+            except ProcessLookupError:  # it ended between poll() and killpg()
                 self.process.wait()
 
     def __enter__(self) -> ServerHandle:
@@ -159,34 +205,92 @@ def start_server(
     log_dir: str | Path | None = None,
     wait: bool = True,
     timeout: float = 300.0,
+    extra_args: list[str] | None = None,
 ) -> ServerHandle:
-    """Start serving ``model`` (a folder or hub id) and, by default, wait until it answers."""
+    """Start serving ``model`` and, by default, wait until it answers.
+
+    Args:
+        model: A model folder (full weights; a LoRA adapter for vLLM) or hub id.
+        backend: ``auto`` (vLLM with a GPU, else ``skillgym``), ``skillgym``, ``vllm`` or ``transformers``.
+        host: Listen address.
+        port: Port (default: a free one).
+        log_dir: Where the server's log goes (default: beside the model).
+        wait: Wait until it answers.
+        timeout: Seconds to wait.
+        extra_args: Appended to the server's command line (e.g. ``["--batch-size", "64"]``).
+
+    Returns:
+        The handle (a context manager that stops the server).
+
+    Raises:
+        ServerError: A backend that cannot start here, or a server that exited or never answered.
+    """
     chosen = pick_backend(backend)
     if chosen == "vllm" and not shutil.which("vllm"):
         raise ServerError(
             "vLLM is not installed (pip install 'skillgym[vllm]' on a GPU machine); use --backend transformers"
         )
-    if chosen == "transformers":
+    if chosen in ("skillgym", "transformers"):
         # transformers serve only says so after it starts; `skillgym doctor` runs the same check.
-        missing = [m for m in ("fastapi", "uvicorn", "openai") if importlib.util.find_spec(m) is None]
+        needed = ("fastapi", "uvicorn") + (("openai",) if chosen == "transformers" else ())
+        missing = [m for m in needed if importlib.util.find_spec(m) is None]
         if missing:
-            raise ServerError(
-                f"transformers serve cannot start: {', '.join(missing)} not installed; pip install 'skillgym[serve]'"
-            )
+            what = "transformers serve" if chosen == "transformers" else "the skillgym server"
+            raise ServerError(f"{what} cannot start: {', '.join(missing)} not installed; pip install 'skillgym[serve]'")
     port = port or free_port()
     base = Path(log_dir) if log_dir else (Path(model) if Path(model).is_dir() else Path("."))
     log_path = base / f"serve-{chosen}-{port}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    cmd = server_command(model, chosen, host, port)
+    cmd = server_command(model, chosen, host, port, extra_args)
     with log_path.open("w") as log:
         process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     handle = ServerHandle(
         process,
         f"http://{host}:{port}/v1",
-        served_model_name(model) if chosen == "vllm" else str(model),
+        str(model) if chosen == "transformers" else served_model_name(model),
         chosen,
         log_path,
     )
     if wait:
         handle.wait_healthy(timeout)
     return handle
+
+
+class Interrupted(KeyboardInterrupt):
+    """Raised in the main thread by :func:`interrupt_on_sigterm` when SIGTERM arrives."""
+
+
+@contextmanager
+def interrupt_on_sigterm() -> Iterator[None]:
+    """Inside the block, SIGTERM raises :class:`Interrupted` (a ``KeyboardInterrupt``) in the
+    main thread, so the clean-up that Ctrl-C runs (stopping child servers) runs for SIGTERM
+    too; Python's default for SIGTERM ends the process at once and leaves them running.
+    Only from the main thread (elsewhere the block runs unchanged)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        raise Interrupted(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def wait_for_exit(handles: list[ServerHandle], poll_s: float = 0.5) -> ServerHandle | None:
+    """Block until a server exits (returned) or Ctrl-C / SIGTERM (None, inside
+    :func:`interrupt_on_sigterm`); every server is stopped before it returns."""
+    try:
+        while True:
+            for handle in handles:
+                if handle.process.poll() is not None:
+                    return handle
+            time.sleep(poll_s)
+    except KeyboardInterrupt:
+        return None
+    finally:
+        for handle in handles:
+            handle.stop()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +97,7 @@ class HFPolicy(Policy):
         self.prefix_cache = prefix_cache
         self.unbatched_reason = self._unbatched_reason()
         self._generator: BatchedGenerator | None = None
+        self._executor: ThreadPoolExecutor | None = None  # the unbatched path of submit_prompt
         self._generator_lock = threading.Lock()
         self._episodes: dict[str, int] = {}
         self._episodes_lock = threading.Lock()
@@ -200,29 +202,83 @@ class HFPolicy(Policy):
             "usage": {"prompt_tokens": len(prompt), "completion_tokens": len(completion)},
         }
 
+    def submit_prompt(
+        self,
+        prompt: list[int],
+        *,
+        max_new_tokens: int | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+        stop_ids: frozenset[int] | None = None,
+    ) -> Future:
+        """Generate from rendered prompt ids (what a server does with a request).
+
+        Args:
+            prompt: The prompt's token ids (see :meth:`prompt_ids`).
+            max_new_tokens: Default: the policy's.
+            temperature: Default: the policy's (0: greedy).
+            top_p: Default: the policy's.
+            seed: The sampling stream of this turn (None: the global torch RNG).
+            stop_ids: Tokens that end the turn (default: the end-of-turn tokens).
+
+        Returns:
+            A future of the completion's token ids (the stop token included). Batched, it joins
+            the turns of every other caller; unbatched, it runs one ``model.generate`` at a time.
+        """
+        request = GenerationRequest(
+            prompt=list(prompt),
+            max_new_tokens=max_new_tokens or self.max_new_tokens,
+            temperature=self.temperature if temperature is None else temperature,
+            top_p=self.top_p if top_p is None else top_p,
+            seed=seed,
+            stop_ids=frozenset(self.end_ids) if stop_ids is None else frozenset(stop_ids),
+        )
+        if self.batched:
+            return self.generator().submit(request)
+        with self._generator_lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(1, thread_name_prefix="skillgym-hf-generate")
+        return self._executor.submit(self._generate_unbatched, request)
+
     def _act_unbatched(self, observation: list[Message], info: dict[str, Any]) -> Action:
         """One ``model.generate`` call behind the lock (the path before batching)."""
-        torch = self._torch
         prompt = self.prompt_ids(observation, info)
         self._turn += 1
         sample = self.temperature > 0
+        seed = self.seed * 100_003 + self._turn if sample and self.seed is not None else None
+        request = GenerationRequest(
+            prompt=prompt,
+            max_new_tokens=self.max_new_tokens,
+            temperature=self.temperature if sample else 0.0,
+            top_p=self.top_p,
+            seed=seed,
+            stop_ids=frozenset(self.end_ids),
+        )
+        return self._action(prompt, self._generate_unbatched(request))
+
+    def _generate_unbatched(self, request: GenerationRequest) -> list[int]:
+        torch = self._torch
+        sample = request.temperature > 0
+        stop = sorted(request.stop_ids) or self.end_ids
         options: dict[str, Any] = {
-            "max_new_tokens": self.max_new_tokens,
+            "max_new_tokens": request.max_new_tokens,
             "do_sample": sample,
-            "eos_token_id": self.end_ids,
+            "eos_token_id": stop,
             "pad_token_id": self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.end_ids[0],
         }
         if sample:
-            options.update(temperature=self.temperature, top_p=self.top_p)
+            options.update(temperature=request.temperature, top_p=request.top_p)
         else:  # silence the "temperature is set but do_sample is False" warnings of model configs
             options.update(temperature=None, top_p=None, top_k=None)
         options.update(self.generate_kwargs)
+        prompt = request.prompt
         with self._lock, torch.inference_mode():
-            if self.seed is not None:
-                torch.manual_seed(self.seed * 100_003 + self._turn)
+            if request.seed is not None:
+                torch.manual_seed(request.seed)
             input_ids = torch.tensor([prompt], device=self.device)
             output = self.model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), **options)
-        return self._action(prompt, output[0, len(prompt) :].tolist())
+        return output[0, len(prompt) :].tolist()
 
     def decode(self, token_ids: list[int]) -> str:
         """Completion text up to the end-of-turn token, keeping every markup token."""
@@ -237,4 +293,7 @@ class HFPolicy(Policy):
         if self._generator is not None:
             self._generator.close()
             self._generator = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
+            self._executor = None
         self.model = None  # type: ignore[assignment]
