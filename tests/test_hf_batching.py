@@ -119,6 +119,26 @@ def test_every_row_count_gives_the_same_tokens(model):
     assert probed == one_at_a_time(model, requests, min_rows=64)
 
 
+def test_small_steps_on_one_thread_give_the_same_tokens(model):
+    """Steps with few real rows run on one torch thread (faster: issue 18's regression at one
+    episode); the tokens are those of the same steps on every thread, alone or batched."""
+    if torch.get_num_threads() < 2:
+        pytest.skip("one torch thread: there is no other thread count to compare with")
+    requests = [request(p, max_new_tokens=12) for p in prompts(8, seed=5)]
+    every_thread = one_at_a_time(model, requests, one_thread_small_steps=False)
+    generator = BatchedGenerator(model, batch_size=1, prefix_cache=False)
+    try:
+        assert [generator.generate(r) for r in requests] == every_thread
+        assert generator.one_thread_small_steps and generator.stats["one_thread_steps"] > 0
+    finally:
+        generator.close()
+    batched = BatchedGenerator(model, batch_size=8, prefix_cache=False)
+    try:
+        assert [f.result() for f in [batched.submit(r) for r in requests]] == every_thread
+    finally:
+        batched.close()
+
+
 def test_logits_match_the_model_forward(model):
     """The packed forward is the model's own computation (to float rounding)."""
     from concurrent.futures import Future

@@ -25,7 +25,16 @@ step, or on whether the prompt's keys came from a cache. So:
   so a reused chunk holds exactly what a fresh prefill of the prompt computes.
 
 A turn's tokens are then a function of its prompt alone: identical for any batch composition,
-arrival time, or state of the cache. They can differ in the last bits from ``model.generate``
+arrival time, or state of the cache.
+
+Small steps run on one thread. A step with no more real rows than ``min_rows`` (one episode
+decoding, or a few) is padded to ``min_rows`` rows, and a multi-threaded BLAS call that small
+costs more in thread hand-offs than it computes (at one episode the padded, two-thread step was
+slower than ``model.generate``'s one-row products: 168 vs 290 tokens/s for the tiny student on
+2 cores, and far worse on a busy machine). Such steps run with one torch thread when the
+start-up probe finds that one thread gives every row the same bits as the configured count
+(it does for MKL's and OpenBLAS's blocked kernels, which split the rows and columns between
+threads, never the sum); otherwise the thread count is left alone. They can differ in the last bits from ``model.generate``
 (one-row decode products, one attention call over the whole prompt), so a near-tie between
 two tokens can rarely break the other way.
 """
@@ -48,6 +57,7 @@ SUPPORTED_MODEL_TYPES = frozenset({"qwen3", "qwen2", "llama"})
 _ROW_CANDIDATES = (1, 2, 4, 8, 16, 32, 64)  # powers of two: MKL runs 12 rows slower than 16
 _PROBE_ROWS = 300
 _PROBED: dict[tuple, int] = {}  # probe results by (dtype, device, threads, shapes): models share them
+_PROBED_ONE_THREAD: dict[tuple, bool] = {}  # same key plus the row count: one thread gives the same bits
 
 
 def batching_supported(model: Any) -> str | None:
@@ -106,6 +116,8 @@ class BatchedGenerator:
         chunk_tokens: Prompt tokens attend in calls of this many queries, aligned on multiples
             of it; reuse happens in whole chunks (see the module docstring).
         min_rows: Rows every matrix product gets (None: probed, see the module docstring).
+        one_thread_small_steps: Run steps of at most ``min_rows`` real rows on one torch thread
+            when the probe finds the bits unchanged (see the module docstring).
     """
 
     def __init__(
@@ -119,6 +131,7 @@ class BatchedGenerator:
         cache_bytes: int = 1 << 30,
         chunk_tokens: int = 64,
         min_rows: int | None = None,
+        one_thread_small_steps: bool = True,
     ) -> None:
         import torch
 
@@ -147,13 +160,21 @@ class BatchedGenerator:
         self._cached_bytes = 0
         self._rope = sys.modules[type(self.layers[0].self_attn).__module__].apply_rotary_pos_emb
         self.min_rows = min_rows  # probed by the worker thread when None
+        self.one_thread_small_steps = one_thread_small_steps  # confirmed (or not) by the worker's probe
         self._queue: queue.Queue[tuple[GenerationRequest, Future] | None] = queue.Queue()
         self._cache: OrderedDict[int, tuple[tuple[int, ...], list[Any], list[Any], int]] = OrderedDict()
         self._cache_key = 0
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self._closed = False
-        self.stats = {"steps": 0, "rows": 0, "prefill_tokens": 0, "reused_tokens": 0, "generated_tokens": 0}
+        self.stats = {
+            "steps": 0,
+            "rows": 0,
+            "one_thread_steps": 0,
+            "prefill_tokens": 0,
+            "reused_tokens": 0,
+            "generated_tokens": 0,
+        }
 
     # -- public -------------------------------------------------------------------------------
 
@@ -185,19 +206,49 @@ class BatchedGenerator:
 
     # -- the probe ------------------------------------------------------------------------------
 
-    def _probe_min_rows(self) -> int:
-        """Smallest row count from which every matrix product of this model gives each row the
-        same bits whatever the other rows are. Run in the worker thread: the BLAS path can
-        depend on the thread count."""
+    def _linears(self) -> tuple[tuple, list[Any]]:
         torch = self._torch
         dtype, device = self.param.dtype, self.param.device
         attn, mlp = self.layers[0].self_attn, self.layers[0].mlp
         linears = [attn.q_proj, attn.k_proj, attn.o_proj, mlp.gate_proj, mlp.down_proj, self.model.lm_head]
         key = (str(dtype), str(device), torch.get_num_threads(), *(tuple(x.weight.shape) for x in linears))
+        return key, linears
+
+    def _probe_min_rows(self) -> int:
+        """Smallest row count from which every matrix product of this model gives each row the
+        same bits whatever the other rows are. Run in the worker thread: the BLAS path can
+        depend on the thread count."""
+        key, linears = self._linears()
         if key in _PROBED:
             return _PROBED[key]
         _PROBED[key] = rows = self._probe(linears)
         return rows
+
+    def _probe_one_thread(self, rows: int) -> bool:
+        """Whether products of ``rows`` or more rows give the same bits on one thread as on the
+        configured thread count (then small steps may run on one thread)."""
+        torch = self._torch
+        threads = torch.get_num_threads()
+        if threads <= 1 or self.param.device.type != "cpu":
+            return False
+        key, linears = self._linears()
+        key = (*key, rows)
+        if key not in _PROBED_ONE_THREAD:
+            F = torch.nn.functional
+            generator = torch.Generator().manual_seed(1)
+            counts = [rows, rows + 1, 2 * rows + 1, 97, 200]
+            with torch.inference_mode():
+                inputs = [torch.randn(200, x.in_features, generator=generator).to(self.param.dtype) for x in linears]
+                many = [[F.linear(x[:c], lin.weight, lin.bias) for c in counts] for lin, x in zip(linears, inputs)]
+                torch.set_num_threads(1)
+                try:
+                    one = [[F.linear(x[:c], lin.weight, lin.bias) for c in counts] for lin, x in zip(linears, inputs)]
+                finally:
+                    torch.set_num_threads(threads)
+            _PROBED_ONE_THREAD[key] = all(
+                torch.equal(a, b) for per_a, per_b in zip(many, one) for a, b in zip(per_a, per_b)
+            )
+        return _PROBED_ONE_THREAD[key]
 
     def _probe(self, linears: list[Any]) -> int:
         torch = self._torch
@@ -240,6 +291,12 @@ class BatchedGenerator:
             except Exception:  # generation can still run; only the invariance is not verified
                 log.exception("batched generation: the row-count probe failed; padding to %d rows", _ROW_CANDIDATES[-1])
                 self.min_rows = _ROW_CANDIDATES[-1]
+        if self.one_thread_small_steps:
+            try:
+                self.one_thread_small_steps = self._probe_one_thread(self.min_rows)
+            except Exception:
+                log.exception("batched generation: the one-thread probe failed; small steps keep every thread")
+                self.one_thread_small_steps = False
         running: list[_Sequence] = []
         stop = False
         while not stop:
@@ -367,9 +424,18 @@ class BatchedGenerator:
         ids.extend([0] * ghost)
         positions.extend([0] * ghost)
         last_rows = [end - 1 for _, end in spans]
-        logits = self._forward(
-            torch.tensor(ids, device=device), torch.tensor(positions, device=device), running, spans, last_rows
-        )
+        threads = torch.get_num_threads()
+        one_thread = self.one_thread_small_steps and real <= self.min_rows and threads > 1
+        if one_thread:
+            torch.set_num_threads(1)
+            self.stats["one_thread_steps"] += 1
+        try:
+            logits = self._forward(
+                torch.tensor(ids, device=device), torch.tensor(positions, device=device), running, spans, last_rows
+            )
+        finally:
+            if one_thread:
+                torch.set_num_threads(threads)
         self.stats["steps"] += 1
         self.stats["rows"] += real
         still: list[_Sequence] = []
