@@ -1,16 +1,20 @@
-"""In-process student inference: generated tokens/s and episodes/s, unbatched vs batched.
+"""Student inference: generated tokens/s and episodes/s, unbatched vs batched vs served.
 
     python -m skillgym.benchmarks.inference --json
     python -m skillgym.benchmarks.inference --json --models tiny,smollm2 --levels 1,4,16,64
+    python -m skillgym.benchmarks.inference --json --part episodes --model runs/distill/student --tasks 100
 
-For each model and concurrency level, the same simulated episodes run through the ``hf:``
-policy in each mode, in one process, one after another:
+Part ``levels`` (the default). For each model and concurrency level, the same simulated
+episodes run through the ``hf:`` policy in each mode, one after another:
 
 - ``unbatched``: one ``model.generate`` at a time behind a lock (the policy before issue 18,
   ``batch_size=0``);
 - ``batched``: turns of concurrent episodes generated together, each conversation's keys and
   values carried to its next turn (the default);
-- ``batched-nocache``: batched, every prompt encoded from scratch (``prefix_cache=False``).
+- ``batched-nocache``: batched, every prompt encoded from scratch (``prefix_cache=False``);
+- ``served``: the same model saved to a folder and served by ``skillgym serve``'s CPU backend
+  (:mod:`skillgym.training.student_server`, its own process, batched), the episodes' turns
+  sent over loopback HTTP by the ``openai:`` policy.
 
 An episode is the codebase-explorer env's real system prompt, tool schemas and a task
 prompt, then ``--turns`` assistant turns of ``--new-tokens`` tokens each, every turn followed
@@ -21,9 +25,15 @@ vocabulary. A random model never stops early, so every turn generates ``--new-to
 tokens: tokens/s compares like with like. The tokenizer is trained on the env's text.
 
 The report also says whether the modes agree: ``batched`` and ``batched-nocache`` must give
-identical greedy tokens (``identical_to_nocache``); the share of turns identical to the
-unbatched path is informative (its one-row decode products round differently, so a
-near-tie can break the other way).
+identical greedy tokens (``identical_to_nocache``), and so must ``served``
+(``served_identical_to_batched``); the share of turns identical to the unbatched path is
+informative (its one-row decode products round differently, so a near-tie can break the
+other way).
+
+Part ``episodes``: a real student on a real env's held-out tasks, in process (``hf:``) and
+served (``skillgym serve`` + ``openai:``), the same tasks at the same concurrency: success,
+failed episodes (a policy that raised, e.g. on an HTTP 500), how many trajectories are
+identical (messages and token ids), tokens/s and episodes/s side by side.
 
 Numbers are only meaningful on an otherwise idle machine: run it alone.
 """
@@ -38,7 +48,7 @@ import sys
 import time
 from typing import Any
 
-MODES = ("unbatched", "batched", "batched-nocache")
+MODES = ("unbatched", "batched", "batched-nocache", "served")
 MODELS = ("tiny", "smollm2")
 
 
@@ -171,10 +181,43 @@ async def run_level(policy: Any, material: dict[str, Any], concurrency: int, epi
     }
 
 
-def bench_model(name: str, args: argparse.Namespace, tokenizer: Any, material: dict[str, Any]) -> dict[str, Any]:
-    import torch
-
+def _policy(mode: str, model: Any, tokenizer: Any, args: argparse.Namespace, served: Any) -> Any:
     from skillgym.policies.hf_policy import HFPolicy
+    from skillgym.policies.openai_policy import OpenAIPolicy
+
+    if mode == "served":
+        return OpenAIPolicy(
+            served.model_name,
+            base_url=served.base_url,
+            sampling={"temperature": 0.0, "max_tokens": args.new_tokens},
+            return_token_ids=True,
+            max_concurrency=max(args.levels),
+            max_retries=0,
+        )
+    options = dict(
+        max_new_tokens=args.new_tokens,
+        batch_size=0 if mode == "unbatched" else args.batch_size,
+        prefix_cache=mode == "batched",
+    )
+    return HFPolicy(model, tokenizer, **options)
+
+
+def _serve_copy(model: Any, tokenizer: Any, args: argparse.Namespace, folder: str) -> Any:
+    """Save the model and serve the copy with skillgym's CPU server (same batch size)."""
+    from skillgym.training.serving import start_server
+
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    extra = ["--batch-size", str(args.batch_size), "--max-new-tokens", str(args.new_tokens)]
+    if args.threads:
+        extra += ["--threads", str(args.threads)]
+    return start_server(folder, backend="skillgym", log_dir=folder, timeout=600, extra_args=extra)
+
+
+def bench_model(name: str, args: argparse.Namespace, tokenizer: Any, material: dict[str, Any]) -> dict[str, Any]:
+    import tempfile
+
+    import torch
 
     model = build_model(name, len(tokenizer))
     result: dict[str, Any] = {
@@ -182,39 +225,177 @@ def bench_model(name: str, args: argparse.Namespace, tokenizer: Any, material: d
         "parameters": sum(p.numel() for p in model.parameters()),
         "levels": [],
     }
-    for level in args.levels:
-        episodes = max(level, args.min_episodes)
-        row: dict[str, Any] = {"concurrency": level, "episodes": episodes}
-        outputs: dict[str, dict] = {}
-        for mode in args.modes:
-            options = dict(
-                max_new_tokens=args.new_tokens,
-                batch_size=0 if mode == "unbatched" else args.batch_size,
-                prefix_cache=mode == "batched",
-            )
-            policy = HFPolicy(model, tokenizer, **options)
-            policy.act([{"role": "user", "content": "warm up"}], {"tools": material["tools"]})  # probe, first allocs
-            with torch.inference_mode():
-                measured = asyncio.run(run_level(policy, material, level, episodes, args.turns))
-            outputs[mode] = measured.pop("_outputs")
-            if policy.batched:
-                measured["generator"] = dict(policy.generator().stats, min_rows=policy.generator().min_rows)
-            policy.close()
-            row[mode] = measured
-        if "unbatched" in row:
-            base = row["unbatched"]["tokens_per_s"]
-            for mode in args.modes:
-                row[mode]["speedup_vs_unbatched"] = round(row[mode]["tokens_per_s"] / base, 2) if base else None
-        if "batched" in outputs and "batched-nocache" in outputs:
-            row["identical_to_nocache"] = outputs["batched"] == outputs["batched-nocache"]
-        if "batched" in outputs and "unbatched" in outputs:
-            same = sum(outputs["batched"][key] == outputs["unbatched"].get(key) for key in outputs["batched"])
-            row["turns_identical_to_unbatched"] = f"{same}/{len(outputs['batched'])}"
-        result["levels"].append(row)
-        _progress(
-            args, f"{name} c={level}: " + ", ".join(f"{mode} {row[mode]['tokens_per_s']} tok/s" for mode in args.modes)
-        )
+    with tempfile.TemporaryDirectory(prefix=f"skillgym-bench-{name}-") as folder:
+        served = _serve_copy(model, tokenizer, args, folder) if "served" in args.modes else None
+        try:
+            for level in args.levels:
+                result["levels"].append(_bench_level(name, level, model, tokenizer, material, args, served, torch))
+        finally:
+            if served is not None:
+                served.stop()
     return result
+
+
+def _bench_level(
+    name: str, level: int, model: Any, tokenizer: Any, material: dict, args: argparse.Namespace, served: Any, torch: Any
+) -> dict[str, Any]:
+    episodes = max(level, args.min_episodes)
+    row: dict[str, Any] = {"concurrency": level, "episodes": episodes}
+    outputs: dict[str, dict] = {}
+    for mode in args.modes:
+        policy = _policy(mode, model, tokenizer, args, served)
+        warm = [{"role": "user", "content": "warm up"}]
+        policy.act(warm, {"tools": material["tools"]})  # probe, first allocations, connections
+
+        async def measure(policy: Any = policy) -> dict[str, Any]:
+            try:
+                return await run_level(policy, material, level, episodes, args.turns)
+            finally:
+                if hasattr(policy, "aclose"):
+                    await policy.aclose()
+
+        with torch.inference_mode():
+            measured = asyncio.run(measure())
+        outputs[mode] = measured.pop("_outputs")
+        if getattr(policy, "batched", False):
+            measured["generator"] = dict(policy.generator().stats, min_rows=policy.generator().min_rows)
+        policy.close()
+        row[mode] = measured
+    if "unbatched" in row:
+        base = row["unbatched"]["tokens_per_s"]
+        for mode in args.modes:
+            row[mode]["speedup_vs_unbatched"] = round(row[mode]["tokens_per_s"] / base, 2) if base else None
+    if "batched" in outputs and "batched-nocache" in outputs:
+        row["identical_to_nocache"] = outputs["batched"] == outputs["batched-nocache"]
+    if "batched" in outputs and "served" in outputs:
+        row["served_identical_to_batched"] = outputs["batched"] == outputs["served"]
+    if "batched" in outputs and "unbatched" in outputs:
+        same = sum(outputs["batched"][key] == outputs["unbatched"].get(key) for key in outputs["batched"])
+        row["turns_identical_to_unbatched"] = f"{same}/{len(outputs['batched'])}"
+    _progress(
+        args, f"{name} c={level}: " + ", ".join(f"{mode} {row[mode]['tokens_per_s']} tok/s" for mode in args.modes)
+    )
+    return row
+
+
+# -- part "episodes": a real student on a real env, in process and served -----------------------------
+
+
+async def _drive_episodes(policy: Any, envs: list[Any], task_ids: list[str]) -> list[Any]:
+    """Every task once, ``len(envs)`` episodes in flight; a policy that raises is a failed episode."""
+    from skillgym.episode import arun_episode
+    from skillgym.types import Trajectory
+
+    pending = list(reversed(task_ids))
+    done: dict[str, Any] = {}
+
+    async def worker(env: Any) -> None:
+        while pending:
+            task_id = pending.pop()
+            try:
+                done[task_id] = await arun_episode(env, policy, task_id=task_id)
+            except Exception as exc:
+                spec = env.env_spec
+                error = f"{type(exc).__name__}: {exc}"
+                done[task_id] = Trajectory.failed(error, env_id=spec.id, env_version=spec.version, task_id=task_id)
+
+    await asyncio.gather(*(worker(env) for env in envs))
+    return [done[t] for t in task_ids]
+
+
+def _episode_stats(trajectories: list[Any], wall: float) -> dict[str, Any]:
+    n = max(len(trajectories), 1)
+    generated = sum(t.usage.completion_tokens for t in trajectories)
+    rewards = [t.reward or 0.0 for t in trajectories]
+    return {
+        "episodes": len(trajectories),
+        "mean_reward": round(sum(rewards) / n, 4),
+        "solved": round(sum(r > 0.5 for r in rewards) / n, 4),
+        "failed_episodes": sum(t.status == "failed" for t in trajectories),
+        "failures": sorted({t.error for t in trajectories if t.status == "failed" and t.error})[:5],
+        "turns": sum(len(t.token_ids) for t in trajectories),
+        "generated_tokens": generated,
+        "wall_s": round(wall, 2),
+        "tokens_per_s": round(generated / wall, 1),
+        "episodes_per_s": round(len(trajectories) / wall, 3),
+    }
+
+
+def _first_difference(a: Any, b: Any) -> dict[str, Any] | None:
+    for index, (x, y) in enumerate(zip(a.messages, b.messages)):
+        if x != y:
+            return {"task_id": a.task_id, "message": index, "in_process": x, "served": y}
+    if len(a.messages) != len(b.messages) or a.token_ids != b.token_ids:
+        return {"task_id": a.task_id, "messages": [len(a.messages), len(b.messages)], "token_ids_differ": True}
+    return None
+
+
+def bench_episodes(args: argparse.Namespace) -> dict[str, Any]:
+    """The same held-out tasks through the in-process and the served student."""
+    import skillgym
+    from skillgym.policies.hf_policy import HFPolicy
+    from skillgym.policies.openai_policy import OpenAIPolicy
+    from skillgym.training.serving import start_server
+
+    probe = skillgym.make(args.env, backend=args.sandbox)
+    try:
+        task_ids = [t.id for t in probe.env_spec.tasks.tasks("test")][: args.tasks]
+    finally:
+        probe.close()
+    report: dict[str, Any] = {
+        "model": str(args.model),
+        "env": args.env,
+        "tasks": len(task_ids),
+        "concurrency": args.concurrency,
+        "max_new_tokens": args.max_new_tokens,
+        "sandbox": args.sandbox,
+    }
+    results: dict[str, list[Any]] = {}
+    for path in ("in_process", "served"):
+        envs = [skillgym.make(args.env, backend=args.sandbox) for _ in range(args.concurrency)]
+        handle = None
+        try:
+            if path == "in_process":
+                policy: Any = HFPolicy(str(args.model), max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
+            else:
+                extra = ["--batch-size", str(args.batch_size), "--max-new-tokens", str(args.max_new_tokens)]
+                handle = start_server(args.model, backend="skillgym", log_dir=args.log_dir, timeout=600, extra_args=extra)
+                policy = OpenAIPolicy(
+                    handle.model_name,
+                    base_url=handle.base_url,
+                    sampling={"temperature": 0.0, "max_tokens": args.max_new_tokens},
+                    return_token_ids=True,
+                    max_concurrency=args.concurrency,
+                )
+                report["served_by"] = handle.policy_spec
+
+            async def run(policy: Any = policy, envs: list[Any] = envs) -> tuple[list[Any], float]:
+                warm = [{"role": "user", "content": "warm up"}]
+                await policy.aact(warm, {"tools": []})  # model probe / connections, off the clock
+                started = time.perf_counter()
+                try:
+                    return await _drive_episodes(policy, envs, task_ids), time.perf_counter() - started
+                finally:
+                    if hasattr(policy, "aclose"):
+                        await policy.aclose()
+
+            trajectories, wall = asyncio.run(run())
+            policy.close()
+        finally:
+            for env in envs:
+                env.close()
+            if handle is not None:
+                handle.stop()
+        results[path] = trajectories
+        report[path] = _episode_stats(trajectories, wall)
+        _progress(args, f"{path}: {report[path]}")
+    pairs = list(zip(results["in_process"], results["served"]))
+    identical = [a.messages == b.messages and a.token_ids == b.token_ids for a, b in pairs]
+    report["identical_trajectories"] = sum(identical)
+    report["identical_messages"] = sum(a.messages == b.messages for a, b in pairs)
+    report["same_reward"] = sum((a.reward or 0.0) == (b.reward or 0.0) for a, b in pairs)
+    report["differences"] = [d for a, b in pairs if (d := _first_difference(a, b))][:3]
+    return report
 
 
 def _progress(args: argparse.Namespace, line: str) -> None:
@@ -235,6 +416,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-episodes", type=int, default=4, help="episodes per level at least (else = concurrency)")
     parser.add_argument("--batch-size", type=int, default=64, help="the batched modes' batch size")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--part", choices=["levels", "episodes", "all"], default="levels")
+    episodes = parser.add_argument_group("part episodes")
+    episodes.add_argument("--model", default="runs/distill/student", help="the trained student's folder")
+    episodes.add_argument("--env", default="codebase-explorer-v0")
+    episodes.add_argument("--tasks", type=int, default=100, help="held-out tasks")
+    episodes.add_argument("--concurrency", type=int, default=16, help="episodes in flight")
+    episodes.add_argument("--max-new-tokens", type=int, default=96, help="tokens per turn (as the distill eval)")
+    episodes.add_argument("--sandbox", default="local", choices=["auto", "local", "docker"])
+    episodes.add_argument("--log-dir", default=None, help="the server's log (default: beside the model)")
     args = parser.parse_args(argv)
     args.levels = [int(x) for x in args.levels.split(",") if x]
     args.modes = [m for m in args.modes.split(",") if m]
@@ -246,17 +436,20 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    material = episode_material(max(args.levels + [args.min_episodes]))
-    tokenizer = build_tokenizer(rendered_conversations(material))
-    report: dict[str, Any] = {
-        "threads": torch.get_num_threads(),
-        "turns_per_episode": args.turns,
-        "new_tokens_per_turn": args.new_tokens,
-        "batch_size": args.batch_size,
-        "modes": args.modes,
-        "note": "random-weight models built from a config; timings need an otherwise idle machine",
-        "models": [bench_model(name, args, tokenizer, material) for name in args.models.split(",") if name],
-    }
+    report: dict[str, Any] = {"threads": torch.get_num_threads(), "note": "timings need an otherwise idle machine"}
+    if args.part in ("levels", "all"):
+        material = episode_material(max(args.levels + [args.min_episodes]))
+        tokenizer = build_tokenizer(rendered_conversations(material))
+        report["levels"] = {
+            "turns_per_episode": args.turns,
+            "new_tokens_per_turn": args.new_tokens,
+            "batch_size": args.batch_size,
+            "modes": args.modes,
+            "note": "random-weight models built from a config",
+            "models": [bench_model(name, args, tokenizer, material) for name in args.models.split(",") if name],
+        }
+    if args.part in ("episodes", "all"):
+        report["episodes"] = bench_episodes(args)
     print(json.dumps(report, indent=2))
     return 0
 
