@@ -196,6 +196,7 @@ def run(
         "modes": {mode: evaluate(lib, queries, mode, k) for mode in modes},
         "halves": {h: {mode: evaluate(lib, qs, mode, k) for mode in modes} for h, qs in halves.items()},
     }
+    report["embedding_model"] = lib.embedding_model_id  # the loaded model's full id, now that it ran
     report["summary"] = {
         h: {mode: {m: r[m] for m in ("recall@1", f"recall@{k}", "mrr")} for mode, r in report["halves"][h].items()}
         for h in HALVES

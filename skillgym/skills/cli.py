@@ -152,7 +152,8 @@ def search(
         return
     if note:
         err.print(f"[yellow]{escape(note)}[/yellow]")
-    table = Table(title=f"{escape(query)}  [dim]({mode} search, {len(lib)} skills)[/dim]")
+    model = f" with {lib.embedding_model_id}" if mode != "bm25" else ""
+    table = Table(title=f"{escape(query)}  [dim]({mode} search{escape(model)}, {len(lib)} skills)[/dim]")
     for column in ("#", "score", "kind", "name", "why"):
         table.add_column(column, overflow="fold")
     for i, h in enumerate(hits, start=1):
