@@ -4,9 +4,10 @@ BM25 comes from ``bm25s``. It has no notion of fields, so each field (name, desc
 ``<example>`` blocks, tool names, the head of the body, the whole body) gets its own index and a
 skill's score is the weighted sum of its field scores: a query word in a skill's name or
 description says far more about what the skill is *for* than the same word somewhere in a long
-body. Embeddings come from WordLlama's static vectors shipped in its wheel (offline, the default)
-or from a local sentence-transformers folder; hybrid search fuses both rankings by weighted
-reciprocal rank.
+body. Embeddings come from WordLlama's static vectors shipped in its wheel (offline, the default),
+from all-MiniLM-L6-v2 (taken from a pinned PyPI wheel; search picks it for small libraries once
+its files are fetched: :func:`auto_embedding_model`) or from a local sentence-transformers folder;
+hybrid search fuses both rankings by weighted reciprocal rank.
 """
 
 from __future__ import annotations
