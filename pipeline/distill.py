@@ -213,10 +213,16 @@ ENV_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
-# Named pretrained students use their own tokenizer: in SmolLM2's, the expert's longest turn on
-# codebase-explorer (the `default` question's ast script) is ~300 tokens, not ~60, so the 96-token
-# cap would cut every such command.
-STUDENT_DEFAULTS: dict[str, dict[str, Any]] = {"smollm2-135m": {"max_new_tokens": 320}}
+# Named pretrained students: DistillConfig fields used where the caller set none.
+# - max_new_tokens: in SmolLM2's tokenizer the expert's longest codebase-explorer turn (the `default`
+#   question's ast script) is ~300 tokens, not ~60, so the 96-token cap would cut every such command.
+# - untrained_tasks: untrained SmolLM2 answers in prose in one turn (~25-170 tokens, measured), so it
+#   is cheap enough to run on the same 200 test tasks as the others (the tiny one runs 10 full turns).
+# - train_tasks: the recipe trains on a few hundred traces (max_train_examples); 1,000 teacher
+#   episodes leave plenty to sample from without rolling out all ~4,900.
+STUDENT_DEFAULTS: dict[str, dict[str, Any]] = {
+    "smollm2-135m": {"max_new_tokens": 320, "untrained_tasks": 200, "train_tasks": 1000}
+}
 
 
 def with_student_defaults(config: DistillConfig) -> DistillConfig:

@@ -255,6 +255,30 @@ def test_recipe_resolves_a_named_student(tiny_registered):
     assert recipe.model == str(models.model_dir(source.name)) and calls == [source.name]
 
 
+def test_smollm2_recipes_and_distill_defaults():
+    from skillgym.pipeline.distill import DistillConfig, default_recipe_name, with_env_defaults, with_student_defaults
+    from skillgym.training.recipes import bundled_recipe_path, load_recipe
+
+    lora = load_recipe(bundled_recipe_path("smollm2-135m-lora"), resolve_models=False)
+    full = load_recipe(bundled_recipe_path("smollm2-135m-full"), resolve_models=False)
+    assert lora.lora is not None and full.lora is None
+    for recipe in (lora, full):
+        assert recipe.model == "smollm2-135m" and recipe.training.shared_prefix
+        assert not recipe.training.gradient_checkpointing and recipe.max_train_examples
+    assert default_recipe_name("smollm2-135m", "codebase-explorer-v0") == "smollm2-135m-lora"
+
+    def defaults(**fields):
+        config = DistillConfig(env="codebase-explorer-v0", out="unused", **fields)
+        return with_env_defaults(with_student_defaults(config))
+
+    smol = defaults(student="smollm2-135m")
+    # SmolLM2's tokens: the expert's longest turn is ~300, so the 96-token cap would cut commands.
+    assert (smol.max_new_tokens, smol.untrained_tasks, smol.train_tasks) == (320, 200, 1000)
+    assert defaults(student="smollm2-135m", max_new_tokens=64, train_tasks=50).max_new_tokens == 64
+    tiny = defaults(student="tiny")
+    assert (tiny.max_new_tokens, tiny.untrained_tasks, tiny.train_tasks) == (96, 50, None)
+
+
 # -- training a converted model: the shared-prefix trainer ---------------------------------------
 
 
