@@ -372,6 +372,8 @@ def bench_episodes(args: argparse.Namespace) -> dict[str, Any]:
             async def run(policy: Any = policy, envs: list[Any] = envs) -> tuple[list[Any], float]:
                 warm = [{"role": "user", "content": "warm up"}]
                 await policy.aact(warm, {"tools": []})  # model probe / connections, off the clock
+                loop = asyncio.get_running_loop()  # and every env's sandbox started, off the clock
+                await asyncio.gather(*(loop.run_in_executor(None, env.reset) for env in envs))
                 started = time.perf_counter()
                 try:
                     return await _drive_episodes(policy, envs, task_ids), time.perf_counter() - started

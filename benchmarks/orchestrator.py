@@ -4,6 +4,8 @@ how close do concurrent subagent calls keep a slow model server busy?
     python -m skillgym.benchmarks.orchestrator --json                      # both parts, full scale
     python -m skillgym.benchmarks.orchestrator --json --part accuracy --tasks 100 \\
         --policies expert,hf:runs/distill/student-untrained,openai:student@http://127.0.0.1:8000/v1
+    python -m skillgym.benchmarks.orchestrator --json --part accuracy --tasks 100 \\
+        --policies "served:hf:runs/distill/student?max_new_tokens=96"
     python -m skillgym.benchmarks.orchestrator --json --part throughput --episodes 32 --calls 4 --delay 0.2
 
 Accuracy (issue 13, acceptance a-c). For each subagent policy, the same held-out
@@ -12,7 +14,11 @@ posed to orchestrator-v0, where the scripted router delegates each task to the
 codebase-explorer roster entry played by that policy. The report gives both success rates
 (mean reward and share of tasks solved), how many tasks agree, routing accuracy, and checks
 that the roll-ups add up: per episode, the subagent model's tokens equal the child's tokens and
-its cost equals tokens x prices.
+its cost equals tokens x prices. A policy ``served:hf:PATH[?...]`` is the ``hf:`` student
+served over HTTP for the run (``skillgym orchestrate serve``'s :func:`serve_roster`: the
+CPU student server, one per model); both the standalone runs and the roster's subagent then
+use the served ``openai:`` spec, and ``lost_episodes`` counts standalone episodes and
+subagent calls that ended in an error (a server's HTTP 500 among them).
 
 Throughput. A loopback OpenAI-compatible server (its own process) answers every request after
 a fixed delay and plays both models: the orchestrator's first turn makes ``--calls`` parallel
@@ -61,52 +67,76 @@ DISTRACTOR = {
 def accuracy(policies: list[str], n_tasks: int, backend: str, prices: tuple[float, float]) -> list[dict[str, Any]]:
     """Standalone vs orchestrated success for each subagent policy on the first ``n_tasks``
     held-out codebase-explorer tasks."""
-    import skillgym
-    from skillgym.orchestrator import render_tree, routing_accuracy
-    from skillgym.policies.spec import make_policy
-
     results = []
     for policy in policies:
-        standalone_env = skillgym.make("codebase-explorer-v0", backend=backend)
-        roster = {
-            "subagents": [
-                {
-                    "name": "codebase-explorer",
-                    "description": DESCRIPTION,
-                    "env": "codebase-explorer-v0",
-                    "env_args": {"backend": backend},
-                    "policy": policy,
-                    "limits": {"timeout_s": 600},
-                    "prices": {"input_per_million": prices[0], "output_per_million": prices[1]},
-                },
-                {**DISTRACTOR, "env_args": {"backend": backend}},
-            ]
-        }
-        env = skillgym.make(
-            "orchestrator-v0",
-            roster=roster,
-            tasks="codebase-explorer-v0",
-            task_limit=n_tasks,
-            split="test",
-            backend=backend,
-        )
+        handles: list[Any] = []
         try:
-            tasks = env.env_spec.tasks.tasks("test")
-            agent = make_policy(policy, standalone_env)
-            started = time.perf_counter()
-            alone = [_standalone(standalone_env, agent, t.id) for t in tasks]
-            alone_s = time.perf_counter() - started
-            router = env.env_spec.expert()
-            started = time.perf_counter()
-            trees = [skillgym.run_episode(env, router, task=t) for t in tasks]
-            tree_s = time.perf_counter() - started
+            results.append(_accuracy_one(policy, n_tasks, backend, prices, handles))
         finally:
-            standalone_env.close()
-            env.close()
-        results.append(_accuracy_report(policy, alone, trees, alone_s, tree_s, prices))
-        results[-1]["routing"] = routing_accuracy(trees)
-        results[-1]["example_tree"] = render_tree(trees[0], depth=0) if trees else ""
+            for handle in handles:
+                handle.stop()
     return results
+
+
+def _accuracy_one(
+    policy: str, n_tasks: int, backend: str, prices: tuple[float, float], handles: list[Any]
+) -> dict[str, Any]:
+    import skillgym
+    from skillgym.orchestrator import Roster, render_tree, routing_accuracy
+    from skillgym.orchestrator.serving import serve_roster
+    from skillgym.policies.spec import make_policy
+
+    served = policy.startswith("served:")
+    player = policy.removeprefix("served:")
+    roster: Any = {
+        "subagents": [
+            {
+                "name": "codebase-explorer",
+                "description": DESCRIPTION,
+                "env": "codebase-explorer-v0",
+                "env_args": {"backend": backend},
+                "policy": player,
+                "limits": {"timeout_s": 600},
+                "prices": {"input_per_million": prices[0], "output_per_million": prices[1]},
+            },
+            {**DISTRACTOR, "env_args": {"backend": backend}},
+        ]
+    }
+    if served:
+        if not player.startswith("hf:"):
+            raise ValueError(f"{policy!r}: served: takes an hf: policy spec")
+        roster, servers = serve_roster(Roster.model_validate(roster))
+        handles.extend(servers)
+        player = roster.get("codebase-explorer").policy
+    standalone_env = skillgym.make("codebase-explorer-v0", backend=backend)
+    env = skillgym.make(
+        "orchestrator-v0",
+        roster=roster,
+        tasks="codebase-explorer-v0",
+        task_limit=n_tasks,
+        split="test",
+        backend=backend,
+    )
+    try:
+        tasks = env.env_spec.tasks.tasks("test")
+        agent = make_policy(player, standalone_env)
+        started = time.perf_counter()
+        alone = [_standalone(standalone_env, agent, t.id) for t in tasks]
+        alone_s = time.perf_counter() - started
+        router = env.env_spec.expert()
+        started = time.perf_counter()
+        trees = [skillgym.run_episode(env, router, task=t) for t in tasks]
+        tree_s = time.perf_counter() - started
+        agent.close()
+    finally:
+        standalone_env.close()
+        env.close()
+    result = _accuracy_report(policy, alone, trees, alone_s, tree_s, prices, model=player.partition("?")[0])
+    if served:
+        result["served_as"] = player
+    result["routing"] = routing_accuracy(trees)
+    result["example_tree"] = render_tree(trees[0], depth=0) if trees else ""
+    return result
 
 
 def _standalone(env: Any, agent: Any, task_id: str) -> Any:
@@ -122,9 +152,15 @@ def _standalone(env: Any, agent: Any, task_id: str) -> Any:
 
 
 def _accuracy_report(
-    policy: str, alone: list[Any], trees: list[Any], alone_s: float, tree_s: float, prices: tuple[float, float]
+    policy: str,
+    alone: list[Any],
+    trees: list[Any],
+    alone_s: float,
+    tree_s: float,
+    prices: tuple[float, float],
+    model: str | None = None,
 ) -> dict[str, Any]:
-    model = policy.partition("?")[0]
+    model = model or policy.partition("?")[0]
     a = [t.reward or 0.0 for t in alone]
     o = [t.reward or 0.0 for t in trees]
     sums_ok = True
@@ -150,6 +186,8 @@ def _accuracy_report(
         "same_outcome": sum((x > 0.5) == (y > 0.5) for x, y in zip(a, o)),
         "failed_calls": sum(c.metadata.get("call_status") != "ok" for t in trees for c in t.children),
         "failed_standalone": sum(t.status == "failed" for t in alone),
+        "lost_episodes": sum(t.status == "failed" for t in alone)
+        + sum(str(c.metadata.get("call_status", "")).startswith("error") for t in trees for c in t.children),
         "subagent_tokens": int(tokens),
         "subagent_cost_usd": cost,
         "subagent_seconds": round(latency, 3),

@@ -1,8 +1,10 @@
 """Serving a roster: start what its in-process (``hf:``) subagents need behind HTTP and give
 back the roster that points at the servers.
 
-One server per distinct model folder (``transformers serve`` on CPU, vLLM where installed with
-a GPU, as :func:`skillgym.training.serving.start_server` picks). Each served entry's policy
+One server per distinct model folder (on CPU the project's student server,
+:mod:`skillgym.training.student_server`, which answers exactly as the in-process policy,
+malformed tool calls included; vLLM where installed with a GPU; as
+:func:`skillgym.training.serving.start_server` picks for ``backend="auto"``). Each served entry's policy
 becomes ``openai:MODEL@URL``, keeping its generation options (``max_new_tokens`` becomes the
 request's ``max_tokens``; ``temperature`` and ``top_p`` pass as they are). One vLLM server
 with several LoRA adapters (one per subagent) is not done here: serve each merged model.
@@ -30,7 +32,7 @@ def serve_roster(
 
     Args:
         roster: The roster; entries with other policies are left as they are.
-        backend: ``auto``, ``transformers`` or ``vllm`` (see ``skillgym serve``).
+        backend: ``auto``, ``skillgym``, ``vllm`` or ``transformers`` (see ``skillgym serve``).
         log_dir: Where server logs go (default: beside each model).
         timeout: Seconds to wait for each server to answer.
 
