@@ -6,8 +6,12 @@ One server per distinct model folder (on CPU the project's student server,
 malformed tool calls included; vLLM where installed with a GPU; as
 :func:`skillgym.training.serving.start_server` picks for ``backend="auto"``). Each served entry's policy
 becomes ``openai:MODEL@URL``, keeping its generation options (``max_new_tokens`` becomes the
-request's ``max_tokens``; ``temperature`` and ``top_p`` pass as they are). One vLLM server
-with several LoRA adapters (one per subagent) is not done here: serve each merged model.
+request's ``max_tokens``; ``temperature`` and ``top_p`` pass as they are).
+
+On vLLM, subagents whose models are LoRA adapters of the same base share one server that
+loads every adapter (:func:`skillgym.training.serving.start_lora_server`); each entry's
+requests name its adapter, and the server is checked to apply each one (an adapter that
+answers exactly as the base model is an error, not a silent fallback).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from skillgym.policies.spec import parse_policy_spec
-from skillgym.training.serving import ServerHandle, start_server
+from skillgym.training.serving import ServerHandle, lora_base, pick_backend, start_lora_server, start_server
 
 from .roster import Roster
 
@@ -43,6 +47,8 @@ def serve_roster(
     handles: dict[str, ServerHandle] = {}
     entries = []
     try:
+        if pick_backend(backend) == "vllm":  # type: ignore[arg-type]
+            handles.update(_serve_adapters_together(roster, log_dir, timeout))
         for entry in roster.subagents:
             spec = parse_policy_spec(entry.policy)
             if spec.kind != "hf":
@@ -64,4 +70,28 @@ def serve_roster(
         for handle in handles.values():
             handle.stop()
         raise
-    return roster.model_copy(update={"subagents": entries}), list(handles.values())
+    servers = list({handle.process.pid: handle for handle in handles.values()}.values())  # adapters share one
+    return roster.model_copy(update={"subagents": entries}), servers
+
+
+def _serve_adapters_together(roster: Roster, log_dir: str | Path | None, timeout: float) -> dict[str, ServerHandle]:
+    """One vLLM server per base model for the roster's LoRA-adapter models; keyed by adapter
+    path, with each handle's ``model_name`` set to the name requests use for that adapter."""
+    by_base: dict[str, dict[str, str]] = {}  # base -> adapter path -> request name
+    for entry in roster.subagents:
+        spec = parse_policy_spec(entry.policy)
+        if spec.kind == "hf" and spec.path is not None and (base := lora_base(spec.path)) is not None:
+            by_base.setdefault(base, {}).setdefault(spec.path, entry.name)
+    handles: dict[str, ServerHandle] = {}
+    try:
+        for base, adapters in by_base.items():
+            server = start_lora_server(
+                base, {name: path for path, name in adapters.items()}, log_dir=log_dir, timeout=timeout
+            )
+            for path, name in adapters.items():
+                handles[path] = server.for_model(name)
+    except BaseException:
+        for handle in handles.values():
+            handle.stop()
+        raise
+    return handles

@@ -34,12 +34,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
 import httpx
+
+from skillgym.openai_client import OpenAIClient, OpenAIError
 
 Backend = Literal["auto", "vllm", "skillgym", "transformers"]
 Chosen = Literal["vllm", "skillgym", "transformers"]
@@ -76,16 +78,46 @@ def server_command(
     return [*_server_command(model, backend, host, port), *(extra_args or [])]
 
 
+def lora_base(model: str | Path) -> str | None:
+    """The base model a LoRA adapter folder was trained on (its ``adapter_config.json``), or
+    None when ``model`` holds full weights."""
+    config = Path(model) / "adapter_config.json"
+    if not config.is_file():
+        return None
+    return json.loads(config.read_text())["base_model_name_or_path"]
+
+
+def _vllm_common(host: str, port: int) -> list[str]:
+    return ["--host", host, "--port", str(port), "--enable-auto-tool-choice", "--tool-call-parser", "hermes"]
+
+
+def vllm_lora_command(base: str, adapters: Mapping[str, str | Path], host: str, port: int) -> list[str]:
+    """One vLLM server for ``base`` with every adapter loaded: a request picks an adapter by
+    naming it as its ``model`` (the names are the mapping's keys).
+
+    ``--max-loras`` is the number of adapters, so all of them stay resident and no request
+    waits for a swap; ``--max-lora-rank`` is the largest adapter rank, rounded up to a rank
+    vLLM accepts (it refuses an adapter whose rank exceeds it)."""
+    ranks = [int(json.loads((Path(p) / "adapter_config.json").read_text()).get("r", 16)) for p in adapters.values()]
+    rank = next(r for r in _VLLM_LORA_RANKS if r >= max(ranks, default=16))
+    modules = [f"{name}={Path(path)}" for name, path in adapters.items()]
+    return [
+        "vllm", "serve", base, *_vllm_common(host, port), "--enable-lora", "--lora-modules", *modules,
+        "--max-loras", str(len(modules)), "--max-lora-rank", str(rank),
+    ]  # fmt: skip
+
+
+_VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
+
+
 def _server_command(model: str | Path, backend: Chosen, host: str, port: int) -> list[str]:
     model_path = Path(model)
     name = served_model_name(model)
     if backend == "vllm":
-        adapter_config = model_path / "adapter_config.json"
-        common = ["--host", host, "--port", str(port), "--enable-auto-tool-choice", "--tool-call-parser", "hermes"]
-        if adapter_config.exists():
-            base = json.loads(adapter_config.read_text())["base_model_name_or_path"]
-            return ["vllm", "serve", base, *common, "--enable-lora", "--lora-modules", f"{name}={model_path}"]
-        return ["vllm", "serve", str(model), "--served-model-name", name, *common]
+        base = lora_base(model_path)
+        if base is not None:
+            return vllm_lora_command(base, {name: model_path}, host, port)
+        return ["vllm", "serve", str(model), "--served-model-name", name, *_vllm_common(host, port)]
     if not (model_path / "config.json").exists() and (model_path / "adapter_config.json").exists():
         raise ServerError(
             f"{model}: the {backend} backend needs full weights; merge the LoRA adapter first "
@@ -145,6 +177,10 @@ class ServerHandle:
     @property
     def policy_spec(self) -> str:
         return f"openai:{self.model_name}@{self.base_url}"
+
+    def for_model(self, name: str) -> ServerHandle:
+        """The same server, addressed as model ``name`` (an adapter of a multi-LoRA server)."""
+        return ServerHandle(self.process, self.base_url, name, self.backend, self.log_path)
 
     def wait_healthy(self, timeout: float = 300.0) -> None:
         """Poll ``/models`` until the server answers; on failure (or Ctrl-C) stop it and raise."""
@@ -242,18 +278,112 @@ def start_server(
     log_path = base / f"serve-{chosen}-{port}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     cmd = server_command(model, chosen, host, port, extra_args)
+    name = str(model) if chosen == "transformers" else served_model_name(model)
+    return _launch(cmd, chosen, name, f"http://{host}:{port}/v1", log_path, wait, timeout)
+
+
+def _launch(
+    cmd: list[str], backend: str, model_name: str, base_url: str, log_path: Path, wait: bool, timeout: float
+) -> ServerHandle:
     with log_path.open("w") as log:
         process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    handle = ServerHandle(
-        process,
-        f"http://{host}:{port}/v1",
-        str(model) if chosen == "transformers" else served_model_name(model),
-        chosen,
-        log_path,
-    )
+    handle = ServerHandle(process, base_url, model_name, backend, log_path)
     if wait:
         handle.wait_healthy(timeout)
     return handle
+
+
+def start_lora_server(
+    base: str,
+    adapters: Mapping[str, str | Path],
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    log_dir: str | Path | None = None,
+    timeout: float = 600.0,
+) -> ServerHandle:
+    """Serve several LoRA adapters of one base model from one vLLM server (GPU), wait until it
+    answers, and check that each adapter really changes the model (:func:`check_lora_adapters`).
+
+    Args:
+        base: The base model (hub id or folder) every adapter was trained on.
+        adapters: Request name -> adapter folder.
+        host: Listen address.
+        port: Port (default: a free one).
+        log_dir: Where the server's log goes (default: the working directory).
+        timeout: Seconds to wait for the server.
+
+    Returns:
+        The handle; ``openai:NAME@{handle.base_url}`` reaches adapter NAME.
+
+    Raises:
+        ServerError: vLLM missing, an adapter of another base, a server that never answered, or
+            an adapter that answers exactly as the base model.
+    """
+    if not shutil.which("vllm"):
+        raise ServerError(
+            "several LoRA adapters on one server need vLLM (GPU): pip install 'skillgym[vllm]'; "
+            "on CPU merge each adapter and serve the merged models (backend skillgym)"
+        )
+    for name, path in adapters.items():
+        if lora_base(path) != base:
+            raise ServerError(f"adapter {name} ({path}) was trained on {lora_base(path)!r}, not on {base!r}")
+    port = port or free_port()
+    log_path = Path(log_dir or ".") / f"serve-vllm-lora-{port}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    handle = _launch(
+        vllm_lora_command(base, adapters, host, port), "vllm", base, f"http://{host}:{port}/v1", log_path, True, timeout
+    )
+    try:
+        check_lora_adapters(handle.base_url, base, list(adapters))
+    except BaseException:
+        handle.stop()
+        raise
+    return handle
+
+
+def check_lora_adapters(base_url: str, base: str, names: list[str], tolerance: float = 1e-3) -> None:
+    """Check that a multi-LoRA server routes each adapter's requests to that adapter.
+
+    A known failure of multi-adapter serving is a request that names an adapter but runs on the
+    base model (an adapter that was never loaded, a name that falls back to the base). Each
+    adapter must be listed by ``/models``, and the log-probabilities of the first token of one
+    fixed greedy prompt must differ from the base model's: an adapter whose top-5 match the
+    base's within ``tolerance`` is not being applied (or was never trained: its B matrices are
+    still zero).
+
+    Raises:
+        ServerError: Naming the adapters that are missing or answer like the base model.
+    """
+    listed = {m.get("id") for m in httpx.get(f"{base_url}/models", timeout=30).json().get("data", [])}
+    missing = [n for n in names if n not in listed]
+    if missing:
+        raise ServerError(f"the server does not list adapter(s) {', '.join(missing)} (it lists {sorted(listed)})")
+    client = OpenAIClient(base_url, timeout=120.0)
+    probe = [{"role": "user", "content": "Name one file a Python package usually contains."}]
+
+    def first_token_logprobs(model: str) -> dict[str, float]:
+        body = {"model": model, "messages": probe, "max_tokens": 1, "temperature": 0, "logprobs": True,
+                "top_logprobs": 5}  # fmt: skip
+        try:
+            content = client.complete(body)["choices"][0]["logprobs"]["content"][0]
+        except (OpenAIError, KeyError, IndexError, TypeError) as exc:
+            raise ServerError(f"probe of {model} at {base_url} failed: {exc}") from None
+        return {t["token"]: float(t["logprob"]) for t in content["top_logprobs"]}
+
+    try:
+        reference = first_token_logprobs(base)
+        like_base = []
+        for name in names:
+            got = first_token_logprobs(name)
+            if got.keys() == reference.keys() and all(abs(got[t] - reference[t]) <= tolerance for t in got):
+                like_base.append(name)
+    finally:
+        client.close()
+    if like_base:
+        raise ServerError(
+            f"adapter(s) {', '.join(like_base)} answer exactly as the base model {base}: requests are not "
+            "reaching the adapter (or it is untrained); check --lora-modules and the adapter folders"
+        )
 
 
 class Interrupted(KeyboardInterrupt):
