@@ -150,38 +150,42 @@ def children(
 def serve(
     path: Path = typer.Argument(..., help="Roster YAML whose hf: subagents to serve."),
     out: Path = typer.Option(..., "--out", help="Where to write the served roster (openai: specs)."),
-    backend: str = typer.Option("auto", help="vllm (GPU), transformers, or auto."),
+    backend: str = typer.Option("auto", help="skillgym (CPU), vllm (GPU), transformers, or auto."),
     timeout: float = typer.Option(300.0, help="Seconds to wait for each server."),
 ) -> None:
-    """Serve a roster's in-process models over HTTP and write the roster that uses the servers."""
+    """Serve a roster's in-process models over HTTP and write the roster that uses the servers.
+    Ctrl-C or SIGTERM stops them."""
     import time
 
-    from skillgym.training.serving import ServerError
+    from skillgym.training.serving import ServerError, interrupt_on_sigterm
 
     from .serving import serve_roster
 
     roster = _roster(path, [], "auto")
-    try:
-        served, handles = serve_roster(roster, backend=backend, timeout=timeout)
-    except ServerError as exc:
-        _fail(str(exc))
-    out.write_text(served.to_yaml(), encoding="utf-8")
-    if not handles:
-        typer.echo(f"no hf: subagents to serve; {out} is the roster as it was")
-        return
-    for handle in handles:
-        typer.echo(f"serving {handle.model_name} with {handle.backend} at {handle.base_url} (log: {handle.log_path})")
-    typer.echo(f"served roster: {out}; stop with Ctrl-C")
-    try:
-        while all(h.process.poll() is None for h in handles):
-            time.sleep(1.0)
-        typer.echo("a server exited", err=True)
-        raise typer.Exit(1)
-    except KeyboardInterrupt:
-        pass
-    finally:
+    with interrupt_on_sigterm():  # SIGTERM runs the clean-up below (stopping every server), as Ctrl-C does
+        try:
+            served, handles = serve_roster(roster, backend=backend, timeout=timeout)
+        except ServerError as exc:
+            _fail(str(exc))
+        out.write_text(served.to_yaml(), encoding="utf-8")
+        if not handles:
+            typer.echo(f"no hf: subagents to serve; {out} is the roster as it was")
+            return
         for handle in handles:
-            handle.stop()
+            typer.echo(
+                f"serving {handle.model_name} with {handle.backend} at {handle.base_url} (log: {handle.log_path})"
+            )
+        typer.echo(f"served roster: {out}; stop with Ctrl-C")
+        try:
+            while all(h.process.poll() is None for h in handles):
+                time.sleep(1.0)
+            typer.echo("a server exited", err=True)
+            raise typer.Exit(1)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            for handle in handles:
+                handle.stop()
 
 
 @app.command("roster")
