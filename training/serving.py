@@ -6,7 +6,8 @@ Three backends, each started as a child process and polled until healthy:
   ``<tool_call>{json}</tool_call>`` format Qwen3 speaks; a LoRA adapter folder is served on
   top of its base model. Its parser does not fail a request on a malformed call: the
   model's text comes back as ``content`` with no ``tool_calls`` (vLLM's Hermes parser catches
-  the JSON error and returns the text), which the env reads as in process.
+  the JSON error and returns the text, per its ``hermes_tool_parser`` source; not run here), which the env
+  reads as in process.
 * ``skillgym`` (the default without vLLM and a GPU): the project's own server
   (:mod:`skillgym.training.student_server`): the in-process ``hf:`` policy's chat template,
   batched generator and tool-call codec behind HTTP, so a served student answers exactly as
