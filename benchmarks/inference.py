@@ -359,7 +359,9 @@ def bench_episodes(args: argparse.Namespace) -> dict[str, Any]:
                 policy: Any = HFPolicy(str(args.model), max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
             else:
                 extra = ["--batch-size", str(args.batch_size), "--max-new-tokens", str(args.max_new_tokens)]
-                handle = start_server(args.model, backend="skillgym", log_dir=args.log_dir, timeout=600, extra_args=extra)
+                handle = start_server(
+                    args.model, backend="skillgym", log_dir=args.log_dir, timeout=600, extra_args=extra
+                )
                 policy = OpenAIPolicy(
                     handle.model_name,
                     base_url=handle.base_url,

@@ -129,9 +129,7 @@ def serve(
         try:
             if extra and pick_backend(backend) != "skillgym":
                 raise ServerError("--batch-size and --max-new-tokens are options of the skillgym backend")
-            handle = start_server(
-                model, backend=backend, host=host, port=port, timeout=timeout, extra_args=extra
-            )  # type: ignore[arg-type]
+            handle = start_server(model, backend=backend, host=host, port=port, timeout=timeout, extra_args=extra)
         except ServerError as exc:
             err_console.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(2) from None

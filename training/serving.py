@@ -236,7 +236,7 @@ class ServerHandle:
 
 def start_server(
     model: str | Path,
-    backend: Backend = "auto",
+    backend: Backend | str = "auto",
     host: str = "127.0.0.1",
     port: int | None = None,
     log_dir: str | Path | None = None,

@@ -238,7 +238,12 @@ class StudentServer:
 
     def health(self) -> dict[str, Any]:
         policy = self.policy
-        body: dict[str, Any] = {"status": "ok", "model": self.name, "batched": policy.batched, "requests": self.requests}
+        body: dict[str, Any] = {
+            "status": "ok",
+            "model": self.name,
+            "batched": policy.batched,
+            "requests": self.requests,
+        }
         if policy.batched and policy._generator is not None:
             body["generator"] = dict(policy._generator.stats)
         return body
