@@ -298,6 +298,20 @@ def test_shared_prefix_length_stops_before_the_first_difference_and_the_first_lo
     assert shared_prefix_length(same, torch.ones_like(same), torch.full_like(same, -100)) == 2  # one token left
 
 
+def test_length_buckets_sort_runs_of_batches_and_keep_every_example():
+    from skillgym.training.sft import length_bucket_order
+
+    lengths = [(i * 37) % 101 for i in range(40)]
+    order = length_bucket_order(lengths, batch_size=4, buckets=2, seed=3)
+    assert sorted(order) == list(range(40))
+    for start in range(0, 40, 8):  # each run of 2 batches is sorted by length
+        run = [lengths[i] for i in order[start : start + 8]]
+        assert run == sorted(run)
+    assert order != length_bucket_order(lengths, batch_size=4, buckets=2, seed=4)  # a new order per epoch seed
+    padded = lambda o: sum(max(lengths[i] for i in o[s : s + 4]) * 4 for s in range(0, 40, 4))  # noqa: E731
+    assert padded(order) < padded(length_bucket_order(lengths, batch_size=4, buckets=1, seed=3))
+
+
 @pytest.fixture
 def tiny_converted(tmp_path) -> Path:
     gguf_file = tmp_path / "tiny.gguf"
@@ -391,6 +405,7 @@ def test_shared_prefix_recipe_trains_and_merges(tiny_converted, tmp_path):
                 "training.max_steps=2",
                 "training.per_device_train_batch_size=4",
                 "training.shared_prefix=true",
+                "training.length_buckets=2",
                 "training.bf16=false",
                 "training.eval_steps=null",
                 "training.save_steps=null",

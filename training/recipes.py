@@ -78,6 +78,12 @@ class TrainingSpec(BaseModel):
         "cache. The loss is the same; the prefix positions get no gradient. Pays where a long shared prompt "
         "dominates each example (SmolLM2 on codebase-explorer: ~1,400 of ~1,800 tokens).",
     )
+    length_buckets: int | None = Field(
+        default=None,
+        ge=1,
+        description="Shuffle, then sort each run of this many batches by length and cut it into batches: less "
+        "padding, and each batch still mixes lengths (unlike group_by_length's 50-batch groups). None: off.",
+    )
     logging_steps: int = Field(default=10, ge=1)
     eval_steps: int | None = Field(default=None, ge=1, description="Validation loss every N steps (None: each epoch).")
     save_steps: int | None = Field(default=None, ge=1, description="Checkpoint every N steps (None: each epoch).")
