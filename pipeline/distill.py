@@ -226,8 +226,10 @@ STUDENT_DEFAULTS: dict[str, dict[str, Any]] = {
 
 
 def with_student_defaults(config: DistillConfig) -> DistillConfig:
-    """``config`` with :data:`STUDENT_DEFAULTS` for its student filled into the fields the caller did not set."""
-    unset = {k: v for k, v in STUDENT_DEFAULTS.get(config.student, {}).items() if k not in config.model_fields_set}
+    """``config`` with :data:`STUDENT_DEFAULTS` for its student filled into the fields the caller did not
+    set (or set to None: the CLI passes ``train_tasks=None`` when ``--train-tasks`` is not given)."""
+    defaults = STUDENT_DEFAULTS.get(config.student, {})
+    unset = {k: v for k, v in defaults.items() if k not in config.model_fields_set or getattr(config, k) is None}
     return config.model_copy(update=unset) if unset else config
 
 

@@ -275,6 +275,7 @@ def test_smollm2_recipes_and_distill_defaults():
     # SmolLM2's tokens: the expert's longest turn is ~300, so the 96-token cap would cut commands.
     assert (smol.max_new_tokens, smol.untrained_tasks, smol.train_tasks) == (320, 200, 1000)
     assert defaults(student="smollm2-135m", max_new_tokens=64, train_tasks=50).max_new_tokens == 64
+    assert defaults(student="smollm2-135m", train_tasks=None).train_tasks == 1000  # what the CLI passes
     tiny = defaults(student="tiny")
     assert (tiny.max_new_tokens, tiny.untrained_tasks, tiny.train_tasks) == (96, 50, None)
 
