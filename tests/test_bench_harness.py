@@ -92,7 +92,7 @@ def _lines(run_dir: Path) -> list[str]:
 
 
 def test_kill_9_then_resume_loses_and_repeats_nothing(tmp_path: Path):
-    n = 8
+    n = 20
     cmd = [
         sys.executable, "-m", "skillgym.pipeline.cli", "bench", "run", "codebase-qa", "--baseline", "large",
         "--tasks", str(n), "--concurrency", "1", "--backend", "local", "--quiet", "--out", str(tmp_path),
