@@ -153,6 +153,10 @@ def test_restore_tool_replies_and_turn_reading():
     assert message["tool_calls"] == [
         {"id": "call_2_0", "type": "function", "function": {"name": "read_file", "arguments": '{"path": "a.txt"}'}}
     ]
+    # A good call and a stray closing tag: the env runs the call and keeps the tag as text, which
+    # structured calls cannot say (the tag beside them reads as a broken call), so: raw text.
+    stray = render_tool_call_text("read_file", {"path": "a.txt"}) + "</tool_call>"
+    assert turn_to_message(stray, turn=3) == ({"role": "assistant", "content": stray}, False)
 
 
 @pytest.fixture(scope="module")

@@ -117,13 +117,16 @@ def turn_to_message(text: str, turn: int) -> tuple[dict[str, Any], bool]:
         turn: The turn's number in its conversation (1 for the first), for call ids.
 
     Returns:
-        (the message, whether it carries structured tool calls). A turn the env could not run
-        is its raw text, with no ``tool_calls``.
+        (the message, whether it carries structured tool calls). The structured form is used
+        only when the env reads it exactly as it reads ``text`` (same text, reasoning, calls and
+        ids); otherwise, e.g. for a turn the env could not run or a stray ``</tool_call>`` beside
+        a good call, the message is the raw text with no ``tool_calls``.
     """
-    parsed = parse_turn(text, call_id_prefix=f"call_{turn}")
-    broken = parsed.errors or any(c.name is None or c.arguments is None for c in parsed.calls)
-    if broken:
-        return {"role": "assistant", "content": text}, False
+    prefix = f"call_{turn}"
+    parsed = parse_turn(text, call_id_prefix=prefix)
+    raw = {"role": "assistant", "content": text}
+    if parsed.errors or any(c.name is None or c.arguments is None for c in parsed.calls):
+        return raw, False
     message: dict[str, Any] = {"role": "assistant", "content": parsed.content}
     if parsed.reasoning:
         message["reasoning_content"] = parsed.reasoning
@@ -136,7 +139,19 @@ def turn_to_message(text: str, turn: int) -> tuple[dict[str, Any], bool]:
             }
             for call in parsed.calls
         ]
+    again = parse_turn(message, call_id_prefix=prefix)
+    if (again.content, again.reasoning, again.errors, _calls(again)) != (
+        parsed.content,
+        parsed.reasoning,
+        [],
+        _calls(parsed),
+    ):
+        return raw, False
     return message, bool(parsed.calls)
+
+
+def _calls(turn: Any) -> list[tuple]:
+    return [(c.id, c.name, c.arguments, c.error) for c in turn.calls]
 
 
 class StudentServer:
