@@ -138,3 +138,23 @@ def test_no_subagents_with_a_model_orchestrator(tmp_path: Path):
     assert row["subagent_calls_per_task"] == 0 and row["routing_accuracy"] is None  # no subagent to route to
     ((label, usage),) = row["models"].items()
     assert label.startswith("orchestrator: openai:scripted@") and not usage["counted"] and usage["prompt_tokens"] > 0
+
+
+def test_mixed_set_is_balanced_shuffled_and_graded_by_each_source():
+    from skillgym.benchmarks.bench.run import _prepare_roster
+    from skillgym.benchmarks.suites import choose_codebase, suite_tasks
+
+    roster = _prepare_roster("mixed", ROSTER.roster, choose_codebase(), "local")
+    source, grader = suite_tasks("mixed", roster, n_tasks=9, seed=0)
+    tasks = source.tasks("test")
+    expected = {t.metadata["expected_subagent"] for t in tasks}
+    assert len(tasks) == 9 and expected == {"codebase-explorer", "web-research", "frontend-design"}
+    assert [t.metadata["source_env"] for t in tasks] != sorted(t.metadata["source_env"] for t in tasks)
+    again, _ = suite_tasks("mixed", roster, n_tasks=9, seed=0)
+    assert [t.id for t in again.tasks("test")] == [t.id for t in tasks]  # the shuffle is seeded
+    research = next(t for t in tasks if t.metadata["source_env"] == "web-research-v0")
+    gold = research.reference["answer"] + "\nSources: " + " ".join(research.reference["sources"])
+    assert grader.grade(research, gold, [], None).components["exact_match"] == 1.0
+    design = next(t for t in tasks if t.metadata["source_env"] == "frontend-design-v0")
+    with pytest.raises(RuntimeError, match="not bound"):
+        grader.grade(design, "index.html", [], None)  # graded from the episode's subagent calls
