@@ -32,6 +32,7 @@ prompt served than in process.
 Endpoints: ``GET /v1/models``, ``POST /v1/chat/completions`` (messages with tools,
 ``max_tokens``/``max_completion_tokens``, ``temperature``, ``top_p``, ``seed``, ``stop``,
 ``return_token_ids``; ``stream`` sends the whole answer as one chunk), ``GET /health``.
+A request without ``temperature`` is greedy (as the in-process ``hf:`` policy; OpenAI's default is 1).
 ``stop`` strings end the text where they first occur (one-token stop strings also stop
 generation; longer ones are cut after it). The server exits when the process that started
 it (``--parent-pid``) is gone, so a killed ``skillgym serve`` leaves no server behind.
