@@ -95,10 +95,7 @@ class OpenAIPolicy(Policy):
         self.model = model
         self.base_url, self.url = self.client.base_url, self.client.url
         self.sampling = dict(sampling or {})
-        # A policy spec puts every query key it does not know as an option into ``sampling``;
-        # ``images`` is never a sampling parameter, so ``openai:MODEL?images=true`` lands here.
-        spec_images = self.sampling.pop("images", None)
-        self.images = bool(images or spec_images in (True, "true", "1", 1))
+        self.images = images
         self.max_concurrency = max_concurrency
         self.timeout = timeout
         self.max_retries = max_retries

@@ -52,6 +52,7 @@ OPENAI_OPTIONS = frozenset(
         "send_reasoning",
         "logprobs",
         "return_token_ids",
+        "images",
     }
 )
 HF_OPTIONS = frozenset(
