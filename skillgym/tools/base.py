@@ -1,5 +1,5 @@
 """The tool abstraction: a pydantic argument model, an OpenAI schema, and a function that
-runs against a sandbox and returns text for the model."""
+runs against a sandbox and returns text (and optionally images) for the model."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
 from skillgym.sandbox.base import Sandbox
+from skillgym.types import ToolOutput
 
 
 class ToolArgs(BaseModel):
@@ -46,8 +47,10 @@ class Tool(abc.ABC):
     ends_episode: ClassVar[bool] = False
 
     @abc.abstractmethod
-    def __call__(self, sandbox: Sandbox, args: Any) -> str:
-        """Run the call and return the text the model reads. Raise OpError on a bad request."""
+    def __call__(self, sandbox: Sandbox, args: Any) -> str | ToolOutput:
+        """Run the call and return what the model reads: its text, or a
+        :class:`~skillgym.types.ToolOutput` (text plus images, e.g. a screenshot, which multimodal
+        policies receive and text-only ones never see). Raise OpError on a bad request."""
 
     def schema(self) -> dict[str, Any]:
         """The OpenAI function-tool schema, derived from ``Args``."""
