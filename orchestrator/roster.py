@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from skillgym.io import validation_message
+from skillgym.io import read_yaml_mapping, validation_message
 from skillgym.policies.spec import parse_policy_spec
 from skillgym.types import Usage
 
@@ -174,14 +174,8 @@ def load_roster(source: Roster | dict[str, Any] | str | Path) -> Roster:
         return source
     where = "roster"
     if isinstance(source, (str, Path)):
-        path = Path(source).expanduser()
-        where = str(path)
-        if not path.is_file():
-            raise RosterError(f"roster file {path} does not exist")
-        try:
-            source = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise RosterError(f"{path}: not valid YAML: {exc}") from None
+        where = str(Path(source).expanduser())
+        source = read_yaml_mapping(source, RosterError, "roster")
     if not isinstance(source, dict):
         raise RosterError(f"{where}: expected a mapping with a 'subagents' list, got {type(source).__name__}")
     try:

@@ -1,5 +1,6 @@
 """Atomic file writes: a reader (or a run resumed after a crash) sees the old file or the new
-one, never half of one.
+one, never half of one. Also the two readers every config file shares: a YAML mapping with
+errors that name the file, and pydantic's first error as one line.
 
 Every module that replaces a file in place writes through these helpers: the data goes to a
 hidden temporary file in the same folder (same file system, so the rename is atomic), is
@@ -14,7 +15,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "fsync_dir"]
+__all__ = [
+    "atomic_write",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_text",
+    "fsync_dir",
+    "read_yaml_mapping",
+    "validation_message",
+]
 
 
 def fsync_dir(folder: str | Path) -> None:
@@ -97,3 +106,37 @@ def validation_message(exc: Any) -> str:
     first = exc.errors()[0]
     field = ".".join(str(p) for p in first["loc"]) or "(top level)"
     return f"field {field!r}: {first['msg']}"
+
+
+def read_yaml_mapping(path: str | Path, error: type[Exception] = ValueError, kind: str = "file") -> dict[str, Any]:
+    """The mapping at the top of a YAML config file (an empty file is an empty mapping).
+
+    Args:
+        path: The file.
+        error: The exception class to raise (a caller's own, e.g. ``RosterError``).
+        kind: What the file is, for the messages (``roster``, ``recipe``).
+
+    Returns:
+        The mapping.
+
+    Raises:
+        error: One line naming the file: it does not exist, is not valid YAML (with the line),
+            or holds something other than a mapping.
+    """
+    import yaml  # the writers above must not pay for PyYAML
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise error(f"{kind} file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise error(f"{path}{where}: not valid YAML: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise error(f"{path}: a {kind} is a mapping of keys to values, got {type(data).__name__}")
+    return data

@@ -161,3 +161,25 @@ def test_serving_without_its_extra_says_how_to_fix_it(monkeypatch: pytest.Monkey
     with pytest.raises(ServerError, match=r"fastapi not installed; pip install 'skillgym\[serve\]'"):
         start_server(tmp_path, backend="transformers", log_dir=tmp_path)
     assert not list(tmp_path.glob("serve-*.log"))  # refused before any process started
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["train", "sft", "--config", "{file}"],
+        ["train", "grpo", "--config", "{file}"],
+        ["orchestrate", "roster", "{file}"],
+    ],
+)
+def test_broken_config_yaml_names_the_file_and_line(tmp_path: Path, command: list[str]):
+    """Recipes, GRPO recipes and rosters share one YAML reader: a syntax error names file and
+    line, a list where a mapping belongs says so, in one line each."""
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("model: tiny\ntraining: {lr: 1\n")
+    result = CliRunner().invoke(app, [a.replace("{file}", str(broken)) for a in command])
+    assert result.exit_code != 0
+    assert f"{broken}:3: not valid YAML" in " ".join(result.output.split()), result.output
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- model: tiny\n")
+    result = CliRunner().invoke(app, [a.replace("{file}", str(listed)) for a in command])
+    assert result.exit_code != 0 and "is a mapping of keys to values, got list" in " ".join(result.output.split())

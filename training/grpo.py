@@ -15,11 +15,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from skillgym.io import read_yaml_mapping, validation_message
+
 from .environment import grpo_dataset, trl_environment
-from .recipes import LoraSpec, RecipeError, parse_overrides
+from .recipes import LoraSpec, RecipeError, parse_overrides, set_dotted
 
 DEFAULT_GRPO = {
     "num_generations": 4,
@@ -57,18 +58,13 @@ class GRPOResult(BaseModel):
 
 
 def load_grpo_recipe(path: str | Path | None, overrides: list[str] | None = None) -> GRPORecipe:
-    data: dict[str, Any] = yaml.safe_load(Path(path).read_text()) if path else {}
+    data: dict[str, Any] = read_yaml_mapping(path, RecipeError, "recipe") if path else {}
     for key, value in parse_overrides(overrides or []):
-        node = data
-        *parents, last = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[last] = value
+        set_dotted(data, key, value)
     try:
         return GRPORecipe.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        raise RecipeError(f"{path or '<recipe>'}: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+        raise RecipeError(f"{path or '<recipe>'}: {validation_message(exc)}") from None
 
 
 def train_grpo(recipe: GRPORecipe, log: Callable[[str], None] | None = None) -> GRPOResult:

@@ -13,6 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
+from skillgym.io import read_yaml_mapping
 from skillgym.models import is_known_model, resolve_model
 
 from .tiny import TinyModelSpec
@@ -135,7 +136,8 @@ class SFTRecipe(BaseModel):
             raise ValueError("lora is for pretrained models; the tiny student is fully fine-tuned (set lora: null)")
 
 
-def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``a.b.c`` in nested mappings (an override of ``--set``), making sections on the way."""
     parts = key.split(".")
     node = data
     for part in parts[:-1]:
@@ -211,15 +213,9 @@ def load_recipe(
         source = str(path)
         if not path.is_file():
             raise RecipeError(f"{path}: no such recipe file (bundled: {', '.join(bundled_recipes())})")
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise RecipeError(f"{path}: not valid YAML: {exc}") from None
-        if not isinstance(loaded, dict):
-            raise RecipeError(f"{path}: a recipe is a mapping of keys to values, got {type(loaded).__name__}")
-        data.update(loaded)
+        data.update(read_yaml_mapping(path, RecipeError, "recipe"))
     for key, value in parse_overrides(overrides or []):
-        _set_dotted(data, key, value)
+        set_dotted(data, key, value)
     recipe = validate_recipe(data, source)
     if resolve_models and is_known_model(recipe.model):
         recipe.model = resolve_model(recipe.model)

@@ -23,10 +23,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from skillgym.io import validation_message
+from skillgym.io import read_yaml_mapping, validation_message
 from skillgym.orchestrator import Prices, Roster, RosterError, load_roster
 from skillgym.policies.spec import parse_policy_spec
 
@@ -113,14 +112,8 @@ def load_bench_roster(source: str | Path | dict[str, Any]) -> BenchRoster:
     """
     where = "bench roster"
     if isinstance(source, (str, Path)):
-        path = Path(source).expanduser()
-        where = str(path)
-        if not path.is_file():
-            raise RosterError(f"roster file {path} does not exist")
-        try:
-            source = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise RosterError(f"{path}: not valid YAML: {exc}") from None
+        where = str(Path(source).expanduser())
+        source = read_yaml_mapping(source, RosterError, "roster")
     if not isinstance(source, dict):
         raise RosterError(f"{where}: expected a mapping with 'subagents' and 'baselines'")
     data = dict(source)
