@@ -6,7 +6,7 @@ One server per distinct model folder (on CPU the project's student server,
 malformed tool calls included; vLLM where installed with a GPU; as
 :func:`skillgym.training.serving.start_server` picks for ``backend="auto"``). Each served entry's policy
 becomes ``openai:MODEL@URL``, keeping its generation options (``max_new_tokens`` becomes the
-request's ``max_tokens``; ``temperature`` and ``top_p`` pass as they are).
+request's ``max_tokens``; ``temperature`` (0, greedy, unless the spec sets it) and ``top_p`` pass on).
 
 On vLLM, subagents whose models are LoRA adapters of the same base share one server that
 loads every adapter (:func:`skillgym.training.serving.start_lora_server`); each entry's
@@ -63,6 +63,9 @@ def serve_roster(
                     timeout=timeout,
                 )
             options: dict[str, Any] = {_SAMPLING[k]: v for k, v in spec.options.items() if k in _SAMPLING}
+            # In process an hf: student decodes greedily unless told; say so to the server, since
+            # vLLM (unlike the student server) samples at temperature 1 by default.
+            options.setdefault("temperature", 0)
             query = "&".join(f"{k}={v}" for k, v in sorted(options.items()))
             served = handles[spec.path].policy_spec + (f"?{query}" if query else "")
             entries.append(entry.model_copy(update={"policy": str(parse_policy_spec(served))}))

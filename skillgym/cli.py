@@ -177,7 +177,8 @@ def _doctor_report() -> dict[str, dict[str, Any]]:
             except Exception:
                 version = "installed"
         report[extra] = {"ok": spec is not None, "detail": version or "not installed"}
-    report["transformers serve"] = _serve_check()
+    report["skillgym serve (CPU student server)"] = _serve_check(_STUDENT_SERVER_MODULES)
+    report["transformers serve (optional backend)"] = _serve_check(_SERVE_MODULES)
     from skillgym.skills.search import available_modes
 
     for mode, (ok, why) in available_modes().items():
@@ -185,18 +186,20 @@ def _doctor_report() -> dict[str, dict[str, Any]]:
     return report
 
 
+# What the project's student server (the CPU default of `skillgym serve`) imports.
+_STUDENT_SERVER_MODULES = ("transformers", "torch", "fastapi", "uvicorn")
 # What `transformers serve` imports before it starts (its own check, `is_serve_available`, asks
-# for exactly these); without them `skillgym serve` dies with transformers' ImportError.
+# for exactly these); without them `skillgym serve --backend transformers` dies with an ImportError.
 _SERVE_MODULES = ("transformers", "torch", "fastapi", "uvicorn", "openai", "pydantic")
 
 
-def _serve_check() -> dict[str, Any]:
-    """Whether `transformers serve` (the CPU serving backend) can start, and how to fix it."""
-    missing = [m for m in _SERVE_MODULES if importlib.util.find_spec(m) is None]
+def _serve_check(modules: tuple[str, ...]) -> dict[str, Any]:
+    """Whether a serving backend that needs ``modules`` can start, and how to fix it."""
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if missing:
         fix = "pip install 'skillgym[serve]' (or bash scripts/setup.sh)"
         return {"ok": False, "detail": f"cannot start: missing {', '.join(missing)}; {fix}"}
-    return {"ok": True, "detail": "can start (fastapi, uvicorn, openai installed)"}
+    return {"ok": True, "detail": f"can start ({', '.join(modules)} installed)"}
 
 
 _mount("skillgym.sandbox.cli", "sandbox", "Manage sandboxes: gc, build.")

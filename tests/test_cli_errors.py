@@ -135,18 +135,18 @@ def test_eval_against_an_unreachable_server_fails_loudly(tmp_path: Path):
     assert as_json.exit_code == 1  # resumed from the stored failed records: still an error, also with --json
 
 
-def test_doctor_says_whether_transformers_serve_can_start(monkeypatch: pytest.MonkeyPatch):
+def test_doctor_says_whether_each_serving_backend_can_start(monkeypatch: pytest.MonkeyPatch):
     import skillgym.cli as core_cli
 
     code, text = _invoke(["doctor", "--json"])
     report = json.loads(runner.invoke(app, ["doctor", "--json"]).output)
-    # scripts/setup.sh installs the `serve` extra, so on a set-up machine it can start.
-    assert code == 0 and report["transformers serve"] == {
+    # scripts/setup.sh installs the `serve` extra, so on a set-up machine both can start.
+    assert code == 0 and report["skillgym serve (CPU student server)"] == {
         "ok": True,
-        "detail": "can start (fastapi, uvicorn, openai installed)",
+        "detail": "can start (transformers, torch, fastapi, uvicorn installed)",
     }
-    monkeypatch.setattr(core_cli, "_SERVE_MODULES", (*core_cli._SERVE_MODULES, "skillgym_no_such_module"))
-    check = core_cli._serve_check()
+    assert report["transformers serve (optional backend)"]["ok"]
+    check = core_cli._serve_check((*core_cli._STUDENT_SERVER_MODULES, "skillgym_no_such_module"))
     assert not check["ok"] and "missing skillgym_no_such_module" in check["detail"]
     assert "pip install 'skillgym[serve]'" in check["detail"]
 

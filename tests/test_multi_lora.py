@@ -140,8 +140,8 @@ def test_a_roster_of_adapters_on_one_base_gets_one_server(tmp_path, monkeypatch)
         assert len(handles) == 1
         policies = {entry.name: entry.policy for entry in served.subagents}
         assert policies == {
-            "explorer": "openai:explorer@http://127.0.0.1:9/v1",
-            "research": "openai:research@http://127.0.0.1:9/v1",
+            "explorer": "openai:explorer@http://127.0.0.1:9/v1?temperature=0",
+            "research": "openai:research@http://127.0.0.1:9/v1?temperature=0",
             "big": "expert",
         }
     finally:

@@ -781,7 +781,7 @@ def test_served_student_subagent_over_http(untrained_student, tmp_path):
     served, handles = serve_roster(roster, backend="transformers", log_dir=tmp_path, timeout=240)
     try:
         policy = served.get("codebase-explorer").policy
-        assert policy.startswith("openai:") and policy.endswith("?max_tokens=24") and len(handles) == 1
+        assert policy.startswith("openai:") and policy.endswith("?max_tokens=24&temperature=0") and len(handles) == 1
         env = skillgym.make(
             "orchestrator-v0", roster=served, tasks="codebase-explorer-v0", task_limit=2, split="test", backend="local"
         )

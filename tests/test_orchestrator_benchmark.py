@@ -85,7 +85,7 @@ def test_served_policy_runs_the_student_behind_http(tiny_student, capsys):
     assert main(["--json", "--part", "accuracy", "--tasks", "2", "--policies", policy, "--sandbox", "local"]) == 0
     (row,) = json.loads(capsys.readouterr().out)["accuracy"]
     assert row["policy"] == policy and row["served_as"].startswith(f"openai:{tiny_student.name}@http://127.0.0.1:")
-    assert row["served_as"].endswith("?max_tokens=8")
+    assert row["served_as"].endswith("?max_tokens=8&temperature=0")
     assert row["lost_episodes"] == 0 and row["failed_standalone"] == 0 and row["rollup_sums_ok"]
     assert row["subagent_tokens"] > 0 and row["same_outcome"] == 2
     left = {p.pid for p in psutil.Process().children(recursive=True)} - before
