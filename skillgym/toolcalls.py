@@ -532,6 +532,7 @@ def validate_arguments(name: str, args: dict[str, Any], model: type[BaseModel]) 
 # The Qwen3/Hermes markup of one call, as the Qwen3 chat template writes it:
 #   <tool_call>\n{"name": "NAME", "arguments": ARGUMENTS_JSON}\n</tool_call>
 _RENDERED_OPEN, _RENDERED_CLOSE = TOOL_CALL_OPEN + "\n", "\n" + TOOL_CALL_CLOSE
+_ESCAPED_CLOSE = TOOL_CALL_CLOSE.replace("</", "<\\/")
 _RENDERED_BODY_RE = re.compile(r'\{"name": "(?P<name>[^"]*)", "arguments": (?P<args>.*)\}', re.DOTALL)
 
 
@@ -546,7 +547,12 @@ def render_tool_call_text(name: str, arguments: dict[str, Any] | str) -> str:
     Returns:
         ``<tool_call>\n{"name": ..., "arguments": ...}\n</tool_call>``.
     """
-    args = arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False, default=str)
+    if isinstance(arguments, str):
+        args = arguments
+    else:
+        # A value holding the closing tag (an answer that quotes a tool call) would end the block
+        # early for every reader; JSON's "\/" escape keeps the text and the parsed value the same.
+        args = json.dumps(arguments, ensure_ascii=False, default=str).replace(TOOL_CALL_CLOSE, _ESCAPED_CLOSE)
     return f'{_RENDERED_OPEN}{{"name": {json.dumps(name, ensure_ascii=False)}, "arguments": {args}}}{_RENDERED_CLOSE}'
 
 

@@ -6,7 +6,13 @@ import json
 
 import pytest
 
-from skillgym.toolcalls import parse_turn, render_tool_call_text, validate_arguments
+from skillgym.toolcalls import (
+    TOOL_CALL_CLOSE,
+    parse_turn,
+    render_tool_call_text,
+    split_rendered_calls,
+    validate_arguments,
+)
 from skillgym.tools import BUILTIN_TOOLS
 
 GREP = {"name": "grep", "arguments": {"pattern": "def foo"}}
@@ -361,3 +367,14 @@ def test_numeric_strings_are_still_numbers():
 def test_validation_messages_stay_short_for_huge_values():
     _, error = validate_arguments("grep", {"pattern": ["x" * 1_000_000]}, BUILTIN_TOOLS["grep"].Args)
     assert len(error) < 500
+
+
+def test_an_argument_holding_the_closing_tag_renders_and_parses_back_whole():
+    """An answer that quotes a tool call (a subagent's reply passed on by an orchestrator) must
+    not end the block early: the rendered JSON escapes the tag, the parsed value is unchanged."""
+    answer = 'it wrote <tool_call>\n{"name": "x"}\n</tool_call> and stopped'
+    text = render_tool_call_text("submit", {"answer": answer})
+    assert text.count(TOOL_CALL_CLOSE) == 1 and text.endswith(TOOL_CALL_CLOSE)
+    (call,) = parse_turn(text).calls
+    assert call.error is None and call.arguments == {"answer": answer}
+    assert split_rendered_calls(text)[1] == [("submit", json.dumps({"answer": answer}).replace("</", "<\\/"))]
