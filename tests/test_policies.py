@@ -390,6 +390,33 @@ def tiny_model():
     return Qwen3ForCausalLM(config), tokenizer
 
 
+def test_hf_policies_load_from_several_threads_at_once(tiny_model, tmp_path):
+    """Orchestrator episodes start their subagents' hf: policies from worker threads; transformers
+    builds models on the meta device through process-wide patches, so unguarded concurrent loads
+    fail ("Cannot copy out of meta tensor")."""
+    import threading
+
+    from skillgym.policies.hf_policy import HFPolicy
+
+    model, tokenizer = tiny_model
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    errors: list[str] = []
+
+    def load() -> None:
+        try:
+            HFPolicy(tmp_path, max_new_tokens=4)
+        except Exception as exc:  # noqa: BLE001 - collected and reported below
+            errors.append(repr(exc))
+
+    threads = [threading.Thread(target=load) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+
+
 @pytest.fixture
 def small_env():
     """The tiny env with two tools: a short prompt keeps CPU generation fast."""

@@ -27,6 +27,11 @@ from skillgym.policies.base import Action, Policy
 from skillgym.policies.hf_batching import BatchedGenerator, GenerationRequest, batching_supported
 from skillgym.types import Message
 
+# transformers builds a model on the "meta" device through process-wide patches of torch, so
+# two threads loading at once (subagents of several orchestrator episodes) break each other
+# ("Cannot copy out of meta tensor"); loads take turns.
+_LOADING = threading.Lock()
+
 EPISODE_INDEX_KEY = "hf_policy_episode"  # set in info by HFPolicy.reset (see there)
 
 
@@ -62,16 +67,17 @@ class HFPolicy(Policy):
         batch_wait_s: float = 0.002,
         prefix_cache: bool = True,
     ):
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        with _LOADING:  # transformers' lazy first import is not thread-safe either
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        if isinstance(path_or_model, (str, Path)):
-            self.model = AutoModelForCausalLM.from_pretrained(str(path_or_model))
-            self.policy_id = f"hf:{path_or_model}"
-            tokenizer = tokenizer or AutoTokenizer.from_pretrained(str(path_or_model))
-        else:
-            self.model = path_or_model
-            self.policy_id = f"hf:{getattr(getattr(path_or_model, 'config', None), 'name_or_path', '') or 'model'}"
+            if isinstance(path_or_model, (str, Path)):
+                self.model = AutoModelForCausalLM.from_pretrained(str(path_or_model))
+                self.policy_id = f"hf:{path_or_model}"
+                tokenizer = tokenizer or AutoTokenizer.from_pretrained(str(path_or_model))
+            else:
+                self.model = path_or_model
+                self.policy_id = f"hf:{getattr(getattr(path_or_model, 'config', None), 'name_or_path', '') or 'model'}"
         if tokenizer is None:
             raise ValueError("HFPolicy got a model object but no tokenizer: pass tokenizer=")
         self.tokenizer = tokenizer
