@@ -16,9 +16,9 @@ if ! $PY -c "import torch" 2>/dev/null; then
 fi
 
 # 2. The package and its extras (editable, so the checkout is what runs). `serve` brings what
-#    `transformers serve` needs (FastAPI, uvicorn, openai): without it `skillgym serve` fails.
+#    the CPU student server needs (FastAPI, uvicorn): without it `skillgym serve` fails.
 log "installing skillgym and its extras"
-$PY -m pip install -q -e ".[rollouts,train,serve,skills,dev,adapters]"
+$PY -m pip install -q -e ".[rollouts,train,serve,skills,bench,dev,adapters]"
 # OpenEnv's client (openenv: fastmcp 3, so mcp<2) cannot share an environment with verifiers
 # (mcp==2.0.0): it gets its own venv, which tests/test_adapters_openenv.py drives.
 OPENENV_VENV=${SKILLGYM_OPENENV_VENV:-$HOME/.cache/skillgym/openenv-venv}
