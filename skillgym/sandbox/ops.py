@@ -396,7 +396,18 @@ def sweep() -> None:
     except OSError:
         pass
     uid, gid = _TOOL_IDS
-    pid = os.fork()
+    for _ in range(200):
+        try:
+            pid = os.fork()
+            break
+        except BlockingIOError:
+            # A fork bomb holds every process the sandbox's pids limit allows, the executor's
+            # own fork included: kill what can be found from here, then try again.
+            _kill_uid_by_scan(uid)
+            time.sleep(0.005)
+    else:
+        _kill_uid_by_scan(uid)
+        return
     if pid == 0:  # child: never returns into the executor's loop
         try:
             if os.geteuid() != 0 and os.getuid() == 0:
@@ -411,6 +422,20 @@ def sweep() -> None:
         finally:
             os._exit(0)
     os.waitpid(pid, 0)
+
+
+def _kill_uid_by_scan(uid: int) -> None:
+    """SIGKILL every process of ``uid`` listed in /proc (a slower, racier sweep that needs no fork)."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/status", encoding="ascii", errors="replace") as status:
+                owner = next((line.split()[1] for line in status if line.startswith("Uid:")), None)
+            if owner == str(uid):
+                os.kill(int(entry), signal.SIGKILL)
+        except (OSError, ValueError, IndexError):
+            pass  # gone meanwhile, or not ours to read
 
 
 def read_file(root: str, path: str, offset: int = 1, limit: int = MAX_READ_LINES) -> dict:
