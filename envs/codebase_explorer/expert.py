@@ -320,11 +320,18 @@ class ExpertPolicy(Policy):
 
     # -- which module defines constant K ------------------------------------------------------------
     def _start_constant(self) -> str:
+        return self._grep_assignment(self._constant_found)
+
+    def _grep_assignment(self, then: Callable[[str], str]) -> str:
         name = self._meta["symbol"]
         args = {"pattern": rf"^{name}\s*=", "path": REPO, "glob": "*.py"}
-        return self._call(f"Find the assignment of `{name}`.", "grep", args, self._constant_found)
+        return self._call(f"Find the assignment of `{name}`.", "grep", args, then)
 
     def _constant_found(self, output: str) -> str:
+        return self._answer_constant(output, "The assignment shows module and value.", module_of)
+
+    def _answer_constant(self, output: str, thought: str, module: Callable[[str], str]) -> str:
+        """Answer ``MODULE: VALUE`` from the first assignment grep found (``module`` names the file)."""
         hits = grep_hits(output)
         if not hits:
             return self._submit("The search found no assignment.", "not found")
@@ -334,7 +341,7 @@ class ExpertPolicy(Policy):
             value = ast.get_source_segment(text, node.value)  # type: ignore[attr-defined]
         except (SyntaxError, IndexError, AttributeError):
             value = text.split("=", 1)[1].strip()
-        return self._submit("The assignment shows module and value.", f"{module_of(path)}: {value}")
+        return self._submit(thought, f"{module(path)}: {value}")
 
     # -- explore: the search recipes, with every written string copied from what was seen ---------
     def _explore_methods(self) -> str:
@@ -354,21 +361,11 @@ class ExpertPolicy(Policy):
         return self._call("Count the method lines of the class.", "bash", {"command": command}, self._submit_printed)
 
     def _explore_constant(self) -> str:
-        name = self._meta["symbol"]
-        args = {"pattern": rf"^{name}\s*=", "path": REPO, "glob": "*.py"}
-        return self._call(f"Find the assignment of `{name}`.", "grep", args, self._constant_found_explore)
+        return self._grep_assignment(self._constant_found_explore)
 
     def _constant_found_explore(self, output: str) -> str:
-        hits = grep_hits(output)
-        if not hits:
-            return self._submit("The search found no assignment.", "not found")
-        path, _, text = hits[0]
-        try:
-            node = ast.parse(text).body[0]
-            value = ast.get_source_segment(text, node.value)  # type: ignore[attr-defined]
-        except (SyntaxError, IndexError, AttributeError):
-            value = text.split("=", 1)[1].strip()
-        return self._submit("The file path names the module.", f"{path}: {value}")
+        # The path as grep printed it: a dotted module name would be a string the trace never showed.
+        return self._answer_constant(output, "The file path names the module.", lambda path: path)
 
 
 def _last_tool_output(observation: list[Message]) -> str:
