@@ -23,7 +23,14 @@ from skillgym.sandbox.base import Sandbox, SandboxError
 from skillgym.sandbox.ops import OpError, truncate
 from skillgym.spaces import AssistantAction, ChatObservation
 from skillgym.spec import EnvSpec
-from skillgym.toolcalls import ParsedCall, ParsedTurn, parse_turn, replace_lone_surrogates, validate_arguments
+from skillgym.toolcalls import (
+    ParsedCall,
+    ParsedTurn,
+    assistant_message,
+    parse_turn,
+    replace_lone_surrogates,
+    validate_arguments,
+)
 from skillgym.tools import get_tools
 from skillgym.tools.base import Tool
 from skillgym.tools.skill import LoadSkill
@@ -236,7 +243,7 @@ class SkillEnv(gym.Env[list[Message], Any]):
             errors.extend(ToolError(turn=self._turn, tool=None, error=e) for e in parsed.errors)
             errors.extend(ToolError(turn=self._turn, tool=c.name, error=c.error) for c in broken if c.error)
         else:
-            self._messages.append(_assistant_message(parsed.content, parsed.reasoning, parsed.calls))
+            self._messages.append(assistant_message(parsed.content, parsed.reasoning, parsed.calls))
             if not parsed.calls:
                 answer = parsed.content
             for call in parsed.calls:
@@ -484,22 +491,6 @@ def seen_skill_hash(spec: EnvSpec) -> str | None:
     if spec.skill is None or spec.instruction_mode == "none":
         return None
     return spec.skill.content_hash
-
-
-def _assistant_message(content: str, reasoning: str | None, calls: list[ParsedCall]) -> Message:
-    message: Message = {"role": "assistant", "content": content}
-    if reasoning:
-        message["reasoning_content"] = reasoning
-    if calls:
-        message["tool_calls"] = [
-            {
-                "id": c.id,
-                "type": "function",
-                "function": {"name": c.name, "arguments": json.dumps(c.arguments, ensure_ascii=False)},
-            }
-            for c in calls
-        ]
-    return message
 
 
 def _assistant_raw(action: Any, parsed: ParsedTurn) -> Message:

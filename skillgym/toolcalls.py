@@ -26,6 +26,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
+from skillgym.types import Message
+
 TOOL_CALL_OPEN = "<tool_call>"
 TOOL_CALL_CLOSE = "</tool_call>"
 _THINK_RE = re.compile(r"<think>(.*?)(?:</think>|\Z)", re.DOTALL)
@@ -611,3 +613,21 @@ def _rendered_blocks(text: str) -> list[tuple[str, str]] | None:
         calls.append((match["name"], match["args"]))
         position = end + len(_RENDERED_CLOSE)
     return calls or None
+
+
+def assistant_message(content: str, reasoning: str | None, calls: list[ParsedCall]) -> Message:
+    """The OpenAI-format assistant message of a parsed turn: its text, its reasoning if any, and
+    ``calls`` (the ones that will run) with their arguments as JSON text."""
+    message: Message = {"role": "assistant", "content": content}
+    if reasoning:
+        message["reasoning_content"] = reasoning
+    if calls:
+        message["tool_calls"] = [
+            {
+                "id": c.id,
+                "type": "function",
+                "function": {"name": c.name, "arguments": json.dumps(c.arguments, ensure_ascii=False)},
+            }
+            for c in calls
+        ]
+    return message

@@ -28,7 +28,7 @@ from typing import Any
 
 from skillgym.policies.base import Policy
 from skillgym.sandbox.base import Sandbox
-from skillgym.toolcalls import parse_turn, render_tool_call_text
+from skillgym.toolcalls import assistant_message, parse_turn, render_tool_call_text
 from skillgym.types import Message
 
 from .wheels import BFCL, ensure_files
@@ -275,13 +275,7 @@ def run_entry(entry: BfclEntry, policy: Policy, sandbox: Sandbox) -> EntryOutcom
             action = policy.act(messages, info)
             parsed = parse_turn(action, call_id_prefix=f"t{turn}")
             good = [c for c in parsed.calls if c.name and c.error is None]
-            message: Message = {"role": "assistant", "content": parsed.content}
-            if good:
-                message["tool_calls"] = [
-                    {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": json.dumps(c.arguments)}}
-                    for c in good
-                ]
-            messages.append(message)
+            messages.append(assistant_message(parsed.content, None, good))
             made = [[c.name, [], dict(c.arguments or {})] for c in good]
             if not made:
                 break

@@ -28,7 +28,7 @@ from math import comb
 from typing import Any
 
 from skillgym.policies.base import Policy
-from skillgym.toolcalls import parse_turn, render_tool_call_text
+from skillgym.toolcalls import assistant_message, parse_turn, render_tool_call_text
 from skillgym.types import Message
 
 from .wheels import TAU2, ensure_files
@@ -166,13 +166,7 @@ def run_conversation(
         while True:  # the agent's tool calls, until it speaks to the user
             parsed = parse_turn(agent.act(messages, {"tools": tool_schemas or [], "task_id": convo.task_id}))
             good = [c for c in parsed.calls if c.name and c.error is None]
-            message: Message = {"role": "assistant", "content": parsed.content}
-            if good:
-                message["tool_calls"] = [
-                    {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": json.dumps(c.arguments)}}
-                    for c in good
-                ]
-            messages.append(message)
+            messages.append(assistant_message(parsed.content, None, good))
             if not good:
                 break
             for call in good:
