@@ -178,14 +178,18 @@ class HFPolicy(Policy):
 
     def _request(self, observation: list[Message], info: dict[str, Any]) -> tuple[list[int], GenerationRequest]:
         prompt = self.prompt_ids(observation, info)
+        seeded = self.temperature > 0 and self.seed is not None
+        return prompt, self._generation_request(prompt, self._turn_seed(observation, info) if seeded else None)
+
+    def _generation_request(self, prompt: list[int], seed: int | None) -> GenerationRequest:
+        """One turn's request: greedy unless ``temperature > 0`` (then ``seed``, if any, fixes the draw)."""
         sample = self.temperature > 0
-        seed = self._turn_seed(observation, info) if sample and self.seed is not None else None
-        return prompt, GenerationRequest(
+        return GenerationRequest(
             prompt=prompt,
             max_new_tokens=self.max_new_tokens,
             temperature=self.temperature if sample else 0.0,
             top_p=self.top_p,
-            seed=seed,
+            seed=seed if sample else None,
             stop_ids=frozenset(self.end_ids),
         )
 
@@ -251,17 +255,8 @@ class HFPolicy(Policy):
         """One ``model.generate`` call behind the lock (the path before batching)."""
         prompt = self.prompt_ids(observation, info)
         self._turn += 1
-        sample = self.temperature > 0
-        seed = self.seed * 100_003 + self._turn if sample and self.seed is not None else None
-        request = GenerationRequest(
-            prompt=prompt,
-            max_new_tokens=self.max_new_tokens,
-            temperature=self.temperature if sample else 0.0,
-            top_p=self.top_p,
-            seed=seed,
-            stop_ids=frozenset(self.end_ids),
-        )
-        return self._action(prompt, self._generate_unbatched(request))
+        seed = self.seed * 100_003 + self._turn if self.seed is not None else None
+        return self._action(prompt, self._generate_unbatched(self._generation_request(prompt, seed)))
 
     def _generate_unbatched(self, request: GenerationRequest) -> list[int]:
         torch = self._torch
