@@ -11,7 +11,8 @@ Where the work happens. Every call is a coroutine (:func:`skillgym.episode.arun_
 one event loop that lives in a daemon thread for the whole process, so several calls made in
 one assistant turn run concurrently, and 32 orchestrator episodes x 4 calls still share one
 loop. Each running call holds a *slot*: an env (its own sandbox) and a policy, plus a
-one-thread executor where that env's blocking work runs. A slot whose call ended cleanly goes
+one-thread executor where that env's blocking work runs. An in-process model (``hf:``) is
+loaded once per process and shared by every slot that names it, so concurrent calls batch. A slot whose call ended cleanly goes
 back to an idle list (the next call reuses its sandbox: ``reset`` empties the workspace); a
 slot whose call timed out or failed is closed on its own executor, i.e. only after any env
 call still in flight has returned, so a cancelled episode can never start a fresh sandbox
@@ -41,7 +42,7 @@ from skillgym.env import SkillEnv, approx_tokens
 from skillgym.episode import EpisodeState, arun_episode
 from skillgym.graders.base import Grader
 from skillgym.policies.base import Policy
-from skillgym.policies.spec import make_policy
+from skillgym.policies.spec import make_policy, parse_policy_spec
 from skillgym.registry import make_spec
 from skillgym.sandbox.base import Sandbox
 from skillgym.sandbox.ops import VIRTUAL_ROOT, OpError
@@ -219,11 +220,48 @@ _KNOWN = _KnownTasks()
 # -- slots ----------------------------------------------------------------------------------------
 
 
+class _SharedModels:
+    """In-process models (``hf:`` specs), loaded once per process and shared by every slot that
+    names them, counted by users and closed when the last one goes.
+
+    One model per slot would load a copy per concurrent call (and per orchestrator env), and
+    the copies could not batch; one shared :class:`~skillgym.policies.hf_policy.HFPolicy`
+    batches the turns of every call in flight, as a rollout worker's shared policy does.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._models: dict[str, tuple[Policy, int]] = {}
+
+    @staticmethod
+    def shares(spec: str) -> bool:
+        return parse_policy_spec(spec).kind == "hf"
+
+    def acquire(self, spec: str, env: SkillEnv) -> Policy:
+        with self._lock:  # a second caller waits for the first one's load instead of loading again
+            policy, users = self._models.get(spec) or (make_policy(spec, env), 0)
+            self._models[spec] = (policy, users + 1)
+            return policy
+
+    def release(self, spec: str) -> None:
+        with self._lock:
+            policy, users = self._models[spec]
+            if users > 1:
+                self._models[spec] = (policy, users - 1)
+                return
+            del self._models[spec]
+        policy.close()
+
+
+_SHARED_MODELS = _SharedModels()
+
+
 @dataclass
 class _Slot:
     env: SkillEnv
     policy: Policy
     executor: concurrent.futures.ThreadPoolExecutor
+    shared_spec: str | None = None  # set when the policy is a shared in-process model
 
     def close(self) -> None:
         """Release the policy's connections and the env's sandbox (never on the subagent loop's
@@ -234,7 +272,8 @@ class _Slot:
                 asyncio.run_coroutine_threadsafe(aclose(), _loop()).result(timeout=10)
             except Exception:  # a session that will not close must not keep the sandbox alive
                 pass
-        for closer in (self.policy.close, self.env.close):
+        release = (lambda: _SHARED_MODELS.release(self.shared_spec)) if self.shared_spec else self.policy.close
+        for closer in (release, self.env.close):
             try:
                 closer()
             except Exception:  # closing must go on: a second resource may still need releasing
@@ -407,6 +446,9 @@ class SubagentRunner:
             env = SkillEnv(subagent_spec(entry), **self.env_kwargs)
             try:
                 env.sandbox  # noqa: B018 - start it now: a cold sandbox start is not the episode's time
+                if _SHARED_MODELS.shares(entry.policy):
+                    policy = _SHARED_MODELS.acquire(entry.policy, env)
+                    return _Slot(env=env, policy=policy, executor=executor, shared_spec=entry.policy)
                 return _Slot(env=env, policy=make_policy(entry.policy, env), executor=executor)
             except Exception:
                 env.close()

@@ -597,6 +597,39 @@ def test_untrained_student_subagent_plays_exactly_its_standalone_episode(untrain
         assert child.usage.total_tokens > 0
 
 
+def test_in_process_subagent_model_is_loaded_once_shared_and_released(untrained_student):
+    """Concurrent calls from two orchestrator envs' runners use one loaded model (so their turns
+    batch), play as a call alone does, and the model is closed when the last runner closes."""
+    from skillgym.orchestrator.roster import SubagentConfig
+    from skillgym.orchestrator.runner import _SHARED_MODELS, SubagentRunner
+
+    entry = SubagentConfig(
+        name="codebase-explorer",
+        env="codebase-explorer-v0",
+        env_args={"backend": "local", "max_turns": 2},
+        policy=untrained_student,
+        description="Answers questions about a Python codebase.",
+    )
+    prompts = [t.prompt for t in cached_spec("codebase-explorer-v0", {"backend": "local"}).tasks.tasks("test")[:2]]
+    runners = [SubagentRunner(), SubagentRunner()]
+    try:
+        handles = [(runner, runner.start(entry, prompt, {})) for runner in runners for prompt in prompts]
+        results = [runner.finish(handle) for runner, handle in handles]
+        assert all(r.child is not None and r.child.status != "failed" for r in results), [r.status for r in results]
+        policies = {id(slot.policy) for runner in runners for slots in runner._idle.values() for slot in slots}
+        assert len(policies) == 1 and _SHARED_MODELS._models[untrained_student][1] == 4
+        alone = SubagentRunner()
+        try:
+            single = alone.call(entry, prompts[0])
+        finally:
+            alone.close()
+        assert single.child.messages == results[0].child.messages == results[2].child.messages
+    finally:
+        for runner in runners:
+            runner.close()
+    assert untrained_student not in _SHARED_MODELS._models
+
+
 def test_cli_play_json_then_show_tree(tmp_path):
     from typer.testing import CliRunner
 

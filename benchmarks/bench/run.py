@@ -177,13 +177,6 @@ def run_bench(
                 on_stage(baseline.name, f"skipped: {reason}")
             continue
         played = baseline.apply(roster)
-        lanes = concurrency
-        if lanes > 1 and any(parse_policy_spec(s.policy).kind == "hf" for s in played.subagents):
-            # Each orchestrator env loads its in-process models itself, and transformers fails
-            # when several threads load at once ("Cannot copy out of meta tensor"): one lane.
-            lanes = 1
-            if on_stage:
-                on_stage(baseline.name, "in-process hf: subagents: one episode at a time (serve them for more)")
         config = RolloutConfig(
             env=BENCH_ENV,
             env_kwargs={
@@ -197,7 +190,7 @@ def run_bench(
             policy=orchestrator,
             split="test",
             n_tasks=n_tasks,
-            concurrency=lanes,
+            concurrency=concurrency,
             seed=seed,
             max_attempts=1,  # a failed episode is a result (a subagent that crashed), not a retry
             out=baseline_dir(out, bench, baseline.name),
