@@ -135,15 +135,27 @@ def trl_environment(env_id: str, **env_kwargs: Any) -> type[SkillEnvAdapter]:
     )
 
 
-def grpo_dataset(env_id: str, split: str = "train", n: int | None = None, **env_kwargs: Any):
+def grpo_dataset(
+    env_id: str, split: str = "train", n: int | None = None, task_ids: list[str] | None = None, **env_kwargs: Any
+):
     """Rows for GRPO: the env's system prompt and an empty user turn that ``reset`` fills
-    with the task prompt, plus the ``task_id`` that ``reset`` receives."""
+    with the task prompt, plus the ``task_id`` that ``reset`` receives. ``task_ids`` keeps only
+    those tasks of the split (then ``n`` caps how many)."""
     from datasets import Dataset
 
     import skillgym
 
     spec = skillgym.make_spec(env_id, **env_kwargs)
-    tasks = list(spec.tasks.tasks(split))[:n]
+    tasks = list(spec.tasks.tasks(split))
+    if task_ids is not None:
+        wanted = set(task_ids)
+        unknown = wanted - {t.id for t in tasks}
+        if unknown:
+            raise ValueError(
+                f"{env_id}: {len(unknown)} task ids are not in its {split!r} split, e.g. {sorted(unknown)[0]!r}"
+            )
+        tasks = [t for t in tasks if t.id in wanted]
+    tasks = tasks[:n]
     system = system_prompt_for(spec)
     head = [{"role": "system", "content": system}] if system else []
     return Dataset.from_list([{"prompt": head + [{"role": "user", "content": ""}], "task_id": t.id} for t in tasks])

@@ -45,6 +45,13 @@ class GRPORecipe(BaseModel):
     env_kwargs: dict[str, Any] = Field(default_factory=dict)
     split: str = "train"
     n_tasks: int | None = Field(default=None, ge=1, description="Dataset rows (tasks) to draw prompts from.")
+    learnable_from: Path | None = Field(
+        default=None,
+        description=(
+            "A `skillgym rollout --samples K` run of the starting model (sampling, temperature > 0) on "
+            "this env and split: only tasks whose samples got different rewards become prompts."
+        ),
+    )
     output_dir: Path = Path("runs/grpo")
     lora: LoraSpec | None = None
     grpo: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for trl.GRPOConfig.")
@@ -53,6 +60,10 @@ class GRPORecipe(BaseModel):
 class GRPOResult(BaseModel):
     output_dir: str
     steps: int
+    prompts: int = Field(default=0, description="Tasks GRPO drew prompts from (after the learnability filter).")
+    learnable: dict[str, int] | None = Field(
+        default=None, description="The filter's tally: tasks sampled, always right, always wrong, mixed (kept)."
+    )
     rewards: list[float] = Field(description="Mean env reward of each logged step.")
     wall_seconds: float
 
@@ -65,6 +76,41 @@ def load_grpo_recipe(path: str | Path | None, overrides: list[str] | None = None
         return GRPORecipe.model_validate(data)
     except ValidationError as exc:
         raise RecipeError(f"{path or '<recipe>'}: {validation_message(exc)}") from None
+
+
+def learnable_tasks(run_dir: Path) -> tuple[list[str], dict[str, int]]:
+    """The learnability filter: tasks a model solves sometimes but not always.
+
+    A GRPO group whose completions all get the same reward has zero advantage everywhere and
+    teaches nothing; on a task the model always solves or never solves, that is every group.
+    ``run_dir`` is a rollout run of the starting model with several samples per task.
+
+    Returns:
+        The task ids whose samples got different rewards (in the run's order), and a tally:
+        ``sampled``, ``always_right``, ``always_wrong``, ``mixed``.
+
+    Raises:
+        ValueError: the run holds no task with two or more samples.
+    """
+    from skillgym.rollouts.store import iter_trajectories
+
+    rewards: dict[str, list[float]] = {}
+    for trajectory in iter_trajectories(Path(run_dir)):
+        rewards.setdefault(trajectory.task_id, []).append(float(trajectory.reward or 0.0))
+    sampled = {task: values for task, values in rewards.items() if len(values) >= 2}
+    if not sampled:
+        raise ValueError(
+            f"{run_dir}: no task has two or more samples; make the run with `skillgym rollout ... --samples 4` "
+            "and a sampling policy (hf:MODEL?temperature=1&seed=0)"
+        )
+    mixed = [task for task, values in sampled.items() if min(values) != max(values)]
+    tally = {
+        "sampled": len(sampled),
+        "always_right": sum(1 for v in sampled.values() if min(v) == max(v) and v[0] >= 1.0),
+        "always_wrong": sum(1 for v in sampled.values() if min(v) == max(v) and v[0] < 1.0),
+        "mixed": len(mixed),
+    }
+    return mixed, tally
 
 
 def train_grpo(recipe: GRPORecipe, log: Callable[[str], None] | None = None) -> GRPOResult:
@@ -90,7 +136,16 @@ def train_grpo(recipe: GRPORecipe, log: Callable[[str], None] | None = None) -> 
             task_type="CAUSAL_LM",
         )
     env_kwargs = {"split": recipe.split, **recipe.env_kwargs}
-    dataset = grpo_dataset(recipe.env, n=recipe.n_tasks, **env_kwargs)
+    task_ids, tally = None, None
+    if recipe.learnable_from is not None:
+        task_ids, tally = learnable_tasks(recipe.learnable_from)
+        say(f"learnability filter: {tally['mixed']} of {tally['sampled']} sampled tasks have mixed rewards ({tally})")
+        if not task_ids:
+            raise ValueError(
+                f"{recipe.learnable_from}: no task is sometimes right and sometimes wrong ({tally}); "
+                "GRPO would get no signal: sample more tasks, more samples per task, or at a higher temperature"
+            )
+    dataset = grpo_dataset(recipe.env, n=recipe.n_tasks, task_ids=task_ids, **env_kwargs)
     environment = trl_environment(recipe.env, **env_kwargs)
     import torch
 
@@ -114,6 +169,8 @@ def train_grpo(recipe: GRPORecipe, log: Callable[[str], None] | None = None) -> 
     result = GRPOResult(
         output_dir=str(out),
         steps=trainer.state.global_step,
+        prompts=len(dataset),
+        learnable=tally,
         rewards=rewards,
         wall_seconds=round(time.perf_counter() - started, 1),
     )
