@@ -247,6 +247,35 @@ def test_conversation_text_reads_export_rows(dataset_dir):
     assert conversation_text(row).startswith("<|im_start|>system\n" + SYSTEM)
 
 
+def test_extra_datasets_add_every_train_row_after_the_budget(dataset_dir, tmp_path):
+    """An orchestrator's calls (another export folder) join the SFT data in full, on top of
+    max_train_examples; a folder that does not exist is named in the error."""
+    from datasets import Dataset, DatasetDict
+
+    from skillgym.training.recipes import SFTRecipe
+    from skillgym.training.sft import load_sft_dataset
+
+    rows = [
+        {"messages": _conversation(100 + i), "tools": json.dumps(TOOLS), "skill_hash": "sha256:calls"} for i in range(5)
+    ]
+    calls = tmp_path / "calls"
+    DatasetDict({"train": Dataset.from_list(rows)}).save_to_disk(str(calls))
+    recipe = SFTRecipe(model="tiny", dataset=dataset_dir, extra_datasets=[calls], max_train_examples=10)
+    train, evaluation = load_sft_dataset(recipe)
+    users = [row["messages"][1]["content"] for row in train]
+    assert len(train) == 15 and len(evaluation) == 4
+    assert (
+        sum(
+            "func_10" in u and "_value" in u and u.split("`")[1] in {f"func_{100 + i}_value" for i in range(5)}
+            for u in users
+        )
+        == 5
+    )
+    missing = SFTRecipe(model="tiny", dataset=dataset_dir, extra_datasets=[tmp_path / "nope"])
+    with pytest.raises(FileNotFoundError, match="nope does not exist"):
+        load_sft_dataset(missing)
+
+
 def test_warmup_trains_on_code_outside_the_env_codebase(tokenizer, tmp_path):
     from skillgym.training import TinyModelSpec, build_tiny_model
     from skillgym.training.warmup import WarmupSpec, corpus_files, lm_warmup

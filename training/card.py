@@ -57,7 +57,7 @@ def write_card(path: Path, recipe: SFTRecipe, result: SFTResult, history: list[d
         "Qwen3 training template). It speaks the Qwen3 chat format with `<tool_call>` markup.",
         "",
         "## Data",
-        f"- dataset: `{recipe.dataset}`",
+        f"- dataset: `{recipe.dataset}`" + "".join(f" + `{extra}`" for extra in recipe.extra_datasets),
         f"- conversations: {result.train_examples} train, {result.eval_examples} validation",
         f"- skill hash(es): {', '.join(f'`{h}`' for h in result.skill_hashes) or 'not recorded'}",
         "",

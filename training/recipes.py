@@ -113,6 +113,13 @@ class SFTRecipe(BaseModel):
 
     model: str = Field(description="'tiny' (from scratch) or a Hugging Face id / local folder.")
     dataset: Path | None = Field(default=None, description="Folder written by `skillgym export` (a DatasetDict).")
+    extra_datasets: list[Path] = Field(
+        default_factory=list,
+        description=(
+            "More `skillgym export` folders whose train rows are all added to the dataset's (after "
+            "max_train_examples), e.g. the calls an orchestrator made: `skillgym export RUN --children NAME`."
+        ),
+    )
     output_dir: Path = Path("runs/sft")
     val_fraction: float = Field(
         default=0.05, ge=0, lt=1, description="Held out when the dataset has no validation split."

@@ -66,13 +66,10 @@ class SFTResult(BaseModel):
 
 
 # -- data ------------------------------------------------------------------------------------
-def load_sft_dataset(recipe: SFTRecipe) -> tuple[Any, Any]:
-    """(train, eval) datasets from an export folder; eval is split off when the folder has none."""
+def _load_export(path: Path) -> Any:
+    """A ``skillgym export`` folder as a DatasetDict with a ``train`` split holding ``messages``."""
     from datasets import Dataset, DatasetDict, load_from_disk
 
-    if recipe.dataset is None:
-        raise ValueError("recipe has no dataset: set `dataset:` or pass --set dataset=DIR (a `skillgym export` folder)")
-    path = Path(recipe.dataset)
     if not path.exists():
         raise FileNotFoundError(f"dataset {path} does not exist; create it with `skillgym export RUN_DIR --out {path}`")
     data = load_from_disk(str(path))
@@ -83,6 +80,17 @@ def load_sft_dataset(recipe: SFTRecipe) -> tuple[Any, Any]:
     for column in ("messages",):
         if column not in data["train"].column_names:
             raise ValueError(f"dataset {path} has no {column!r} column; it must come from `skillgym export`")
+    return data
+
+
+def load_sft_dataset(recipe: SFTRecipe) -> tuple[Any, Any]:
+    """(train, eval) datasets from an export folder; eval is split off when the folder has none.
+    The train rows of ``recipe.extra_datasets`` are added after ``max_train_examples``."""
+    from datasets import concatenate_datasets
+
+    if recipe.dataset is None:
+        raise ValueError("recipe has no dataset: set `dataset:` or pass --set dataset=DIR (a `skillgym export` folder)")
+    data = _load_export(Path(recipe.dataset))
     train = data["train"]
     evaluation = data.get("validation")
     if evaluation is None and recipe.val_fraction > 0 and len(train) >= 20:
@@ -92,6 +100,9 @@ def load_sft_dataset(recipe: SFTRecipe) -> tuple[Any, Any]:
         train = train.shuffle(seed=recipe.training.seed).select(range(recipe.max_train_examples))
     keep = [c for c in ("messages", "tools") if c in train.column_names]
     train = train.select_columns(keep)
+    extras = [_load_export(Path(path))["train"].select_columns(keep) for path in recipe.extra_datasets]
+    if extras:
+        train = concatenate_datasets([train, *extras]).shuffle(seed=recipe.training.seed)
     if evaluation is not None:
         evaluation = evaluation.select_columns(keep)
     return train, evaluation
@@ -261,7 +272,7 @@ def train_sft(
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     train, evaluation = load_sft_dataset(recipe)
-    skill_hashes = dataset_skill_hashes(recipe.dataset)
+    skill_hashes = sorted({h for path in [recipe.dataset, *recipe.extra_datasets] for h in dataset_skill_hashes(path)})
     say(f"data: {len(train)} train, {len(evaluation) if evaluation is not None else 0} validation conversations")
     tokenizer = prepare_tokenizer(recipe, train)
     model, peft_config = prepare_model(recipe, tokenizer)
