@@ -264,13 +264,8 @@ def test_extra_datasets_add_every_train_row_after_the_budget(dataset_dir, tmp_pa
     train, evaluation = load_sft_dataset(recipe)
     users = [row["messages"][1]["content"] for row in train]
     assert len(train) == 15 and len(evaluation) == 4
-    assert (
-        sum(
-            "func_10" in u and "_value" in u and u.split("`")[1] in {f"func_{100 + i}_value" for i in range(5)}
-            for u in users
-        )
-        == 5
-    )
+    added = {f"func_{100 + i}_value" for i in range(5)}
+    assert sum(u.split("`")[1] in added for u in users) == 5
     missing = SFTRecipe(model="tiny", dataset=dataset_dir, extra_datasets=[tmp_path / "nope"])
     with pytest.raises(FileNotFoundError, match="nope does not exist"):
         load_sft_dataset(missing)
