@@ -13,6 +13,7 @@ turn to ``get_reward``, so a rollout that never submits scores 0.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import itertools
 import json
@@ -28,9 +29,11 @@ _ids = itertools.count()
 
 
 class SkillEnvAdapter:
-    """Base of the generated classes: holds one SkillEnv and the state of one rollout."""
+    """Base of the generated classes: holds one SkillEnv and the state of one rollout.
+    ``tool_schemas`` are the env's tools exactly as the env offers them (see :func:`match_env_prompts`)."""
 
     _env_factory: Callable[[], SkillEnv]
+    tool_schemas: list[dict[str, Any]] = []
 
     def __init__(self) -> None:
         self._env = type(self)._env_factory()
@@ -118,6 +121,7 @@ def trl_environment(env_id: str, **env_kwargs: Any) -> type[SkillEnvAdapter]:
     probe = skillgym.make(env_id, **env_kwargs)
     try:
         methods = {name: _tool_method(tool) for name, tool in probe.tools.items()}
+        schemas = copy.deepcopy(probe.tool_schemas)
     finally:
         probe.close()
     for reserved in ("reset", "get_reward", "trajectory"):
@@ -130,6 +134,7 @@ def trl_environment(env_id: str, **env_kwargs: Any) -> type[SkillEnvAdapter]:
         {
             **methods,
             "_env_factory": staticmethod(lambda: skillgym.make(env_id, **env_kwargs)),
+            "tool_schemas": schemas,
             "__doc__": f"TRL environment for {env_id}.",
         },
     )
@@ -159,3 +164,60 @@ def grpo_dataset(
     system = system_prompt_for(spec)
     head = [{"role": "system", "content": system}] if system else []
     return Dataset.from_list([{"prompt": head + [{"role": "user", "content": ""}], "task_id": t.id} for t in tasks])
+
+
+def match_env_prompts(trainer: Any, environment: type[SkillEnvAdapter]) -> None:
+    """Make a ``GRPOTrainer`` render its prompts with the env's own tool schemas.
+
+    TRL turns the environment's methods into schemas with transformers' ``get_json_schema``,
+    which writes them differently from the env (key order, no defaults, a ``return`` entry, the
+    tools sorted by name). A student SFT'd on the env's prompts then sees another system block in
+    GRPO than in every eval; a from-scratch student fails there outright (no tool call at all).
+    The methods still run the calls; only the rendered (and parsed-against) schemas change.
+
+    Raises:
+        RuntimeError: the installed TRL keeps its environment tools elsewhere (nothing is changed).
+    """
+    tools = getattr(trainer, "_env_tools", None)
+    if not isinstance(tools, dict) or not tools:
+        raise RuntimeError(
+            "this TRL version does not keep environment tools in GRPOTrainer._env_tools; skillgym cannot render "
+            "the env's tool schemas in GRPO prompts (pin the trl version in pyproject.toml's train extra)"
+        )
+    for name in tools:
+        tools[name] = copy.deepcopy(environment.tool_schemas)
+
+
+def check_env_prompt(tokenizer: Any, row: dict[str, Any], environment: type[SkillEnvAdapter]) -> None:
+    """Check that a GRPO row renders to the very prompt the env gives a policy (same token ids).
+
+    TRL builds the first turn from the dataset row's messages with the reset text appended to
+    the last one, and the tools :func:`match_env_prompts` set; the env builds it from its own
+    observation and schemas. Both must agree, or GRPO trains on prompts no eval ever shows.
+
+    Raises:
+        ValueError: they differ; the message gives the first differing position.
+    """
+    instance = environment()
+    try:
+        env = instance._env
+        observation, info = env.reset(options={"task_id": row["task_id"]})
+        prompt = [dict(m) for m in row["prompt"]]
+        prompt[-1]["content"] = str(prompt[-1].get("content") or "") + instance.reset(**row)
+    finally:
+        instance._close()
+
+    def ids(messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> list[int]:
+        encoded = tokenizer.apply_chat_template(
+            messages, tools=tools or None, add_generation_prompt=True, tokenize=True, return_dict=True
+        )
+        return list(encoded["input_ids"])
+
+    ours, theirs = ids(observation, info.get("tools") or []), ids(prompt, environment.tool_schemas)
+    if ours != theirs:
+        at = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b), min(len(ours), len(theirs)))
+        raise ValueError(
+            f"GRPO's first prompt for task {row['task_id']!r} differs from the env's at token {at} "
+            f"({len(theirs)} vs {len(ours)} tokens): {tokenizer.decode(theirs[at : at + 20])!r} "
+            f"instead of {tokenizer.decode(ours[at : at + 20])!r}"
+        )

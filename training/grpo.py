@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from skillgym.io import read_yaml_mapping, validation_message
 
-from .environment import grpo_dataset, trl_environment
+from .environment import check_env_prompt, grpo_dataset, match_env_prompts, trl_environment
 from .recipes import LoraSpec, RecipeError, parse_overrides, set_dotted
 
 DEFAULT_GRPO = {
@@ -161,6 +161,8 @@ def train_grpo(recipe: GRPORecipe, log: Callable[[str], None] | None = None) -> 
         environment_factory=environment,
         peft_config=peft_config,
     )
+    match_env_prompts(trainer, environment)
+    check_env_prompt(tokenizer, dataset[0], environment)
     trainer.train()
     trainer.save_model(str(out))
     tokenizer.padding_side = "right"

@@ -1,11 +1,12 @@
-"""The GRPO learnability filter: only tasks a model solves sometimes become prompts."""
+"""GRPO on a skillgym env: the learnability filter (only tasks a model solves sometimes become
+prompts) and prompts identical to the env's."""
 
 from __future__ import annotations
 
 import pytest
 
 from skillgym.rollouts.store import TrajectoryStore
-from skillgym.training.environment import grpo_dataset
+from skillgym.training.environment import check_env_prompt, grpo_dataset, trl_environment
 from skillgym.training.grpo import learnable_tasks
 from skillgym.types import Trajectory
 
@@ -53,3 +54,25 @@ def test_grpo_dataset_keeps_the_named_tasks_in_split_order():
     assert rows["task_id"] == [ids[1], ids[4]]
     with pytest.raises(ValueError, match="not in its 'train' split"):
         grpo_dataset("codebase-explorer-v0", task_ids=["no-such-task"], backend="local")
+
+
+def test_grpo_prompts_are_the_envs_own():
+    """The first GRPO prompt, rendered with the schemas match_env_prompts gives TRL, is token for
+    token the env's; TRL's own rendering of the methods (transformers' get_json_schema: other key
+    order, no defaults, tools sorted by name) is not, and the check says where they part."""
+    from transformers.utils import get_json_schema
+
+    from tests.test_chat_template import tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()
+    environment = trl_environment("codebase-explorer-v0", backend="local")
+    row = grpo_dataset("codebase-explorer-v0", n=1, backend="local")[0]
+    check_env_prompt(tokenizer, row, environment)
+
+    methods = [
+        get_json_schema(getattr(environment, name))
+        for name in sorted(s["function"]["name"] for s in environment.tool_schemas)
+    ]
+    as_trl_renders = type("AsTRLRenders", (environment,), {"tool_schemas": methods})
+    with pytest.raises(ValueError, match="differs from the env's at token"):
+        check_env_prompt(tokenizer, row, as_trl_renders)
