@@ -416,6 +416,7 @@ def test_shared_prefix_recipe_trains_and_merges(tiny_converted, tmp_path):
     )
     assert result.steps == 2 and result.train_loss is not None and result.train_tokens > 0
     assert result.merged_dir and (Path(result.merged_dir) / "model.safetensors").is_file()
+    assert 0 < result.trainable_parameters < result.parameters  # the adapters, counted before the merge
 
 
 # -- the real SmolLM2-135M-Instruct ------------------------------------------------------------

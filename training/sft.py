@@ -309,12 +309,13 @@ def train_sft(
     if evaluation is not None:
         eval_loss = trainer.evaluate().get("eval_loss")
 
+    # Counted before saving: merging a LoRA folds the adapters into the base, leaving nothing trainable.
+    model_params = sum(p.numel() for p in trainer.model.parameters())
+    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     merged_dir = _save(trainer, tokenizer, recipe, out)
     history = trainer.state.log_history
     plot_curve(history, out / "training_curve.png", title=f"SFT {recipe.model}")
     tokens = int(trainer.state.num_input_tokens_seen or 0)
-    model_params = sum(p.numel() for p in trainer.model.parameters())
-    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     result = SFTResult(
         output_dir=str(out),
         model_dir=str(out),
