@@ -163,6 +163,10 @@ def test_bundled_recipes_validate():
     assert tiny.model == "tiny" and tiny.tokenizer.train and tiny.lora is None
     big = load_recipe(bundled_recipe_path("qwen3-4b-lora"))
     assert big.model == "Qwen/Qwen3-4B" and big.lora.target_modules == "all-linear" and big.training.bf16 is True
+    from skillgym.training.grpo import load_grpo_recipe
+
+    for name in ("grpo-tiny-cpu", "grpo-smollm2-135m-cpu", "grpo-qwen3-4b-vllm"):
+        assert load_grpo_recipe(bundled_recipe_path(name)).env == "codebase-explorer-v0"
 
 
 # -- a real SFT run --------------------------------------------------------------------------------

@@ -200,10 +200,9 @@ def check_env_prompt(tokenizer: Any, row: dict[str, Any], environment: type[Skil
     """
     instance = environment()
     try:
-        env = instance._env
-        observation, info = env.reset(options={"task_id": row["task_id"]})
         prompt = [dict(m) for m in row["prompt"]]
         prompt[-1]["content"] = str(prompt[-1].get("content") or "") + instance.reset(**row)
+        episode = instance.trajectory  # what the env shows a policy after that same reset
     finally:
         instance._close()
 
@@ -213,7 +212,7 @@ def check_env_prompt(tokenizer: Any, row: dict[str, Any], environment: type[Skil
         )
         return list(encoded["input_ids"])
 
-    ours, theirs = ids(observation, info.get("tools") or []), ids(prompt, environment.tool_schemas)
+    ours, theirs = ids(episode.messages, episode.tools), ids(prompt, environment.tool_schemas)
     if ours != theirs:
         at = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b), min(len(ours), len(theirs)))
         raise ValueError(

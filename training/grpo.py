@@ -104,10 +104,11 @@ def learnable_tasks(run_dir: Path) -> tuple[list[str], dict[str, int]]:
             "and a sampling policy (hf:MODEL?temperature=1&seed=0)"
         )
     mixed = [task for task, values in sampled.items() if min(values) != max(values)]
+    always_right = sum(1 for values in sampled.values() if min(values) >= 1.0)
     tally = {
         "sampled": len(sampled),
-        "always_right": sum(1 for v in sampled.values() if min(v) == max(v) and v[0] >= 1.0),
-        "always_wrong": sum(1 for v in sampled.values() if min(v) == max(v) and v[0] < 1.0),
+        "always_right": always_right,
+        "always_wrong": len(sampled) - len(mixed) - always_right,
         "mixed": len(mixed),
     }
     return mixed, tally
