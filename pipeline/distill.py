@@ -16,7 +16,7 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError
 
@@ -64,6 +64,10 @@ class DistillConfig(RunOptions, EnvSelection):
         default=96,
         ge=8,
         description="Generation cap per student turn in evaluation (the expert's longest turn is ~60 tokens with the tiny student's tokenizer).",
+    )
+    matmul_dtype: Literal["bfloat16"] | None = Field(
+        default=None,
+        description="The students' matrix products in evaluation (hf: option matmul_dtype; None: the model's dtype).",
     )
     stages: list[str] | None = Field(
         default=None, description="Stages to force; others run only when missing or stale."
@@ -220,8 +224,10 @@ ENV_DEFAULTS: dict[str, dict[str, Any]] = {
 #   is cheap enough to run on the same 200 test tasks as the others (the tiny one runs 10 full turns).
 # - train_tasks: the recipe trains on a few hundred traces (max_train_examples); 1,000 teacher
 #   episodes leave plenty to sample from without rolling out all ~4,900.
+# - matmul_dtype: decoding a 135M model on CPU is bound by reading its weights; bfloat16 products
+#   read half the bytes (the recipe trains under bfloat16 autocast too). EXPERIMENTS.md §18.
 STUDENT_DEFAULTS: dict[str, dict[str, Any]] = {
-    "smollm2-135m": {"max_new_tokens": 320, "untrained_tasks": 200, "train_tasks": 1000}
+    "smollm2-135m": {"max_new_tokens": 320, "untrained_tasks": 200, "train_tasks": 1000, "matmul_dtype": "bfloat16"}
 }
 
 
@@ -405,6 +411,8 @@ def trained_student(config: DistillConfig) -> str:
 
 def _eval(config: DistillConfig, recipe: SFTRecipe) -> EvalReport:
     generation = f"?max_new_tokens={config.max_new_tokens}"
+    if config.matmul_dtype is not None:
+        generation += f"&matmul_dtype={config.matmul_dtype}"
     untrained = untrained_student(config, recipe) + generation
     roles: dict[str, Role] = {
         config.teacher: "teacher",

@@ -126,7 +126,8 @@ def test_small_steps_on_one_thread_give_the_same_tokens(model):
         pytest.skip("one torch thread: there is no other thread count to compare with")
     requests = [request(p, max_new_tokens=12) for p in prompts(8, seed=5)]
     every_thread = one_at_a_time(model, requests, one_thread_small_steps=False)
-    generator = BatchedGenerator(model, batch_size=1, prefix_cache=False)
+    # True: one thread whenever the bits allow (the default, None, also times it: not asserted).
+    generator = BatchedGenerator(model, batch_size=1, prefix_cache=False, one_thread_small_steps=True)
     try:
         assert [generator.generate(r) for r in requests] == every_thread
         assert generator.one_thread_small_steps and generator.stats["one_thread_steps"] > 0
@@ -139,12 +140,10 @@ def test_small_steps_on_one_thread_give_the_same_tokens(model):
         batched.close()
 
 
-def test_logits_match_the_model_forward(model):
-    """The packed forward is the model's own computation (to float rounding)."""
+def packed_logits(generator, texts):
+    """The generator's packed forward over whole prompts: each prompt's last-row logits."""
     from concurrent.futures import Future
 
-    generator = BatchedGenerator(model, batch_size=4, prefix_cache=False, min_rows=16)
-    texts = prompts(3, seed=2)
     sequences = [generator._admit(request(p), Future()) for p in texts]
     ids, positions, spans = [], [], []
     for p in texts:
@@ -152,13 +151,45 @@ def test_logits_match_the_model_forward(model):
         ids += p
         positions += range(len(p))
     with torch.inference_mode():
-        logits = generator._forward(
+        return generator._forward(
             torch.tensor(ids), torch.tensor(positions), sequences, spans, [e - 1 for _, e in spans]
         )
+
+
+def test_logits_match_the_model_forward(model):
+    """The packed forward is the model's own computation (to float rounding)."""
+    generator = BatchedGenerator(model, batch_size=4, prefix_cache=False, min_rows=16)
+    texts = prompts(3, seed=2)
+    logits = packed_logits(generator, texts)
+    with torch.inference_mode():
         for row, p in zip(logits, texts):
             expected = model(torch.tensor([p])).logits[0, -1]
             assert torch.allclose(row, expected, atol=1e-5, rtol=1e-4)
     generator.close()
+
+
+def test_bfloat16_products_batch_invariant_and_close_to_the_model(model):
+    """matmul_dtype="bfloat16": the products read bfloat16 copies of the weights; the logits stay
+    close to the float32 model's, and greedy tokens are still the same alone or batched."""
+    generator = BatchedGenerator(model, batch_size=4, prefix_cache=False, min_rows=16, matmul_dtype="bfloat16")
+    texts = prompts(3, seed=2)
+    logits = packed_logits(generator, texts)
+    with torch.inference_mode():
+        expected = torch.stack([model(torch.tensor([p])).logits[0, -1] for p in texts])
+    assert logits.dtype == torch.float32
+    assert not torch.equal(logits, expected)  # the bfloat16 products really ran
+    assert torch.allclose(logits, expected, atol=0.05, rtol=0.05)
+    generator.close()
+
+    requests = [request(p, max_new_tokens=12) for p in prompts(8, seed=6)]
+    alone = one_at_a_time(model, requests, matmul_dtype="bfloat16")
+    batched = BatchedGenerator(model, batch_size=8, prefix_cache=False, matmul_dtype="bfloat16")
+    try:
+        assert [f.result() for f in [batched.submit(r) for r in requests]] == alone
+    finally:
+        batched.close()
+    with pytest.raises(ValueError, match="matmul_dtype"):
+        BatchedGenerator(model, matmul_dtype="float16")
 
 
 def test_carried_cache_gives_the_same_tokens(model):
@@ -227,6 +258,8 @@ def test_unsupported_models_fall_back_to_generate():
     policy = HFPolicy(qwen3(vocab_size=len(tokenizer)), tokenizer, generate_kwargs={"num_beams": 1})
     assert not policy.batched and "generate_kwargs" in policy.unbatched_reason
     assert HFPolicy(qwen3(vocab_size=len(tokenizer)), tokenizer).batched
+    with pytest.raises(ValueError, match="matmul_dtype.*generate_kwargs"):
+        HFPolicy(qwen3(vocab_size=len(tokenizer)), tokenizer, generate_kwargs={"num_beams": 1}, matmul_dtype="bfloat16")
 
 
 # -- episodes through the policy ---------------------------------------------------------------

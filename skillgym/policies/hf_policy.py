@@ -48,7 +48,9 @@ class HFPolicy(Policy):
     as before batching; the faster choice for a large model that only ever runs one episode);
     ``batch_wait_s`` how long an idle generator waits for company; ``prefix_cache`` keeps
     finished turns' keys/values, so a conversation's next turn (and another episode with the
-    same system prompt) starts from them instead of re-encoding the prefix.
+    same system prompt) starts from them instead of re-encoding the prefix; ``matmul_dtype``
+    ("bfloat16") runs the batched generator's matrix products in bfloat16 (half the bytes per
+    decoded token; see :mod:`skillgym.policies.hf_batching`).
     """
 
     def __init__(
@@ -66,6 +68,7 @@ class HFPolicy(Policy):
         batch_size: int = 32,
         batch_wait_s: float = 0.002,
         prefix_cache: bool = True,
+        matmul_dtype: str | None = None,
     ):
         with _LOADING:  # transformers' lazy first import is not thread-safe either
             import torch
@@ -101,7 +104,13 @@ class HFPolicy(Policy):
         self.batch_size = batch_size
         self.batch_wait_s = batch_wait_s
         self.prefix_cache = prefix_cache
+        self.matmul_dtype = matmul_dtype
         self.unbatched_reason = self._unbatched_reason()
+        if matmul_dtype is not None and self.unbatched_reason is not None:
+            raise ValueError(
+                f"matmul_dtype={matmul_dtype!r} needs the batched generator, which this policy cannot use: "
+                f"{self.unbatched_reason}"
+            )
         self._generator: BatchedGenerator | None = None
         self._executor: ThreadPoolExecutor | None = None  # the unbatched path of submit_prompt
         self._generator_lock = threading.Lock()
@@ -129,6 +138,7 @@ class HFPolicy(Policy):
                     batch_size=self.batch_size,
                     batch_wait_s=self.batch_wait_s,
                     prefix_cache=self.prefix_cache,
+                    matmul_dtype=self.matmul_dtype,
                 )
             return self._generator
 
