@@ -12,6 +12,8 @@ episodes run through the ``hf:`` policy in each mode, one after another:
 - ``batched``: turns of concurrent episodes generated together, each conversation's keys and
   values carried to its next turn (the default);
 - ``batched-nocache``: batched, every prompt encoded from scratch (``prefix_cache=False``);
+- ``batched-bf16``: batched, the matrix products in bfloat16 (``matmul_dtype=bfloat16``; not
+  in the default modes: ask for it with ``--modes batched,batched-bf16``);
 - ``served``: the same model saved to a folder and served by ``skillgym serve``'s CPU backend
   (:mod:`skillgym.training.student_server`, its own process, batched), the episodes' turns
   sent over loopback HTTP by the ``openai:`` policy.
@@ -28,7 +30,8 @@ The report also says whether the modes agree: ``batched`` and ``batched-nocache`
 identical greedy tokens (``identical_to_nocache``), and so must ``served``
 (``served_identical_to_batched``); the share of turns identical to the unbatched path is
 informative (its one-row decode products round differently, so a near-tie can break the
-other way).
+other way). So is the share identical between ``batched-bf16`` and ``batched``
+(``bf16_turns_identical_to_batched``): bfloat16 products change the numbers, not the method.
 
 Part ``episodes``: a real student on a real env's held-out tasks, in process (``hf:``) and
 served (``skillgym serve`` + ``openai:``), the same tasks at the same concurrency: success,
@@ -48,7 +51,8 @@ import sys
 import time
 from typing import Any
 
-MODES = ("unbatched", "batched", "batched-nocache", "served")
+MODES = ("unbatched", "batched", "batched-nocache", "batched-bf16", "served")
+DEFAULT_MODES = ("unbatched", "batched", "batched-nocache", "served")
 MODELS = ("tiny", "smollm2")
 
 
@@ -197,7 +201,8 @@ def _policy(mode: str, model: Any, tokenizer: Any, args: argparse.Namespace, ser
     options = dict(
         max_new_tokens=args.new_tokens,
         batch_size=0 if mode == "unbatched" else args.batch_size,
-        prefix_cache=mode == "batched",
+        prefix_cache=mode in ("batched", "batched-bf16"),
+        matmul_dtype="bfloat16" if mode == "batched-bf16" else None,
     )
     return HFPolicy(model, tokenizer, **options)
 
@@ -269,9 +274,13 @@ def _bench_level(
         row["identical_to_nocache"] = outputs["batched"] == outputs["batched-nocache"]
     if "batched" in outputs and "served" in outputs:
         row["served_identical_to_batched"] = outputs["batched"] == outputs["served"]
-    if "batched" in outputs and "unbatched" in outputs:
-        same = sum(outputs["batched"][key] == outputs["unbatched"].get(key) for key in outputs["batched"])
-        row["turns_identical_to_unbatched"] = f"{same}/{len(outputs['batched'])}"
+    for other, key in (
+        ("unbatched", "turns_identical_to_unbatched"),
+        ("batched-bf16", "bf16_turns_identical_to_batched"),
+    ):
+        if "batched" in outputs and other in outputs:
+            same = sum(outputs["batched"][turn] == outputs[other].get(turn) for turn in outputs["batched"])
+            row[key] = f"{same}/{len(outputs['batched'])}"
     _progress(
         args, f"{name} c={level}: " + ", ".join(f"{mode} {row[mode]['tokens_per_s']} tok/s" for mode in args.modes)
     )
@@ -414,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the report as JSON only (progress on stderr)")
     parser.add_argument("--models", default="tiny", help=f"comma-separated, from {MODELS}")
     parser.add_argument("--levels", default="1,4,16,64", help="concurrency levels")
-    parser.add_argument("--modes", default=",".join(MODES), help=f"comma-separated, from {MODES}")
+    parser.add_argument("--modes", default=",".join(DEFAULT_MODES), help=f"comma-separated, from {MODES}")
     parser.add_argument("--turns", type=int, default=3, help="assistant turns per episode")
     parser.add_argument("--new-tokens", type=int, default=32, help="tokens generated per turn")
     parser.add_argument("--min-episodes", type=int, default=4, help="episodes per level at least (else = concurrency)")
