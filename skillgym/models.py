@@ -21,6 +21,7 @@ policy spec both call :func:`resolve_model`.
 from __future__ import annotations
 
 import fcntl
+import json
 import shutil
 import sys
 import tempfile
@@ -107,6 +108,15 @@ def resolve_model(name_or_path: str, progress: Progress | bool | None = None) ->
     if name_or_path in KNOWN_MODELS:
         return str(prepare_model(name_or_path, progress=progress))
     return name_or_path
+
+
+def lora_base(model: str | Path) -> str | None:
+    """The base model a LoRA adapter folder was trained on (its ``adapter_config.json``), or
+    None when ``model`` holds full weights (or is not a folder)."""
+    config = Path(model) / "adapter_config.json"
+    if not config.is_file():
+        return None
+    return json.loads(config.read_text())["base_model_name_or_path"]
 
 
 def prepare_model(name: str, progress: Progress | bool | None = None) -> Path:

@@ -476,6 +476,34 @@ def test_hf_spec_loads_a_saved_model(small_env, tiny_model, tmp_path):
     json.dumps(action)
 
 
+def test_hf_spec_loads_a_lora_checkpoint_merged_onto_its_base(small_env, tiny_model, tmp_path):
+    """A training checkpoint (an adapter folder) is a policy: the base its adapter_config.json
+    names, the adapter merged in, the same tokens as the merged model a trainer would save."""
+    import copy
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from skillgym.policies.hf_policy import HFPolicy
+
+    model, tokenizer = tiny_model
+    model.save_pretrained(tmp_path / "base")
+    tokenizer.save_pretrained(tmp_path / "base")
+    peft_model = get_peft_model(
+        copy.deepcopy(model), LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False)
+    )
+    peft_model.peft_config["default"].base_model_name_or_path = str(tmp_path / "base")
+    peft_model.save_pretrained(tmp_path / "checkpoint-8")  # no tokenizer: it comes from the base
+    merged = peft_model.merge_and_unload()
+    obs, info = small_env.reset(options={"task_id": "t1"})
+    from_checkpoint = make_policy(f"hf:{tmp_path / 'checkpoint-8'}?max_new_tokens=6", small_env)
+    expected = HFPolicy(merged, tokenizer, max_new_tokens=6).act(obs, info)["token_ids"]
+    assert from_checkpoint.act(obs, info)["token_ids"] == expected
+    unmerged = HFPolicy(model, tokenizer, max_new_tokens=6).act(obs, info)["token_ids"]
+    assert not all(torch.equal(a, b) for a, b in zip(merged.parameters(), model.parameters(), strict=True))
+    assert expected != unmerged or len(expected) < 6  # the adapter is not a no-op on these weights
+
+
 def test_one_client_one_retry_policy_for_both_faces():
     """The core client: the sync and async faces retry alike, honour Retry-After, count every request."""
     from skillgym.openai_client import OpenAIClient, OpenAIError, RetryPolicy

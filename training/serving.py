@@ -42,6 +42,7 @@ from typing import Literal
 
 import httpx
 
+from skillgym.models import lora_base
 from skillgym.openai_client import OpenAIClient, OpenAIError
 
 Backend = Literal["auto", "vllm", "skillgym", "transformers"]
@@ -77,15 +78,6 @@ def server_command(
 ) -> list[str]:
     """The command line that serves ``model`` with ``backend`` (``extra_args`` appended)."""
     return [*_server_command(model, backend, host, port), *(extra_args or [])]
-
-
-def lora_base(model: str | Path) -> str | None:
-    """The base model a LoRA adapter folder was trained on (its ``adapter_config.json``), or
-    None when ``model`` holds full weights."""
-    config = Path(model) / "adapter_config.json"
-    if not config.is_file():
-        return None
-    return json.loads(config.read_text())["base_model_name_or_path"]
 
 
 def _vllm_common(host: str, port: int) -> list[str]:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from skillgym.chat_template import IM_END, qwen3_template
+from skillgym.models import lora_base, resolve_model
 from skillgym.policies.base import Action, Policy
 from skillgym.policies.hf_batching import BatchedGenerator, GenerationRequest, batching_supported
 from skillgym.types import Message
@@ -38,8 +39,9 @@ EPISODE_INDEX_KEY = "hf_policy_episode"  # set in info by HFPolicy.reset (see th
 class HFPolicy(Policy):
     """Generate each assistant turn of one or many concurrent episodes; greedy unless ``temperature > 0``.
 
-    ``path_or_model`` is a local folder / hub id or an already-loaded model (then pass its
-    ``tokenizer``). ``seed`` makes sampling reproducible: each turn samples from its own
+    ``path_or_model`` is a local folder / hub id, a LoRA adapter folder such as a training
+    checkpoint (loaded onto the base model its ``adapter_config.json`` names and merged), or an
+    already-loaded model (then pass its ``tokenizer``). ``seed`` makes sampling reproducible: each turn samples from its own
     stream, derived from the seed, the episode (task id, and the env's ``seed`` when its info
     carries one) and the turn's index, so a turn's tokens do not depend on what else runs.
     ``generate_kwargs`` go to ``model.generate`` unchanged (and select the unbatched path).
@@ -72,12 +74,12 @@ class HFPolicy(Policy):
     ):
         with _LOADING:  # transformers' lazy first import is not thread-safe either
             import torch
-            from transformers import AutoModelForCausalLM, AutoTokenizer
+            from transformers import AutoTokenizer
 
             if isinstance(path_or_model, (str, Path)):
-                self.model = AutoModelForCausalLM.from_pretrained(str(path_or_model))
+                self.model, tokenizer_source = _load_model(str(path_or_model))
                 self.policy_id = f"hf:{path_or_model}"
-                tokenizer = tokenizer or AutoTokenizer.from_pretrained(str(path_or_model))
+                tokenizer = tokenizer or AutoTokenizer.from_pretrained(tokenizer_source)
             else:
                 self.model = path_or_model
                 self.policy_id = f"hf:{getattr(getattr(path_or_model, 'config', None), 'name_or_path', '') or 'model'}"
@@ -308,3 +310,22 @@ class HFPolicy(Policy):
             self._executor.shutdown(wait=False)
             self._executor = None
         self.model = None  # type: ignore[assignment]
+
+
+def _load_model(path: str) -> tuple[Any, str]:
+    """The model at ``path`` and where its tokenizer is. A LoRA adapter folder (a training
+    checkpoint) loads onto its base model and is merged into it, so the batched generator sees
+    plain linear layers; its tokenizer is the folder's own when the trainer saved one."""
+    from transformers import AutoModelForCausalLM
+
+    base = lora_base(path)
+    if base is None:
+        return AutoModelForCausalLM.from_pretrained(path), path
+    try:
+        from peft import PeftModel
+    except ImportError as error:
+        raise ImportError(f"{path} is a LoRA adapter; loading it needs peft (pip install 'skillgym[train]')") from error
+    base_path = resolve_model(base)
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_path), path).merge_and_unload()
+    has_tokenizer = any((Path(path) / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json"))
+    return model, path if has_tokenizer else base_path
