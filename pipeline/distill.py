@@ -65,9 +65,10 @@ class DistillConfig(RunOptions, EnvSelection):
         ge=8,
         description="Generation cap per student turn in evaluation (the expert's longest turn is ~60 tokens with the tiny student's tokenizer).",
     )
-    matmul_dtype: Literal["bfloat16"] | None = Field(
+    matmul_dtype: Literal["bfloat16", "auto"] | None = Field(
         default=None,
-        description="The students' matrix products in evaluation (hf: option matmul_dtype; None: the model's dtype).",
+        description="The students' matrix products in evaluation (hf: option matmul_dtype; auto: bfloat16 where "
+        "the CPU has it natively; None: the model's dtype).",
     )
     stages: list[str] | None = Field(
         default=None, description="Stages to force; others run only when missing or stale."
@@ -225,9 +226,10 @@ ENV_DEFAULTS: dict[str, dict[str, Any]] = {
 # - train_tasks: the recipe trains on a few hundred traces (max_train_examples); 1,000 teacher
 #   episodes leave plenty to sample from without rolling out all ~4,900.
 # - matmul_dtype: decoding a 135M model on CPU is bound by reading its weights; bfloat16 products
-#   read half the bytes (the recipe trains under bfloat16 autocast too). EXPERIMENTS.md §18.
+#   read half the bytes (the recipe trains under bfloat16 autocast too), where the CPU has native
+#   bfloat16 ("auto"; emulated, a product is several times slower). EXPERIMENTS.md §18.
 STUDENT_DEFAULTS: dict[str, dict[str, Any]] = {
-    "smollm2-135m": {"max_new_tokens": 320, "untrained_tasks": 200, "train_tasks": 1000, "matmul_dtype": "bfloat16"}
+    "smollm2-135m": {"max_new_tokens": 320, "untrained_tasks": 200, "train_tasks": 1000, "matmul_dtype": "auto"}
 }
 
 
@@ -330,6 +332,7 @@ def run_distill(config: DistillConfig, log: Log | None = None) -> DistillReport:
         "teacher": config.teacher,
         "n": config.test_tasks,
         "max_new_tokens": config.max_new_tokens,
+        "matmul_dtype": config.matmul_dtype,  # another dtype can change greedy tokens
         "env_kwargs": config.env_kwargs,
         "untrained_tasks": config.untrained_tasks,
     }

@@ -260,6 +260,27 @@ def test_unsupported_models_fall_back_to_generate():
     assert HFPolicy(qwen3(vocab_size=len(tokenizer)), tokenizer).batched
     with pytest.raises(ValueError, match="matmul_dtype.*generate_kwargs"):
         HFPolicy(qwen3(vocab_size=len(tokenizer)), tokenizer, generate_kwargs={"num_beams": 1}, matmul_dtype="bfloat16")
+    # "auto" asks for bfloat16 only where it pays, so the unbatched path simply keeps float32.
+    auto = HFPolicy(qwen3(vocab_size=len(tokenizer)), tokenizer, generate_kwargs={"num_beams": 1}, matmul_dtype="auto")
+    assert auto.matmul_dtype is None
+
+
+def test_auto_matmul_dtype_is_bfloat16_only_where_the_hardware_has_it(monkeypatch):
+    import torch
+
+    from skillgym.policies import hf_batching
+
+    for native, expected in ((True, "bfloat16"), (False, None)):
+        monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda native=native: native)
+        assert hf_batching.native_bfloat16("cpu") is native
+        assert hf_batching.resolve_matmul_dtype("auto", "cpu") == expected
+        assert hf_batching.resolve_matmul_dtype("bfloat16", "cpu") == "bfloat16"  # asked for: always
+        tokenizer = tiny_tokenizer()
+        policy = HFPolicy(qwen3(vocab_size=len(tokenizer)), tokenizer, matmul_dtype="auto")
+        assert policy.matmul_dtype == expected
+    assert hf_batching.resolve_matmul_dtype(None) is None
+    with pytest.raises(ValueError, match="matmul_dtype"):
+        hf_batching.resolve_matmul_dtype("float16")
 
 
 # -- episodes through the policy ---------------------------------------------------------------

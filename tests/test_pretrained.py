@@ -274,7 +274,7 @@ def test_smollm2_recipes_and_distill_defaults():
     smol = defaults(student="smollm2-135m")
     # SmolLM2's tokens: the expert's longest turn is ~300, so the 96-token cap would cut commands.
     assert (smol.max_new_tokens, smol.untrained_tasks, smol.train_tasks) == (320, 200, 1000)
-    assert smol.matmul_dtype == "bfloat16"  # its decoding is bound by reading the weights
+    assert smol.matmul_dtype == "auto"  # decoding is bound by reading the weights: bfloat16 where native
     assert defaults(student="smollm2-135m", max_new_tokens=64, train_tasks=50).max_new_tokens == 64
     assert defaults(student="smollm2-135m", train_tasks=None).train_tasks == 1000  # what the CLI passes
     tiny = defaults(student="tiny")
@@ -282,14 +282,14 @@ def test_smollm2_recipes_and_distill_defaults():
 
 
 def test_distill_evaluates_smollm2_students_with_bfloat16_products(monkeypatch, tmp_path):
-    """The eval stage's hf: specs carry the student's matmul_dtype (SmolLM2: bfloat16); the tiny
-    student's stay float32."""
+    """The eval stage's hf: specs carry the student's matmul_dtype (SmolLM2: auto, bfloat16 where
+    the CPU has it natively); the tiny student's stay float32."""
     from skillgym.pipeline import distill
 
     seen = []
     monkeypatch.setattr(distill, "run_eval", seen.append)
     monkeypatch.setattr(distill, "untrained_student", lambda config, recipe: "hf:untrained")
-    for student, expected in (("smollm2-135m", "&matmul_dtype=bfloat16"), ("tiny", None)):
+    for student, expected in (("smollm2-135m", "&matmul_dtype=auto"), ("tiny", None)):
         config = distill.with_student_defaults(
             distill.DistillConfig(env="codebase-explorer-v0", out=tmp_path / student, student=student)
         )

@@ -29,6 +29,7 @@ import yaml
 from pydantic import BaseModel, Field
 
 from skillgym.chat_template import qwen3_template, render
+from skillgym.policies.hf_batching import native_bfloat16
 
 from .card import plot_curve, write_card
 from .recipes import TINY, SFTRecipe
@@ -240,9 +241,7 @@ def _use_bf16(setting: bool | str) -> bool:
         return bool(setting)
     import torch
 
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    return bool(getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)())
+    return native_bfloat16("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def _has_accelerator() -> bool:

@@ -25,7 +25,12 @@ from typing import Any
 from skillgym.chat_template import IM_END, qwen3_template
 from skillgym.models import lora_base, resolve_model
 from skillgym.policies.base import Action, Policy
-from skillgym.policies.hf_batching import BatchedGenerator, GenerationRequest, batching_supported
+from skillgym.policies.hf_batching import (
+    BatchedGenerator,
+    GenerationRequest,
+    batching_supported,
+    resolve_matmul_dtype,
+)
 from skillgym.types import Message
 
 # transformers builds a model on the "meta" device through process-wide patches of torch, so
@@ -52,7 +57,8 @@ class HFPolicy(Policy):
     finished turns' keys/values, so a conversation's next turn (and another episode with the
     same system prompt) starts from them instead of re-encoding the prefix; ``matmul_dtype``
     ("bfloat16") runs the batched generator's matrix products in bfloat16 (half the bytes per
-    decoded token; see :mod:`skillgym.policies.hf_batching`).
+    decoded token; see :mod:`skillgym.policies.hf_batching`), "auto" only where the device
+    computes bfloat16 natively (the model's dtype elsewhere, and on the unbatched path).
     """
 
     def __init__(
@@ -106,9 +112,11 @@ class HFPolicy(Policy):
         self.batch_size = batch_size
         self.batch_wait_s = batch_wait_s
         self.prefix_cache = prefix_cache
-        self.matmul_dtype = matmul_dtype
         self.unbatched_reason = self._unbatched_reason()
-        if matmul_dtype is not None and self.unbatched_reason is not None:
+        # "auto" settles here: bfloat16 where the device has it natively, and never an error.
+        resolved = resolve_matmul_dtype(matmul_dtype, device)
+        self.matmul_dtype = resolved if self.unbatched_reason is None else None
+        if matmul_dtype not in (None, "auto") and self.unbatched_reason is not None:
             raise ValueError(
                 f"matmul_dtype={matmul_dtype!r} needs the batched generator, which this policy cannot use: "
                 f"{self.unbatched_reason}"

@@ -13,7 +13,7 @@
 
     openai:Qwen/Qwen3-4B@http://127.0.0.1:8000/v1?temperature=0.7&max_tokens=1024&max_concurrency=128
     hf:runs/student?max_new_tokens=256&temperature=0.2&seed=3
-    hf:smollm2-135m?matmul_dtype=bfloat16  (matrix products in bfloat16: about 2x faster decoding on CPU)
+    hf:smollm2-135m?matmul_dtype=auto  (matrix products in bfloat16 where the CPU has it natively: ~2x faster decoding)
 
 A query key that names a constructor option of the policy (``OPENAI_OPTIONS``/``HF_OPTIONS``
 below) sets that option; for ``openai:`` every other key is a sampling parameter sent in
