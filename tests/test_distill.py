@@ -107,6 +107,21 @@ def test_changed_recipe_retrains_from_scratch_and_re_evaluates(distilled, tmp_pa
     assert all(shard.stat().st_mtime >= newest_model for shard in (trained_run / "trajectories").glob("*.jsonl"))
 
 
+def test_another_matmul_dtype_re_evaluates_without_retraining(distilled, tmp_path):
+    """bfloat16 products can change greedy tokens, so an eval cached under float32 is not reused."""
+    import shutil
+
+    source, _, _ = distilled
+    out = tmp_path / "copy"
+    shutil.copytree(source, out)
+    messages: list[str] = []
+    run_distill(DistillConfig(out=out, matmul_dtype="bfloat16", **SMALL), messages.append)
+    assert [m for m in messages if m.endswith(("running", "resuming"))] == ["eval: running", "report: running"]
+    evaluation = json.loads((out / "stages" / "eval.json").read_text())["result"]
+    students = [c["policy"] for c in evaluation["cells"] if c["role"] != "teacher"]
+    assert students and all(p.endswith("&matmul_dtype=bfloat16") for p in students)
+
+
 def test_grpo_on_the_tiny_student_with_the_env_reward(distilled, tmp_path):
     from skillgym.training.grpo import GRPORecipe, train_grpo
 
