@@ -107,19 +107,19 @@ def test_changed_recipe_retrains_from_scratch_and_re_evaluates(distilled, tmp_pa
     assert all(shard.stat().st_mtime >= newest_model for shard in (trained_run / "trajectories").glob("*.jsonl"))
 
 
-def test_another_matmul_dtype_re_evaluates_without_retraining(distilled, tmp_path):
-    """bfloat16 products can change greedy tokens, so an eval cached under float32 is not reused."""
-    import shutil
-
-    source, _, _ = distilled
-    out = tmp_path / "copy"
-    shutil.copytree(source, out)
+def test_another_matmul_dtype_re_evaluates_without_retraining(distilled):
+    """bfloat16 products can change greedy tokens, so an eval cached under float32 is not reused.
+    (In the fixture's own folder: a copy elsewhere would retrain, as the student's path moves.)"""
+    out, report, _ = distilled
     messages: list[str] = []
     run_distill(DistillConfig(out=out, matmul_dtype="bfloat16", **SMALL), messages.append)
     assert [m for m in messages if m.endswith(("running", "resuming"))] == ["eval: running", "report: running"]
     evaluation = json.loads((out / "stages" / "eval.json").read_text())["result"]
     students = [c["policy"] for c in evaluation["cells"] if c["role"] != "teacher"]
     assert students and all(p.endswith("&matmul_dtype=bfloat16") for p in students)
+    restored: list[str] = []  # leave the fixture as the other tests found it
+    assert run_distill(DistillConfig(out=out, **SMALL), restored.append).success == report.success
+    assert [m for m in restored if m.endswith("running")] == ["eval: running", "report: running"]
 
 
 def test_grpo_on_the_tiny_student_with_the_env_reward(distilled, tmp_path):
