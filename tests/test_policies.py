@@ -499,9 +499,14 @@ def test_hf_spec_loads_a_lora_checkpoint_merged_onto_its_base(small_env, tiny_mo
     from_checkpoint = make_policy(f"hf:{tmp_path / 'checkpoint-8'}?max_new_tokens=6", small_env)
     expected = HFPolicy(merged, tokenizer, max_new_tokens=6).act(obs, info)["token_ids"]
     assert from_checkpoint.act(obs, info)["token_ids"] == expected
-    unmerged = HFPolicy(model, tokenizer, max_new_tokens=6).act(obs, info)["token_ids"]
+    # The loaded model is the merged one, weight for weight, and the adapter is not a no-op: the
+    # merged weights and the next-token logits both differ from the base model's.
+    loaded = dict(from_checkpoint.model.named_parameters())
+    assert all(torch.equal(loaded[name], weight) for name, weight in merged.named_parameters())
     assert not all(torch.equal(a, b) for a, b in zip(merged.parameters(), model.parameters(), strict=True))
-    assert expected != unmerged or len(expected) < 6  # the adapter is not a no-op on these weights
+    prompt = torch.tensor([from_checkpoint.prompt_ids(obs, info)])
+    with torch.no_grad():
+        assert not torch.allclose(merged(prompt).logits[0, -1], model(prompt).logits[0, -1])
 
 
 def test_one_client_one_retry_policy_for_both_faces():

@@ -39,8 +39,8 @@ same bits as the configured count (it does for MKL's and OpenBLAS's blocked kern
 split the rows and columns between threads, never the sum).
 
 Matrix products can run in bfloat16 (``matmul_dtype``; "auto" only where the hardware has
-native bfloat16, since an emulated product is several times slower): a copy of every linear layer's weights
-in bfloat16 is kept, the products read it, and everything else (norms, rotary embeddings,
+native bfloat16, since an emulated product is several times slower): a copy of every linear
+layer's weights in bfloat16 is kept, the products read it, and everything else (norms, rotary embeddings,
 attention over a float32 cache, the residual stream, the logits) stays in the model's dtype, as
 under the bfloat16 autocast that the CPU recipes train with. Decoding reads half the bytes per
 token: on a 2-core CPU with native bf16 the products of a SmolLM2-135M step take half the time
@@ -120,7 +120,7 @@ MATMUL_DTYPES = ("bfloat16", "auto")
 def native_bfloat16(device: Any = "cpu") -> bool:
     """Whether ``device`` computes bfloat16 products natively (a CUDA GPU that supports them, a
     CPU with AVX512-BF16 or AMX). Elsewhere bfloat16 is emulated: on an AVX2-only CPU a
-    bfloat16 product took ~7x as long as the float32 one."""
+    SmolLM2 layer stack's products at 16 rows took ~4x as long as in float32."""
     import torch
 
     if torch.device(device).type == "cuda":

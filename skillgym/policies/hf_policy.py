@@ -46,8 +46,8 @@ class HFPolicy(Policy):
 
     ``path_or_model`` is a local folder / hub id, a LoRA adapter folder such as a training
     checkpoint (loaded onto the base model its ``adapter_config.json`` names and merged), or an
-    already-loaded model (then pass its ``tokenizer``). ``seed`` makes sampling reproducible: each turn samples from its own
-    stream, derived from the seed, the episode (task id, and the env's ``seed`` when its info
+    already-loaded model (then pass its ``tokenizer``). ``seed`` makes sampling reproducible:
+    each turn samples from its own stream, derived from the seed, the episode (task id, and the env's ``seed`` when its info
     carries one) and the turn's index, so a turn's tokens do not depend on what else runs.
     ``generate_kwargs`` go to ``model.generate`` unchanged (and select the unbatched path).
 
@@ -113,14 +113,14 @@ class HFPolicy(Policy):
         self.batch_wait_s = batch_wait_s
         self.prefix_cache = prefix_cache
         self.unbatched_reason = self._unbatched_reason()
-        # "auto" settles here: bfloat16 where the device has it natively, and never an error.
-        resolved = resolve_matmul_dtype(matmul_dtype, device)
-        self.matmul_dtype = resolved if self.unbatched_reason is None else None
         if matmul_dtype not in (None, "auto") and self.unbatched_reason is not None:
             raise ValueError(
                 f"matmul_dtype={matmul_dtype!r} needs the batched generator, which this policy cannot use: "
                 f"{self.unbatched_reason}"
             )
+        # "auto" settles here (bfloat16 where the device has it natively); it asks for no more, so
+        # on the unbatched path it simply keeps the model's dtype.
+        self.matmul_dtype = None if self.unbatched_reason else resolve_matmul_dtype(matmul_dtype, device)
         self._generator: BatchedGenerator | None = None
         self._executor: ThreadPoolExecutor | None = None  # the unbatched path of submit_prompt
         self._generator_lock = threading.Lock()
