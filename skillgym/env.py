@@ -165,6 +165,8 @@ class SkillEnv(gym.Env[list[Message], Any]):
             self._messages.append({"role": "system", "content": system})
         self._messages.append({"role": "user", "content": self._task.prompt})
         self._turn = 0
+        self._last_turn: str | None = None
+        self._identical_turns = 0
         self._done = False
         spec = self.env_spec
         self._trajectory = Trajectory(
@@ -215,7 +217,8 @@ class SkillEnv(gym.Env[list[Message], Any]):
             observation: The chat so far (the assistant turn and one ``tool`` message per call).
             reward: 0.0 until the final step; then the grader's score in [0, 1] (0.0 when truncated).
             terminated: The episode ended with an answer.
-            truncated: The turn budget (``max_turns``) or token budget (``max_tokens``) ran out.
+            truncated: The turn budget (``max_turns``) or token budget (``max_tokens``) ran out, or
+                the last ``max_identical_turns`` turns were identical (stuck).
             info: ``turn``, ``tool_errors`` (this turn's), ``reward_components`` on the final
                 step, ``truncation_reason`` when truncated.
 
@@ -226,6 +229,7 @@ class SkillEnv(gym.Env[list[Message], Any]):
         if self._done or self._trajectory is None or self._task is None:
             raise RuntimeError("the episode is over (or was never started): call reset() first")
         self._turn += 1
+        first_new = len(self._messages)
         started = time.perf_counter()
         parsed = parse_turn(action, call_id_prefix=f"call_{self._turn}")
         broken = [c for c in parsed.calls if c.name is None or c.arguments is None]
@@ -264,6 +268,9 @@ class SkillEnv(gym.Env[list[Message], Any]):
                 tool_messages.append(_tool_message(call, text, images))
 
         self._messages.extend(tool_messages)
+        this_turn = _turn_signature(self._messages[first_new:])
+        self._identical_turns = self._identical_turns + 1 if this_turn == self._last_turn else 1
+        self._last_turn = this_turn
         tool_seconds = time.perf_counter() - started
         traj = self._trajectory
         traj.timings.append(StepTiming(turn=self._turn, tool_seconds=round(tool_seconds, 6)))
@@ -279,6 +286,12 @@ class SkillEnv(gym.Env[list[Message], Any]):
         if answer is not None:
             terminated = True
             reward = self._grade(answer, info)
+        elif self.env_spec.max_identical_turns and self._identical_turns >= self.env_spec.max_identical_turns:
+            truncated = True
+            info["truncation_reason"] = (
+                f"stuck: the same turn met the same tool results {self._identical_turns} times in a row "
+                f"(max_identical_turns={self.env_spec.max_identical_turns})"
+            )
         elif self._turn >= self.env_spec.max_turns:
             truncated, info["truncation_reason"] = True, f"turn budget of {self.env_spec.max_turns} exhausted"
         elif self.token_counter(self._messages) >= self.env_spec.max_tokens:
@@ -286,6 +299,7 @@ class SkillEnv(gym.Env[list[Message], Any]):
         if truncated:
             info["reward_components"] = {}
             traj.reward = 0.0
+            traj.metadata["truncation_reason"] = info["truncation_reason"]
         self._done = terminated or truncated
         traj.terminated, traj.truncated = terminated, truncated
         return copy.deepcopy(self._messages), reward, terminated, truncated, info
@@ -491,6 +505,17 @@ def seen_skill_hash(spec: EnvSpec) -> str | None:
     if spec.skill is None or spec.instruction_mode == "none":
         return None
     return spec.skill.content_hash
+
+
+def _turn_signature(messages: list[Message]) -> str:
+    """What a turn said and got back, without the per-turn call ids: equal for a repeated turn."""
+    stripped = []
+    for message in messages:
+        message = {k: v for k, v in message.items() if k != "tool_call_id"}
+        if message.get("tool_calls"):
+            message["tool_calls"] = [{k: v for k, v in c.items() if k != "id"} for c in message["tool_calls"]]
+        stripped.append(message)
+    return json.dumps(stripped, sort_keys=True, default=str)
 
 
 def _assistant_raw(action: Any, parsed: ParsedTurn) -> Message:

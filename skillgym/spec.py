@@ -39,6 +39,11 @@ class EnvSpec(BaseModel):
             all (``none``, the ablation that measures what the skill is worth; trajectories
             then record no skill hash).
         max_turns: Assistant turns before the episode is truncated.
+        max_identical_turns: Consecutive identical turns (the same assistant message, tool calls
+            and tool results) after which the episode is truncated as stuck; None: never. A policy
+            that meets the same result with the same turn again and again (a small model repeating
+            one malformed call) then ends in a few turns with reward 0 and a reason, instead of
+            running to the turn budget or the episode's time limit.
         max_tokens: Token budget of the whole conversation.
         max_tool_output: Characters of one tool result shown to the model.
         host_tools: Tools that run on the host instead of in the sandbox (their ``__call__``
@@ -63,6 +68,9 @@ class EnvSpec(BaseModel):
     system_prompt: str = Field(default="", description="Environment notes appended to the system prompt.")
     instruction_mode: InstructionMode = "system"
     max_turns: int = Field(default=16, ge=1)
+    max_identical_turns: int | None = Field(
+        default=3, ge=2, description="Consecutive identical turns before the episode is truncated as stuck; None: never."
+    )
     max_tokens: int = Field(default=32_768, ge=256, description="Token budget for the whole conversation.")
     max_tool_output: int = Field(default=8_000, ge=200, description="Characters of one tool result shown to the model.")
     host_tools: list[Any] = Field(

@@ -132,11 +132,53 @@ def test_wrong_answer_scores_zero(env):
 
 def test_turn_budget_truncates(env):
     env.reset(options={"task_id": "t1"})
-    for _ in range(6):
-        _, reward, term, trunc, info = env.step(call("list_dir", {}))
+    for turn in range(6):
+        _, reward, term, trunc, info = env.step(call("bash", {"command": f"echo {turn}"}))
     assert trunc and not term and reward == 0.0 and "turn budget" in info["truncation_reason"]
+    assert env.trajectory.metadata["truncation_reason"] == info["truncation_reason"]
     with pytest.raises(RuntimeError, match="reset"):
         env.step("more")
+
+
+def test_identical_turns_truncate_as_stuck(env):
+    env.reset(options={"task_id": "t1"})
+    broken = '<tool_call>{"name": "bash", "arguments": {"command": "ls'  # never closed
+    _, _, _, trunc, _ = env.step(broken)
+    _, _, _, trunc2, _ = env.step(broken)
+    assert not trunc and not trunc2
+    # A different turn in between starts the count again.
+    env.step(call("list_dir", {}))
+    for _ in range(2):
+        _, reward, term, trunc, info = env.step(broken)
+        assert not trunc
+    _, reward, term, trunc, info = env.step(broken)
+    assert trunc and not term and reward == 0.0 and env.trajectory.reward == 0.0
+    assert info["truncation_reason"].startswith("stuck: the same turn met the same tool results 3 times in a row")
+    assert env.trajectory.metadata["truncation_reason"] == info["truncation_reason"]
+    assert len(env.trajectory.timings) == 6
+
+
+def test_identical_calls_with_other_results_are_not_stuck(backend):
+    env = make_env(backend, max_turns=8)
+    try:
+        env.reset(options={"task_id": "t1"})
+        env.step(call("bash", {"command": "echo 1 >> notes/log; wc -l < notes/log"}))
+        for _ in range(4):  # the same call, a new result each time: progress, however slow
+            _, _, _, trunc, _ = env.step(call("bash", {"command": "echo 1 >> notes/log; wc -l < notes/log"}))
+            assert not trunc
+    finally:
+        env.close()
+
+
+def test_stuck_check_can_be_turned_off(backend):
+    env = make_env(backend, max_identical_turns=None)
+    try:
+        env.reset(options={"task_id": "t1"})
+        for _ in range(6):
+            _, _, _, trunc, info = env.step(call("list_dir", {}))
+        assert trunc and "turn budget" in info["truncation_reason"]
+    finally:
+        env.close()
 
 
 def test_token_budget_truncates(backend):
@@ -145,7 +187,7 @@ def test_token_budget_truncates(backend):
         env.reset(options={"task_id": "t1"})
         trunc = False
         for _ in range(20):
-            _, _, _, trunc, info = env.step(call("bash", {"command": "seq 1 200"}))
+            _, _, _, trunc, info = env.step(call("bash", {"command": f"seq {len(env.trajectory.timings)} 200"}))
             if trunc:
                 break
         assert trunc and "token budget" in info["truncation_reason"]
