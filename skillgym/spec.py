@@ -69,7 +69,9 @@ class EnvSpec(BaseModel):
     instruction_mode: InstructionMode = "system"
     max_turns: int = Field(default=16, ge=1)
     max_identical_turns: int | None = Field(
-        default=3, ge=2, description="Consecutive identical turns before the episode is truncated as stuck; None: never."
+        default=3,
+        ge=2,
+        description="Consecutive identical turns before the episode is truncated as stuck; None: never.",
     )
     max_tokens: int = Field(default=32_768, ge=256, description="Token budget for the whole conversation.")
     max_tool_output: int = Field(default=8_000, ge=200, description="Characters of one tool result shown to the model.")
