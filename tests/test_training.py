@@ -156,6 +156,10 @@ def test_recipe_errors_name_the_field_and_the_fix(tmp_path):
         load_recipe(bundled_recipe_path("tiny-cpu"), ["nonsense"])
     with pytest.raises(RecipeError, match="lora is for pretrained models"):
         load_recipe(bundled_recipe_path("tiny-cpu"), ["lora.r=8"])
+    with pytest.raises(RecipeError, match="shared_prefix and gradient_checkpointing cannot both be on"):
+        load_recipe(
+            bundled_recipe_path("smollm2-135m-lora"), ["training.gradient_checkpointing=true"], resolve_models=False
+        )
 
 
 def test_bundled_recipes_validate():

@@ -102,6 +102,17 @@ class TrainingSpec(BaseModel):
     )
     torch_threads: int | None = Field(default=None, ge=1, description="CPU threads for torch (None: torch's default).")
 
+    def model_post_init(self, __context: Any) -> None:
+        if self.shared_prefix and self.gradient_checkpointing:
+            # transformers drops the key/value cache a checkpointed layer is given (its backward
+            # replay would write it twice), so the suffixes would train without seeing the prompt.
+            raise ValueError(
+                "shared_prefix and gradient_checkpointing cannot both be on: checkpointed layers drop the "
+                "prefix's key/value cache, so the suffixes would train without the prompt; turn one off "
+                "(for long examples that do not fit, a smaller per_device_train_batch_size with more "
+                "gradient_accumulation_steps keeps shared_prefix)"
+            )
+
 
 from .warmup import WarmupSpec  # noqa: E402  (kept next to its only use)
 
