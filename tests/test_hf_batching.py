@@ -311,7 +311,7 @@ def test_concurrent_episodes_equal_sequential_ones(student):
     episodes run one after another through the sync ``act``, token for token."""
     model, tokenizer = student
     task_ids = [f"t{i}" for i in range(5)]
-    envs = [make_env("local", tools=["read_file", "list_dir", "submit"]) for _ in task_ids]
+    envs = [make_env("local", tools=["read_file", "list_dir", "submit"], max_identical_turns=None) for _ in task_ids]
     try:
         alone = CallingPolicy(model, tokenizer, max_new_tokens=8, batch_size=1)
         sequential = [run_episode(envs[0], alone, task_id=t, seed=5, max_steps=4) for t in task_ids]
