@@ -165,7 +165,7 @@ class SkillEnv(gym.Env[list[Message], Any]):
             self._messages.append({"role": "system", "content": system})
         self._messages.append({"role": "user", "content": self._task.prompt})
         self._turn = 0
-        self._last_turn: str | None = None
+        self._last_turn: list[Message] | None = None
         self._identical_turns = 0
         self._done = False
         spec = self.env_spec
@@ -268,7 +268,7 @@ class SkillEnv(gym.Env[list[Message], Any]):
                 tool_messages.append(_tool_message(call, text, images))
 
         self._messages.extend(tool_messages)
-        this_turn = _turn_signature(self._messages[first_new:])
+        this_turn = _without_call_ids(self._messages[first_new:])
         self._identical_turns = self._identical_turns + 1 if this_turn == self._last_turn else 1
         self._last_turn = this_turn
         tool_seconds = time.perf_counter() - started
@@ -507,15 +507,15 @@ def seen_skill_hash(spec: EnvSpec) -> str | None:
     return spec.skill.content_hash
 
 
-def _turn_signature(messages: list[Message]) -> str:
-    """What a turn said and got back, without the per-turn call ids: equal for a repeated turn."""
+def _without_call_ids(messages: list[Message]) -> list[Message]:
+    """A turn's messages minus the call ids, which are numbered by turn: equal for a repeated turn."""
     stripped = []
     for message in messages:
         message = {k: v for k, v in message.items() if k != "tool_call_id"}
         if message.get("tool_calls"):
             message["tool_calls"] = [{k: v for k, v in c.items() if k != "id"} for c in message["tool_calls"]]
         stripped.append(message)
-    return json.dumps(stripped, sort_keys=True, default=str)
+    return stripped
 
 
 def _assistant_raw(action: Any, parsed: ParsedTurn) -> Message:

@@ -186,8 +186,8 @@ def test_token_budget_truncates(backend):
     try:
         env.reset(options={"task_id": "t1"})
         trunc = False
-        for _ in range(20):
-            _, _, _, trunc, info = env.step(call("bash", {"command": f"seq {len(env.trajectory.timings)} 200"}))
+        for turn in range(20):  # a new command each turn: repeating one would be stuck first
+            _, _, _, trunc, info = env.step(call("bash", {"command": f"seq {turn} 200"}))
             if trunc:
                 break
         assert trunc and "token budget" in info["truncation_reason"]
