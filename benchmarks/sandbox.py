@@ -112,10 +112,12 @@ def bench_env_steps(sandbox, seconds: float, env_id: str) -> dict:
     try:
         import skillgym
 
+        # The no-op call repeats with the same result, which the stuck check would end every
+        # three turns: off, so an episode runs to max_turns as it did before that check existed.
         try:
-            env = skillgym.make(env_id, sandbox=sandbox)
+            env = skillgym.make(env_id, sandbox=sandbox, max_identical_turns=None)
         except TypeError:  # the env builds its own sandbox from its spec
-            env = skillgym.make(env_id)
+            env = skillgym.make(env_id, max_identical_turns=None)
         try:
             env.reset(seed=0)
             steps, busy = 0, 0.0
