@@ -78,6 +78,20 @@ def qwen3_template(training: bool = False) -> str:
         ) from exc
 
 
+def student_template() -> str:
+    """The template a student is saved and served with: the training template.
+
+    Qwen3's inference template drops the (empty) ``<think>`` block of every assistant turn
+    before the one being generated, while training renders each turn with it. A model trained
+    on the training rendering and served with the inference one sees, from its second turn on,
+    a history it never saw in training (measured on SmolLM2-135M: the first call right, then an
+    empty turn; training/EXPERIMENTS.md §16, round 5). Served with the training template (its
+    ``{% generation %}`` markers are inert outside training), the prompt of every turn is a
+    prefix of the text the model was trained on.
+    """
+    return qwen3_template(training=True)
+
+
 def render(
     messages: list[Message],
     tools: list[dict[str, Any]] | None = None,

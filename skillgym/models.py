@@ -7,7 +7,7 @@ file in it is dequantised once with transformers (``from_pretrained(dir, gguf_fi
 which needs the ``gguf`` package) and saved as a safetensors folder with a tokenizer, a chat
 template and a model card. Later uses load that folder (well under a second of reading).
 
-The chat template is the project's Qwen3 one (:func:`skillgym.chat_template.qwen3_template`,
+The chat template is the project's Qwen3 one (:func:`skillgym.chat_template.student_template`,
 read from the installed TRL): it lists the env's tool schemas in the system block and writes
 calls as ``<tool_call>{json}</tool_call>``, the markup the env's parser reads. SmolLM2 is a
 ChatML model, so its ``<|im_start|>``/``<|im_end|>`` control tokens are exactly the ones that
@@ -38,6 +38,9 @@ from skillgym.io import atomic_write_json, atomic_write_text
 
 MARKER = "skillgym-model.json"
 """Written last into a converted folder: its presence means the conversion finished."""
+CONVERSION_FORMAT = 2
+"""Recorded in the marker; a folder converted under another format is converted again.
+2: the tokenizer carries the student template (format 1 carried Qwen3's inference template)."""
 
 
 class ModelPrepError(RuntimeError):
@@ -92,7 +95,15 @@ def is_known_model(name: str) -> bool:
 
 def is_prepared(name: str) -> bool:
     """Whether the named model's converted folder is complete (no download or conversion needed)."""
-    return (model_dir(name) / MARKER).is_file()
+    return _converted(model_dir(name))
+
+
+def _converted(folder: Path) -> bool:
+    """Whether ``folder`` holds a finished conversion in the current format."""
+    try:
+        return json.loads((folder / MARKER).read_text()).get("format") == CONVERSION_FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def resolve_model(name_or_path: str, progress: Progress | bool | None = None) -> str:
@@ -137,14 +148,14 @@ def prepare_model(name: str, progress: Progress | bool | None = None) -> Path:
     if source is None:
         raise ModelPrepError(f"unknown pretrained model {name!r}; known: {', '.join(sorted(KNOWN_MODELS))}")
     target = model_dir(name)
-    if (target / MARKER).is_file():
+    if _converted(target):
         return target
     say, show_pip = _progress(progress)
     target.parent.mkdir(parents=True, exist_ok=True)
     # One conversion at a time per cache: rollout workers or two commands may start together.
     with open(target.parent / f".{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if (target / MARKER).is_file():
+        if _converted(target):
             return target
         started = time.monotonic()
         with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{name}-") as tmp:
@@ -158,7 +169,7 @@ def prepare_model(name: str, progress: Progress | bool | None = None) -> Path:
             out = work / "model"
             convert_gguf(gguf, out, source)
             if target.exists():
-                shutil.rmtree(target)  # an unfinished earlier attempt (no marker)
+                shutil.rmtree(target)  # an unfinished attempt, or a conversion in an older format
             out.rename(target)
         say(f"{name}: ready in {target} ({time.monotonic() - started:.0f} s)")
     return target
@@ -249,7 +260,7 @@ def convert_gguf(gguf_file: Path, out: Path, source: PretrainedSource) -> Path:
         ) from None
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from skillgym.chat_template import IM_END, IM_START, qwen3_template
+    from skillgym.chat_template import IM_END, IM_START, student_template
 
     folder, name = str(gguf_file.parent), gguf_file.name
     try:
@@ -262,7 +273,7 @@ def convert_gguf(gguf_file: Path, out: Path, source: PretrainedSource) -> Path:
         raise ModelPrepError(f"{gguf_file.name}: the tokenizer lacks the ChatML token(s) {missing} the template needs")
     # The GGUF's own template drops the tools list; the Qwen3 one lists them and writes
     # <tool_call> markup the env parses (see the module docstring).
-    tokenizer.chat_template = qwen3_template(training=False)
+    tokenizer.chat_template = student_template()
     tokenizer.eos_token = IM_END
     if source.pad_token is not None:
         tokenizer.pad_token = source.pad_token
@@ -284,6 +295,7 @@ def convert_gguf(gguf_file: Path, out: Path, source: PretrainedSource) -> Path:
         out / MARKER,
         {
             "name": source.name,
+            "format": CONVERSION_FORMAT,
             "package": f"{source.package}=={source.version}",
             "wheel_sha256": source.wheel_sha256,
             "gguf": gguf_file.name,
@@ -312,7 +324,8 @@ def model_card(source: PretrainedSource, parameters: int) -> str:
             "",
             "The GGUF's own template is plain ChatML and drops the `tools` list, so an untrained model never sees "
             "the tool schemas. skillgym replaced it with the Qwen3 template shipped by the installed TRL "
-            "(`trl/chat_templates/qwen3.jinja`): tools are listed in the system block inside `<tools></tools>`, calls "
+            "(`trl/chat_templates/qwen3_training.jinja`, the rendering students are trained on, so that every "
+            "turn's prompt at serving time is a prefix of the training text): tools are listed in the system block inside `<tools></tools>`, calls "
             'are written as `<tool_call>{"name": ..., "arguments": ...}</tool_call>` and results come back in '
             "`<tool_response>` blocks, the Qwen3/Hermes markup skillgym's env parses. SmolLM2 is a ChatML model: the "
             "template's `<|im_start|>`/`<|im_end|>` are SmolLM2's own control tokens (ids 1 and 2). The tool-call "

@@ -23,7 +23,7 @@ gguf = pytest.importorskip("gguf")
 np = pytest.importorskip("numpy")
 
 from skillgym import models  # noqa: E402
-from skillgym.chat_template import qwen3_template  # noqa: E402
+from skillgym.chat_template import student_template  # noqa: E402
 from skillgym.models import MARKER, ModelPrepError, PretrainedSource  # noqa: E402
 
 HIDDEN, LAYERS, HEADS, KV_HEADS, FFN = 32, 2, 4, 2, 64
@@ -146,7 +146,7 @@ def test_convert_tiny_gguf(tmp_path):
     model = AutoModelForCausalLM.from_pretrained(str(out))
     tokenizer = AutoTokenizer.from_pretrained(str(out))
     assert torch.allclose(model.get_input_embeddings().weight, torch.from_numpy(embedding)), "weights changed"
-    assert tokenizer.chat_template == qwen3_template(training=False)
+    assert tokenizer.chat_template == student_template()
     assert (tokenizer.eos_token, tokenizer.pad_token) == ("<|im_end|>", "<|endoftext|>")
     assert model.generation_config.eos_token_id == tokenizer.convert_tokens_to_ids("<|im_end|>")
     tools = [
@@ -164,7 +164,7 @@ def test_convert_tiny_gguf(tmp_path):
     ]
     assert ids[0] == tokenizer.convert_tokens_to_ids("<|im_start|>"), "ChatML control tokens must be single tokens"
     card = (out / "README.md").read_text()
-    assert "qwen3.jinja" in card and "tools" in card
+    assert "qwen3_training.jinja" in card and "tools" in card
     assert json.loads((out / MARKER).read_text())["wheel_sha256"] == models.sha256_of(wheel)
 
 
@@ -215,6 +215,19 @@ def test_unfinished_conversion_is_redone(tiny_registered):
     (partial / "config.json").write_text("{}")  # a crash before the marker was written
     folder = models.prepare_model(source.name, progress=False)
     assert (folder / MARKER).is_file() and calls == [source.name]
+
+
+def test_conversion_in_an_older_format_is_redone(tiny_registered):
+    from transformers import AutoTokenizer
+
+    source, _, calls = tiny_registered
+    folder = models.prepare_model(source.name, progress=False)
+    marker = json.loads((folder / MARKER).read_text())
+    (folder / MARKER).write_text(json.dumps({**marker, "format": models.CONVERSION_FORMAT - 1}))
+    assert not models.is_prepared(source.name)
+    again = models.prepare_model(source.name, progress=False)
+    assert models.is_prepared(source.name) and calls == [source.name, source.name]
+    assert AutoTokenizer.from_pretrained(str(again)).chat_template == student_template()
 
 
 def test_unknown_name_and_plain_paths():

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from skillgym.chat_template import CONTROL_TOKENS, MARKUP_TOKENS, qwen3_template, render
+from skillgym.chat_template import CONTROL_TOKENS, MARKUP_TOKENS, qwen3_template, render, student_template
 from skillgym.training import RecipeError, load_recipe, train_sft, train_tokenizer
 from skillgym.training.recipes import bundled_recipe_path
 from skillgym.training.sft import conversation_text, latest_checkpoint
@@ -115,7 +115,22 @@ def test_tokenizer_round_trips_conversations_and_copies_identifiers_consistently
     assert _contains(piece("`func_99_value`"), name) and _contains(piece("'def func_99_value'"), name)
     # Boilerplate lines (here the system prompt) are single tokens.
     assert len(piece(SYSTEM.split("\n")[0] + "\n")) == 1
-    assert tokenizer.chat_template == qwen3_template(training=False)
+    assert tokenizer.chat_template == student_template()
+
+
+def test_every_served_prompt_is_a_prefix_of_the_training_text(tokenizer):
+    # A student must be served the text it was trained on: the prompt of each assistant turn
+    # (what the policy renders with the saved template) starts the training rendering. Qwen3's
+    # inference template fails this from the second turn (it drops the earlier turn's think block).
+    messages = _conversation(5)
+    trained = render(messages, tools=TOOLS, training=True)
+    turns = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
+    assert len(turns) == 2
+    for turn in turns:
+        prompt = tokenizer.apply_chat_template(messages[:turn], tools=TOOLS, add_generation_prompt=True, tokenize=False)
+        assert trained.startswith(prompt), f"turn {turn}"
+    inference = render(messages[: turns[1]], tools=TOOLS, add_generation_prompt=True)
+    assert not trained.startswith(inference), "the check must be able to fail"
 
 
 def _contains(seq: list[int], sub: list[int]) -> bool:
@@ -215,7 +230,7 @@ def test_sft_writes_model_tokenizer_card_curve_and_resumes(dataset_dir, tmp_path
     assert "sha256:test" in card and "tokens / s" in card
     model = AutoModelForCausalLM.from_pretrained(str(out))
     tok = AutoTokenizer.from_pretrained(str(out))
-    assert model.config.model_type == "qwen3" and tok.chat_template == qwen3_template(training=False)
+    assert model.config.model_type == "qwen3" and tok.chat_template == student_template()
     assert latest_checkpoint(out) is not None and latest_checkpoint(out).name == "checkpoint-2"
 
     resumed = train_sft(load_recipe(bundled_recipe_path("tiny-cpu"), _tiny_overrides(dataset_dir, out, 3)))

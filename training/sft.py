@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, Field
 
-from skillgym.chat_template import qwen3_template, render
+from skillgym.chat_template import render, student_template
 from skillgym.policies.hf_batching import native_bfloat16
 
 from .card import plot_curve, write_card
@@ -159,9 +159,9 @@ def prepare_tokenizer(recipe: SFTRecipe, train: Any) -> Any:
         save_tokenizer(tokenizer, cached)
         return tokenizer
     tokenizer = AutoTokenizer.from_pretrained(recipe.model)
-    # The Qwen3 format everywhere: a base model without a template gets TRL's Qwen3 one.
-    if not getattr(tokenizer, "chat_template", None):
-        tokenizer.chat_template = qwen3_template(training=False)
+    # The Qwen3 format everywhere, in the rendering the rows are trained on (a base model's own
+    # template, Qwen3's included, would render later turns differently at serving time).
+    tokenizer.chat_template = student_template()
     return tokenizer
 
 

@@ -36,7 +36,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from skillgym.chat_template import CONTROL_TOKENS, MARKUP_TOKENS, qwen3_template
+from skillgym.chat_template import CONTROL_TOKENS, MARKUP_TOKENS, student_template
 
 PAD_TOKEN = "<|endoftext|>"
 # A tool call's JSON body: arguments are copied from the question or a tool result, so even
@@ -196,7 +196,7 @@ def train_tokenizer(
         model_max_length=32_768,
         clean_up_tokenization_spaces=False,
     )
-    fast.chat_template = qwen3_template(training=False)
+    fast.chat_template = student_template()
     return fast
 
 
@@ -214,6 +214,7 @@ def _strip_fragments(text: str, fragments: list[str]) -> str:
 
 
 def save_tokenizer(tokenizer: Any, path: Path) -> None:
-    """Save with the inference template: the served model must render prompts as Qwen3 does."""
-    tokenizer.chat_template = qwen3_template(training=False)
+    """Save with the template the student trained on, so that serving renders every turn's
+    prompt as a prefix of its training text (:func:`~skillgym.chat_template.student_template`)."""
+    tokenizer.chat_template = student_template()
     tokenizer.save_pretrained(str(path))

@@ -22,7 +22,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from skillgym.chat_template import IM_END, qwen3_template
+from skillgym.chat_template import IM_END, student_template
 from skillgym.models import lora_base, resolve_model
 from skillgym.policies.base import Action, Policy
 from skillgym.policies.hf_batching import (
@@ -101,7 +101,7 @@ class HFPolicy(Policy):
         self.seed = seed
         self.enable_thinking = enable_thinking
         self.generate_kwargs = dict(generate_kwargs or {})
-        self.chat_template = getattr(tokenizer, "chat_template", None) or qwen3_template(training=False)
+        self.chat_template = getattr(tokenizer, "chat_template", None) or student_template()
         end_id = tokenizer.convert_tokens_to_ids(IM_END)
         if end_id is None or end_id == tokenizer.unk_token_id:
             raise ValueError(f"the tokenizer has no {IM_END!r} token; it must hold the Qwen3 special tokens")
