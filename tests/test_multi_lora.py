@@ -36,6 +36,20 @@ def test_one_command_loads_every_adapter_with_room_for_the_largest_rank(tmp_path
     assert cmd[at + 1 : at + 3] == [f"explorer={tmp_path / 'a'}", f"research={tmp_path / 'b'}"]
     assert cmd[cmd.index("--max-loras") + 1] == "2" and cmd[cmd.index("--max-lora-rank") + 1] == "32"
     assert "--enable-lora" in cmd and cmd[cmd.index("--tool-call-parser") + 1] == "hermes"
+    assert "--chat-template" not in cmd  # adapters without a template: the base model's
+
+
+def test_adapters_are_served_with_the_template_they_trained_on(tmp_path):
+    from skillgym.chat_template import student_template
+
+    adapters = {"explorer": adapter(tmp_path / "a"), "research": adapter(tmp_path / "b")}
+    for folder in adapters.values():
+        (folder / "chat_template.jinja").write_text(student_template(), encoding="utf-8")
+    cmd = vllm_lora_command("Qwen/Qwen3-4B", adapters, "127.0.0.1", 8001)
+    assert cmd[cmd.index("--chat-template") + 1] == str(tmp_path / "a" / "chat_template.jinja")
+    (tmp_path / "b" / "chat_template.jinja").write_text("{{ messages }}", encoding="utf-8")
+    with pytest.raises(ServerError, match="different chat templates"):
+        vllm_lora_command("Qwen/Qwen3-4B", adapters, "127.0.0.1", 8001)
 
 
 class FakeVLLM(BaseHTTPRequestHandler):

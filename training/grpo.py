@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from skillgym.chat_template import qwen3_template, student_template
 from skillgym.io import read_yaml_mapping, validation_message
 
 from .environment import check_env_prompt, grpo_dataset, match_env_prompts, trl_environment
@@ -114,6 +115,27 @@ def learnable_tasks(run_dir: Path) -> tuple[list[str], dict[str, int]]:
     return mixed, tally
 
 
+def with_tool_call_parser(tokenizer: Any) -> Any:
+    """``tokenizer`` with the parser TRL reads tool calls with, when it carries the student template.
+
+    TRL picks that parser by recognising the tokenizer's chat template, and it knows Qwen3's
+    inference template, not the training one a student is saved with
+    (:func:`~skillgym.chat_template.student_template`); both write the same markup, so the
+    parser is the one TRL gives the inference template.
+    """
+    from trl.chat_template_utils import add_response_schema
+
+    known = any(getattr(tokenizer, name, None) is not None for name in ("response_template", "response_schema"))
+    if known or tokenizer.chat_template != student_template():
+        return tokenizer
+    tokenizer.chat_template = qwen3_template(training=False)
+    try:
+        add_response_schema(tokenizer)
+    finally:
+        tokenizer.chat_template = student_template()
+    return tokenizer
+
+
 def train_grpo(recipe: GRPORecipe, log: Callable[[str], None] | None = None) -> GRPOResult:
     """Run GRPO and save the policy (and tokenizer) to ``recipe.output_dir``."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -122,7 +144,7 @@ def train_grpo(recipe: GRPORecipe, log: Callable[[str], None] | None = None) -> 
     say = log or (lambda message: None)
     started = time.perf_counter()
     out = Path(recipe.output_dir)
-    tokenizer = AutoTokenizer.from_pretrained(recipe.model)
+    tokenizer = with_tool_call_parser(AutoTokenizer.from_pretrained(recipe.model))
     tokenizer.padding_side = "left"  # GRPO generates from left-padded prompt batches
     model = AutoModelForCausalLM.from_pretrained(recipe.model)
     peft_config = None

@@ -4,7 +4,8 @@ Three backends, each started as a child process and polled until healthy:
 
 * ``vllm`` (GPU): ``vllm serve`` with the Hermes tool-call parser, which reads the
   ``<tool_call>{json}</tool_call>`` format Qwen3 speaks; a LoRA adapter folder is served on
-  top of its base model. Its parser does not fail a request on a malformed call: the
+  top of its base model, with the chat template saved next to the adapter (the one it was
+  trained with) rather than the base model's. Its parser does not fail a request on a malformed call: the
   model's text comes back as ``content`` with no ``tool_calls`` (vLLM's Hermes parser catches
   the JSON error and returns the text, per its ``hermes_tool_parser`` source; not run here), which the env
   reads as in process.
@@ -96,8 +97,25 @@ def vllm_lora_command(base: str, adapters: Mapping[str, str | Path], host: str, 
     modules = [f"{name}={Path(path)}" for name, path in adapters.items()]
     return [
         "vllm", "serve", base, *_vllm_common(host, port), "--enable-lora", "--lora-modules", *modules,
-        "--max-loras", str(len(modules)), "--max-lora-rank", str(rank),
+        "--max-loras", str(len(modules)), "--max-lora-rank", str(rank), *_adapters_chat_template(adapters),
     ]  # fmt: skip
+
+
+def _adapters_chat_template(adapters: Mapping[str, str | Path]) -> list[str]:
+    """``--chat-template FILE`` when the adapters carry the template they were trained with
+    (``skillgym train sft`` saves it next to the adapter): vLLM would otherwise render prompts
+    with the base model's own template, which differs from the training text from the second
+    turn on (:func:`skillgym.chat_template.student_template`)."""
+    files = [Path(p) / "chat_template.jinja" for p in adapters.values()]
+    found = [f for f in files if f.is_file()]
+    if not found:
+        return []
+    if len({f.read_text(encoding="utf-8") for f in found}) > 1 or len(found) < len(files):
+        raise ServerError(
+            "these LoRA adapters carry different chat templates, and one vLLM server renders every "
+            f"request with one: serve them on separate servers ({', '.join(str(f.parent) for f in files)})"
+        )
+    return ["--chat-template", str(found[0])]
 
 
 _VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
