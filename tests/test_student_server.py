@@ -277,7 +277,16 @@ def test_signal_to_skillgym_serve_stops_its_server(malformed_model_dir, signum):
 
     port = free_port()
     command = [sys.executable, "-m", "skillgym.pipeline.cli", "serve", str(malformed_model_dir), "--port", str(port)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # A terminal gives a foreground command the default SIGINT action; the test process may have
+    # inherited or set another (an ignored SIGINT stays ignored across exec, and Python then never
+    # raises KeyboardInterrupt), so the child starts from the default, as under a shell.
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     children: list[int] = []
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True)  # type: ignore[arg-type]
