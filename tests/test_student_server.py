@@ -269,6 +269,12 @@ def _port_free(port: int) -> bool:
     return True
 
 
+def _default_sigint() -> None:
+    """In the child before exec: SIGINT unblocked and at its default action (both are inherited)."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL])
 def test_signal_to_skillgym_serve_stops_its_server(malformed_model_dir, signum):
     """SIGTERM and SIGINT: ``skillgym serve`` stops its server and exits; SIGKILL (no clean-up
@@ -285,7 +291,7 @@ def test_signal_to_skillgym_serve_stops_its_server(malformed_model_dir, signum):
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        preexec_fn=_default_sigint,
     )
     children: list[int] = []
     lines: list[str] = []
