@@ -50,6 +50,9 @@ def test_adapters_are_served_with_the_template_they_trained_on(tmp_path):
     (tmp_path / "b" / "chat_template.jinja").write_text("{{ messages }}", encoding="utf-8")
     with pytest.raises(ServerError, match="different chat templates"):
         vllm_lora_command("Qwen/Qwen3-4B", adapters, "127.0.0.1", 8001)
+    (tmp_path / "b" / "chat_template.jinja").unlink()
+    with pytest.raises(ServerError, match=f"adapters {tmp_path / 'b'} carry no chat_template.jinja"):
+        vllm_lora_command("Qwen/Qwen3-4B", adapters, "127.0.0.1", 8001)
 
 
 class FakeVLLM(BaseHTTPRequestHandler):

@@ -110,7 +110,14 @@ def _adapters_chat_template(adapters: Mapping[str, str | Path]) -> list[str]:
     found = [f for f in files if f.is_file()]
     if not found:
         return []
-    if len({f.read_text(encoding="utf-8") for f in found}) > 1 or len(found) < len(files):
+    missing = [str(f.parent) for f in files if not f.is_file()]
+    if missing:
+        raise ServerError(
+            f"LoRA adapters {', '.join(missing)} carry no chat_template.jinja while the others do, and one "
+            "vLLM server renders every request with one template: retrain them with `skillgym train sft` "
+            "(which saves it) or serve them on separate servers"
+        )
+    if len({f.read_text(encoding="utf-8") for f in found}) > 1:
         raise ServerError(
             "these LoRA adapters carry different chat templates, and one vLLM server renders every "
             f"request with one: serve them on separate servers ({', '.join(str(f.parent) for f in files)})"
