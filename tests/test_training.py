@@ -294,6 +294,28 @@ def test_extra_datasets_add_every_train_row_after_the_budget(dataset_dir, tmp_pa
         load_sft_dataset(missing)
 
 
+def test_skipped_train_examples_continue_the_seeded_order(dataset_dir):
+    """A run that skips the first N examples takes the ones right after them in the same shuffle
+    (how a student is trained on further examples); skipping them all is an error."""
+    from skillgym.training.recipes import SFTRecipe
+    from skillgym.training.sft import load_sft_dataset
+
+    def users(**window):
+        train, _ = load_sft_dataset(SFTRecipe(model="tiny", dataset=dataset_dir, **window))
+        return [row["messages"][1]["content"] for row in train]
+
+    first, after, both = (
+        users(max_train_examples=10),
+        users(skip_train_examples=10, max_train_examples=10),
+        users(max_train_examples=20),
+    )
+    assert len(after) == 10 and not set(first) & set(after) and first + after == both
+    everything = users()
+    assert len(users(skip_train_examples=len(everything) - 3)) == 3  # no budget: the rest
+    with pytest.raises(ValueError, match=f"skip_train_examples={len(everything)} passes over all"):
+        users(skip_train_examples=len(everything))
+
+
 def test_warmup_trains_on_code_outside_the_env_codebase(tokenizer, tmp_path):
     from skillgym.training import TinyModelSpec, build_tiny_model
     from skillgym.training.warmup import WarmupSpec, corpus_files, lm_warmup

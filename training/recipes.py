@@ -136,6 +136,15 @@ class SFTRecipe(BaseModel):
         default=0.05, ge=0, lt=1, description="Held out when the dataset has no validation split."
     )
     max_train_examples: int | None = Field(default=None, ge=1)
+    skip_train_examples: int = Field(
+        default=0,
+        ge=0,
+        description=(
+            "Train examples passed over before max_train_examples are taken, in the seeded shuffle's "
+            "order: a run continued from a student (`model: STUDENT/merged`) with the same seed and "
+            "skip_train_examples=N sees the N+1st example on, none it was trained on."
+        ),
+    )
     tokenizer: TokenizerSpec = Field(default_factory=TokenizerSpec)
     tiny: TinyModelSpec = Field(default_factory=TinyModelSpec)
     lora: LoraSpec | None = Field(

@@ -86,7 +86,9 @@ def _load_export(path: Path) -> Any:
 
 def load_sft_dataset(recipe: SFTRecipe) -> tuple[Any, Any]:
     """(train, eval) datasets from an export folder; eval is split off when the folder has none.
-    The train rows of ``recipe.extra_datasets`` are added after ``max_train_examples``."""
+    ``skip_train_examples`` then ``max_train_examples`` pick a window of the seeded shuffle, so a
+    continued run can take the examples after those its model was trained on. The train rows of
+    ``recipe.extra_datasets`` are added after that window."""
     from datasets import concatenate_datasets
 
     if recipe.dataset is None:
@@ -97,8 +99,12 @@ def load_sft_dataset(recipe: SFTRecipe) -> tuple[Any, Any]:
     if evaluation is None and recipe.val_fraction > 0 and len(train) >= 20:
         parts = train.train_test_split(test_size=recipe.val_fraction, seed=recipe.training.seed)
         train, evaluation = parts["train"], parts["test"]
-    if recipe.max_train_examples is not None and len(train) > recipe.max_train_examples:
-        train = train.shuffle(seed=recipe.training.seed).select(range(recipe.max_train_examples))
+    skip, budget = recipe.skip_train_examples, recipe.max_train_examples
+    if skip >= len(train):
+        raise ValueError(f"skip_train_examples={skip} passes over all {len(train)} train examples of {recipe.dataset}")
+    if skip or (budget is not None and len(train) > budget):
+        end = len(train) if budget is None else min(len(train), skip + budget)
+        train = train.shuffle(seed=recipe.training.seed).select(range(skip, end))
     keep = [c for c in ("messages", "tools") if c in train.column_names]
     train = train.select_columns(keep)
     extras = [_load_export(Path(path))["train"].select_columns(keep) for path in recipe.extra_datasets]
