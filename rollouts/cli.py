@@ -213,6 +213,9 @@ def eval_command(
     threshold: float = typer.Option(
         0.5, "--threshold", help="Reward at or above which an episode counts as a success."
     ),
+    force: bool = typer.Option(
+        False, "--force", help="Resume into run directories made with another config (e.g. more --tasks)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Evaluate policies side by side on the same held-out tasks: success (95% CI), pass^k,
@@ -255,7 +258,7 @@ def eval_command(
     from skillgym.rollouts import ManifestMismatch, StoreError
 
     with user_errors(ManifestMismatch, StoreError), progress:
-        report = run_eval(config, on_cell)
+        report = run_eval(config, on_cell, force=force)
     errored = [cell for cell in report.cells if cell.errors]
     if as_json:
         print(report.model_dump_json(indent=2))

@@ -94,12 +94,17 @@ def cell_label(policy: str, variant: str, n_variants: int) -> str:
     return policy if n_variants == 1 else f"{policy} [{variant}]"
 
 
-def run_eval(config: EvalConfig, on_cell: Callable[[str, Any], None] | None = None) -> EvalReport:
+def run_eval(
+    config: EvalConfig, on_cell: Callable[[str, Any], None] | None = None, *, force: bool = False
+) -> EvalReport:
     """Run (or resume) every cell, then write ``eval.json`` and ``eval.png`` under ``out``.
 
     Args:
         config: What to evaluate.
         on_cell: Receives ``(label, progress)`` with each cell's rollout progress (for a progress bar).
+        force: Resume into cells' run directories made with another config (e.g. more ``--tasks``:
+            the stored episodes are kept and only the new tasks run); see
+            :func:`skillgym.rollouts.manifest.reconcile`.
 
     Returns:
         The report also written to ``out/eval.json``. A cell whose episodes failed to run (a
@@ -125,7 +130,7 @@ def run_eval(config: EvalConfig, on_cell: Callable[[str, Any], None] | None = No
                 ray_address=config.ray_address,
             )
             callback = (lambda p, _label=label: on_cell(_label, p)) if on_cell else None
-            run_rollouts(rollout, callback)
+            run_rollouts(rollout, callback, force=force)
             trajectories = list(iter_trajectories(run_dir))
             metrics = policy_metrics(label, trajectories, config.success_threshold)
             errors = list(

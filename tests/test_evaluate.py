@@ -50,6 +50,21 @@ def test_eval_compares_policies_on_the_same_tasks(tmp_path):
     # Resumable: a second run finds every episode stored and runs none.
     again = runner.invoke(app, args)
     assert again.exit_code == 0 and json.loads(again.output[again.output.index("{") :])["cells"] == report["cells"]
+    # More tasks into the same folder: refused, with the option the message names; with it, the
+    # stored episodes are kept and the two new tasks run, each once.
+    more = [*args[: args.index("12")], "14", *args[args.index("12") + 1 :]]
+    refused = runner.invoke(app, more)
+    assert refused.exit_code != 0 and "n_tasks: 12 in the directory, 14 now" in refused.output
+    assert "--force" in refused.output
+    extended = runner.invoke(app, [*more, "--force"])
+    assert extended.exit_code == 0, extended.output
+    grown = {
+        c["label"]: c["metrics"]["tasks"] for c in json.loads(extended.output[extended.output.index("{") :])["cells"]
+    }
+    assert grown == {"expert": 14, "random:3": 14}
+    for run in runs:
+        episodes = list(iter_trajectories(run))
+        assert len(episodes) == 14 and len({t.task_id for t in episodes}) == 14
 
 
 @pytest.mark.skipif(not CORPUS.is_dir(), reason=f"skills corpus not found at {CORPUS} (set SKILLGYM_CORPUS)")
