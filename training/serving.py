@@ -107,22 +107,21 @@ def _adapters_chat_template(adapters: Mapping[str, str | Path]) -> list[str]:
     with the base model's own template, which differs from the training text from the second
     turn on (:func:`skillgym.chat_template.student_template`)."""
     files = [Path(p) / "chat_template.jinja" for p in adapters.values()]
-    found = [f for f in files if f.is_file()]
-    if not found:
-        return []
     missing = [str(f.parent) for f in files if not f.is_file()]
+    if len(missing) == len(files):
+        return []
     if missing:
         raise ServerError(
             f"LoRA adapters {', '.join(missing)} carry no chat_template.jinja while the others do, and one "
             "vLLM server renders every request with one template: retrain them with `skillgym train sft` "
             "(which saves it) or serve them on separate servers"
         )
-    if len({f.read_text(encoding="utf-8") for f in found}) > 1:
+    if len({f.read_text(encoding="utf-8") for f in files}) > 1:
         raise ServerError(
             "these LoRA adapters carry different chat templates, and one vLLM server renders every "
             f"request with one: serve them on separate servers ({', '.join(str(f.parent) for f in files)})"
         )
-    return ["--chat-template", str(found[0])]
+    return ["--chat-template", str(files[0])]
 
 
 _VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)

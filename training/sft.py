@@ -100,7 +100,7 @@ def load_sft_dataset(recipe: SFTRecipe) -> tuple[Any, Any]:
         parts = train.train_test_split(test_size=recipe.val_fraction, seed=recipe.training.seed)
         train, evaluation = parts["train"], parts["test"]
     skip, budget = recipe.skip_train_examples, recipe.max_train_examples
-    if skip >= len(train):
+    if skip and skip >= len(train):
         raise ValueError(f"skip_train_examples={skip} passes over all {len(train)} train examples of {recipe.dataset}")
     if skip or (budget is not None and len(train) > budget):
         end = len(train) if budget is None else min(len(train), skip + budget)
