@@ -86,3 +86,10 @@ def test_command_line_report(student, teacher_run, capsys):
         assert group["episodes"] == 1 and group["turns"] == 2 and group["mean_turn_logprob"] < 0
         assert 0 <= group["greedy_exact"] <= 1
     assert all(len(turn["worst"]) == 1 for episode in report["episodes"] for turn in episode["turns"])
+
+
+def test_command_line_summary(student, teacher_run, capsys):
+    main([str(student), str(teacher_run), "--per-group", "1"])
+    lines = capsys.readouterr().out.splitlines()
+    assert sum("greedy reproduces" in line and "of 2 turns" in line for line in lines) == 3
+    assert sum("student writes" in line for line in lines) == 3

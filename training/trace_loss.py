@@ -9,6 +9,9 @@ A turn the student decodes greedily as the teacher wrote it has every token at i
 report gives, per group of tasks (the task id up to its first ``-``: codebase-explorer's
 question type), the share of such turns, the mean log-probability of a turn, and each scored
 episode's least likely tokens with the token the student would have written instead.
+The scores come from one float32 forward pass of the model over the conversation, not from
+the batched generator that serves it (whose products may be bfloat16 and are batch-invariant but
+not bit-identical to this pass), so a near tie can come out the other way when served.
 
 Why: a student's success rate says which question types fail, not where. On the distilled
 SmolLM2, ``callers`` failed at one token: after ``cd repo && awk '`` it put 0.6 on the
