@@ -37,7 +37,7 @@ def teacher_run(tmp_path_factory) -> Path:
 
 def _conversation(run: Path) -> tuple[list[dict], list[dict]]:
     trajectory = next(iter_trajectories(run))
-    return [{k: v for k, v in m.items() if v is not None} for m in sft_messages(trajectory)], trajectory.tools
+    return sft_messages(trajectory), trajectory.tools
 
 
 def test_each_turn_scores_what_the_student_would_generate(student, teacher_run):

@@ -122,7 +122,8 @@ def trace_loss(student: str, run_dir: Path, per_group: int | None = 4, worst: in
         if trajectory.status != "ok" or (per_group is not None and taken[group] >= per_group):
             continue
         taken[group] += 1
-        messages = [{k: v for k, v in m.items() if v is not None} for m in sft_messages(trajectory)]
+        # The rows SFT trained on; apply_chat_template drops their None-valued keys itself.
+        messages = sft_messages(trajectory)
         turns = score_episode(policy.model, policy.tokenizer, policy.chat_template, messages, trajectory.tools, worst)
         episodes.append({"task_id": trajectory.task_id, "group": group, "turns": turns})
     if not episodes:
