@@ -231,7 +231,9 @@ class SkillEnv(gym.Env[list[Message], Any]):
         self._turn += 1
         first_new = len(self._messages)
         started = time.perf_counter()
-        parsed = parse_turn(action, call_id_prefix=f"call_{self._turn}")
+        parsed = parse_turn(
+            action, call_id_prefix=f"call_{self._turn}", loose_string_calls=self.env_spec.loose_string_calls
+        )
         broken = [c for c in parsed.calls if c.name is None or c.arguments is None]
         answer: str | None = None
         tool_messages: list[Message] = []

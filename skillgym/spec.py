@@ -45,6 +45,12 @@ class EnvSpec(BaseModel):
             one malformed call) then ends in a few turns with reward 0 and a reason, instead of
             running to the turn budget or the episode's time limit.
         max_tokens: Token budget of the whole conversation.
+        loose_string_calls: Run a call whose only argument is a string that holds unescaped
+            double quotes or raw line breaks (``{"answer": "mod: "value""}``, what small models
+            write when they copy quoted text) as that string, instead of refusing it as invalid
+            JSON; the trajectory's ``repairs`` record each such reading. Off by default, so
+            that training rewards the valid JSON strict servers require; for serving a small
+            model as a subagent.
         max_tool_output: Characters of one tool result shown to the model.
         host_tools: Tools that run on the host instead of in the sandbox (their ``__call__``
             ignores the sandbox): for tools that need what the sandbox must not have, such as
@@ -74,6 +80,10 @@ class EnvSpec(BaseModel):
         description="Consecutive identical turns before the episode is truncated as stuck; None: never.",
     )
     max_tokens: int = Field(default=32_768, ge=256, description="Token budget for the whole conversation.")
+    loose_string_calls: bool = Field(
+        default=False,
+        description="Read a one-string-argument call with unescaped quotes or raw line breaks instead of refusing it.",
+    )
     max_tool_output: int = Field(default=8_000, ge=200, description="Characters of one tool result shown to the model.")
     host_tools: list[Any] = Field(
         default_factory=list,

@@ -15,6 +15,16 @@ exactly what to fix. It is also bounded: linear in the size of the turn, with li
 call's size (:data:`MAX_CALL_CHARS`), its nesting (:data:`MAX_JSON_DEPTH`) and the calls in a
 turn (:data:`MAX_CALLS_PER_TURN`). Lone UTF-16 surrogates (which no UTF-8 file can hold) are
 replaced by U+FFFD and the turn's ``repairs`` say so.
+
+With ``loose_string_calls=True`` one defect is read rather than refused: a call whose only
+argument is a string holding unescaped double quotes or raw line breaks, such as
+``{"name": "submit", "arguments": {"answer": "mod: "value""}}``. Small models write this when
+the text they copy (a constant's value, a shell command) is itself quoted, and the call has
+one reading: the string runs from its opening quote to the quote before the closing braces
+(and takes that quote too when the quotes inside would otherwise be odd: quoted text comes in
+pairs). The turn's ``repairs`` say what was read. A call with more than one argument is never
+guessed at. It is off by default: a model trained against a lenient reader unlearns the JSON
+that strict servers (vLLM's tool parsers, OpenAI) require.
 """
 
 from __future__ import annotations
@@ -33,6 +43,14 @@ TOOL_CALL_CLOSE = "</tool_call>"
 _THINK_RE = re.compile(r"<think>(.*?)(?:</think>|\Z)", re.DOTALL)
 _SURROGATE_RE = re.compile("[\ud800-\udfff]")
 _SURROGATE_ESCAPE_RE = re.compile(r"\\u[dD][89a-fA-F]")
+# The start of a call, and of an arguments object whose first value is a string (the shapes
+# the one-string-argument reading accepts; see _read_one_string_call).
+_CALL_HEAD_RE = re.compile(r'\{\s*"name"\s*:\s*"([^"\\]{1,200})"\s*,\s*"(?:arguments|parameters)"\s*:\s*')
+_STRING_ARGUMENT_HEAD_RE = re.compile(r'\{\s*"([A-Za-z_][A-Za-z0-9_]{0,100})"\s*:\s*"')
+# A quote, a comma and a quoted key: what a second argument looks like inside the first one.
+_ANOTHER_KEY_RE = re.compile(r'"\s*,\s*"[A-Za-z_][A-Za-z0-9_]*"\s*:')
+_ESCAPE_OR_QUOTE_RE = re.compile(r'(\\.)|"', re.DOTALL)
+_CONTROL_RE = re.compile(r"[\x00-\x1f]")
 
 MAX_CALL_CHARS = 1_000_000
 """Longest tool call (its JSON text, or its ``arguments`` text) that is parsed. A longer one is
@@ -81,10 +99,13 @@ class ParsedTurn(BaseModel):
 
 
 class _Repairs:
-    """Counts what parsing had to change in the model's text (lone surrogates, for now)."""
+    """What parsing had to change in the model's text: lone surrogates replaced, and calls read
+    with the one-string-argument reading."""
 
-    def __init__(self) -> None:
+    def __init__(self, loose_string_calls: bool = False) -> None:
+        self.loose_string_calls = loose_string_calls
         self.surrogates = 0
+        self.readings: list[str] = []
 
     def text(self, text: str) -> str:
         text, fixed = replace_lone_surrogates(text)
@@ -92,9 +113,10 @@ class _Repairs:
         return text
 
     def notes(self) -> list[str]:
-        if not self.surrogates:
-            return []
-        return [f"{self.surrogates} lone UTF-16 surrogate(s) (e.g. a \\ud800 escape) replaced by U+FFFD"]
+        notes = list(self.readings)
+        if self.surrogates:
+            notes.insert(0, f"{self.surrogates} lone UTF-16 surrogate(s) (e.g. a \\ud800 escape) replaced by U+FFFD")
+        return notes
 
 
 def replace_lone_surrogates(text: str) -> tuple[str, int]:
@@ -116,7 +138,7 @@ def replace_lone_surrogates(text: str) -> tuple[str, int]:
     return fixed, fixed.count("\ufffd") - text.count("\ufffd")
 
 
-def parse_turn(action: Any, call_id_prefix: str = "call") -> ParsedTurn:
+def parse_turn(action: Any, call_id_prefix: str = "call", *, loose_string_calls: bool = False) -> ParsedTurn:
     """Parse one assistant turn (raw text or OpenAI message dict). Never raises.
 
     Work is linear in the size of the action and bounded: a call longer than
@@ -128,12 +150,15 @@ def parse_turn(action: Any, call_id_prefix: str = "call") -> ParsedTurn:
         action: What the policy produced: text, an assistant message dict, or anything else
             (which is an error the model is told about).
         call_id_prefix: Prefix of the ids given to calls that carry none.
+        loose_string_calls: Read a call whose only argument is a string with unescaped double
+            quotes or raw control characters as that string (see the module's docstring)
+            instead of refusing it as invalid JSON.
 
     Returns:
         The turn; defects are in ``errors`` (the whole turn) and each call's ``error``.
     """
     if isinstance(action, dict):
-        return _parse_message(action, call_id_prefix)
+        return _parse_message(action, call_id_prefix, _Repairs(loose_string_calls))
     if not isinstance(action, str):
         return ParsedTurn(
             content="",
@@ -144,7 +169,7 @@ def parse_turn(action: Any, call_id_prefix: str = "call") -> ParsedTurn:
                 )
             ],
         )
-    repairs = _Repairs()
+    repairs = _Repairs(loose_string_calls)
     text = repairs.text(action)
     turn = _parse_text(text, call_id_prefix, 0, repairs)
     turn.source, turn.repairs = text, repairs.notes()
@@ -229,6 +254,9 @@ def _parse_call_json(body: str, call_id: str, closed: bool, repairs: _Repairs) -
     if not body:
         return ParsedCall(id=call_id, raw=body, error=f"empty tool call; {fmt}")
     payload, problem = _loads(body, "tool call", "is", repairs)
+    if problem is not None and "not valid JSON" in problem and repairs.loose_string_calls:
+        payload = _read_one_string_call(body, repairs)
+        problem = None if payload is not None else problem
     if problem is not None:
         hint = "" if closed or "not valid JSON" not in problem else f" (the call was not closed with {TOOL_CALL_CLOSE})"
         return ParsedCall(id=call_id, raw=body, error=f"{problem}{hint}; {fmt}")
@@ -268,6 +296,9 @@ def _finish(call_id: str, name: str, args: Any, raw: str, repairs: _Repairs) -> 
             args = {}
         else:
             args, problem = _loads(text, subject, "are", repairs)
+            if problem is not None and "not valid JSON" in problem and repairs.loose_string_calls:
+                args = _read_one_string_argument(text, name, repairs)
+                problem = None if args is not None else problem
             if problem is not None:
                 return ParsedCall(id=call_id, name=name, raw=raw, error=problem), text
     elif isinstance(args, dict):
@@ -339,6 +370,69 @@ def _loads(text: str, subject: str, verb: str, repairs: _Repairs) -> tuple[Any, 
     if _SURROGATE_ESCAPE_RE.search(text):  # only an escape can bring a surrogate back in
         value = _repair_value(value, repairs)
     return value, None
+
+
+def _read_one_string_call(body: str, repairs: _Repairs) -> dict[str, Any] | None:
+    """A call ``{"name": N, "arguments": {"K": "..."}}`` that JSON refused, read as the call of
+    ``N`` with the single string argument ``K`` (see :func:`_read_one_string_argument`), or
+    None when it does not have that shape."""
+    head = _CALL_HEAD_RE.match(body)
+    if head is None:
+        return None
+    rest = body[head.end() :].rstrip()
+    if not rest.endswith("}"):
+        return None
+    args = _read_one_string_argument(rest[:-1], head.group(1), repairs)
+    return None if args is None else {"name": head.group(1), "arguments": args}
+
+
+def _read_one_string_argument(text: str, name: str, repairs: _Repairs) -> dict[str, Any] | None:
+    """An arguments object ``{"K": "..."}`` that JSON refused, read with its string running from
+    the first quote after ``"K":`` to the last quote before the closing brace: the quotes
+    between are part of the text, and so are raw control characters (line breaks). When the
+    quotes between are odd, the last one is the text's too (quoted text comes in pairs; the
+    model wrote one quote where the text's closing quote and the string's met). Escapes the
+    model did write keep their meaning. None when the object has another shape, when the
+    string looks like it holds a second ``"key":`` after a comma (a call with several
+    arguments is never guessed at), or when an escape is invalid."""
+    head = _STRING_ARGUMENT_HEAD_RE.match(text.lstrip())
+    if head is None:
+        return None
+    rest = text.lstrip()[head.end() :].rstrip()
+    if not rest.endswith("}"):
+        return None
+    rest = rest[:-1].rstrip()
+    if not rest.endswith('"'):
+        return None
+    raw = rest[:-1]
+    if _ANOTHER_KEY_RE.search(raw):
+        return None
+    quotes = 0
+
+    def escape(match: re.Match[str]) -> str:
+        nonlocal quotes
+        if match.group(1):
+            return match.group(1)
+        quotes += 1
+        return '\\"'
+
+    escaped = _ESCAPE_OR_QUOTE_RE.sub(escape, raw)
+    if quotes % 2:
+        escaped, quotes = escaped + '\\"', quotes + 1
+    try:
+        value = json.loads(f'"{escaped}"', strict=False)
+    except ValueError:
+        return None
+    key = head.group(1)
+    controls = len(_CONTROL_RE.findall(raw))
+    found = [f"{quotes} unescaped double quote(s)"] * bool(quotes) + [f"{controls} raw control character(s)"] * bool(
+        controls
+    )
+    repairs.readings.append(
+        f"read the {key!r} argument of {_clip(repr(name), 60)} as one string with its "
+        f"{' and '.join(found)} as text (the call was not valid JSON)"
+    )
+    return {key: repairs.text(value)}
 
 
 def _is_digit_limit(exc: Exception) -> bool:
@@ -414,8 +508,7 @@ def _message_text(content: Any) -> tuple[str, str | None]:
     return "".join(texts), None
 
 
-def _parse_message(message: dict, prefix: str) -> ParsedTurn:
-    repairs = _Repairs()
+def _parse_message(message: dict, prefix: str, repairs: _Repairs) -> ParsedTurn:
     errors: list[str] = []
     role = message.get("role", "assistant")
     if role != "assistant":

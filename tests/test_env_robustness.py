@@ -404,3 +404,21 @@ def test_a_rollout_with_lone_surrogates_over_http_stores_every_record(tmp_path, 
     for traj in records:
         assert any("lone UTF-16 surrogate" in r["repair"] for r in traj.metadata["repairs"])
         assert "s\ufffd.txt" in traj.messages[2]["tool_calls"][0]["function"]["arguments"]
+
+
+@pytest.mark.parametrize("loose", [False, True])
+def test_loose_string_calls_is_a_spec_option_and_each_reading_is_recorded(loose):
+    env = make_env("local", default_timeout=5.0)
+    env.env_spec = env.env_spec.model_copy(update={"loose_string_calls": loose})
+    env.reset(seed=0)
+    try:
+        text = '<tool_call>{"name": "submit", "arguments": {"answer": "the number is "7""}}</tool_call>'
+        obs, _, terminated, _, _ = env.step(text)
+        if not loose:  # the default: invalid JSON, told to the model, nothing run
+            assert not terminated and "not valid JSON" in obs[-1]["content"]
+            return
+        assert terminated and env.trajectory.final_answer == 'the number is "7"'
+        (repair,) = env.trajectory.metadata["repairs"]
+        assert repair["turn"] == 1 and "as one string" in repair["repair"]
+    finally:
+        env.close()

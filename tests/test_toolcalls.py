@@ -378,3 +378,47 @@ def test_an_argument_holding_the_closing_tag_renders_and_parses_back_whole():
     (call,) = parse_turn(text).calls
     assert call.error is None and call.arguments == {"answer": answer}
     assert split_rendered_calls(text)[1] == [("submit", json.dumps({"answer": answer}).replace("</", "<\\/"))]
+
+
+LOOSE_READINGS = [
+    # (what the model wrote as the call's JSON, the arguments it is read as)
+    ('{"name": "submit", "arguments": {"answer": "idtracking: "resolve""}}', {"answer": 'idtracking: "resolve"'}),
+    # one quote where the text's closing quote and the string's met: the quotes stay paired
+    ('{"name": "submit", "arguments": {"answer": "idtracking: "resolve"}}', {"answer": 'idtracking: "resolve"'}),
+    ('{"name": "submit", "arguments": {"answer": "a\n  b "c""}}', {"answer": 'a\n  b "c"'}),
+    # escapes the model did write keep their meaning
+    (
+        '{"name": "bash", "arguments": {"command": "grep -E "\\\\bx\\\\(" \\"y\\""}}',
+        {"command": 'grep -E "\\bx\\(" "y"'},
+    ),
+    ('{"name": "submit", "arguments": {"answer": "' + 'q"' * 100_000 + '"}}', {"answer": 'q"' * 100_000}),
+]
+
+
+@pytest.mark.parametrize("body, arguments", LOOSE_READINGS, ids=range(len(LOOSE_READINGS)))
+def test_loose_string_calls_read_one_string_argument_with_bare_quotes(body, arguments):
+    strict = parse_turn(tc(body))
+    assert strict.calls[0].error and "not valid JSON" in strict.calls[0].error  # the default refuses it
+    parsed = parse_turn(tc(body), loose_string_calls=True)
+    (call,) = parsed.calls
+    assert call.error is None and call.arguments == arguments
+    assert len(parsed.repairs) == 1 and "as one string" in parsed.repairs[0]
+    # The same arguments sent as an OpenAI message's arguments string read the same way.
+    args_text = body[body.index('"arguments": ') + len('"arguments": ') : -1]
+    message = {"role": "assistant", "tool_calls": [{"function": {"name": call.name, "arguments": args_text}}]}
+    assert parse_turn(message, loose_string_calls=True).calls[0].arguments == arguments
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"name": "read_file", "arguments": {"path": "a.py", "offset": 3"}}',  # a second argument
+        '{"name": "read_file", "arguments": {"path": "a "b", "offset": "3"}}',
+        '{"name": "submit", "arguments": {"answer": "bad \\q "x""}}',  # an invalid escape
+        '{"name": "submit", "arguments": {"answer": 7"}}',  # not a string
+        '{"name": "submit", "arguments": {"answer": "x "y""}',  # a brace missing
+    ],
+)
+def test_loose_string_calls_guess_at_nothing_else(body):
+    parsed = parse_turn(tc(body), loose_string_calls=True)
+    assert parsed.calls[0].error and "not valid JSON" in parsed.calls[0].error and not parsed.repairs
