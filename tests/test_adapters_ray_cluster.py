@@ -1,10 +1,17 @@
 """Ray scale-out: a rollout joins an existing two-node Ray cluster (``ray_address``, as
 ``skillgym rollout --ray-address`` / ``RAY_ADDRESS`` pass it), its actors spread over both nodes,
-each running its episodes (and their sandboxes) where it lives, and the store is complete."""
+each running its episodes (and their sandboxes) where it lives, and the store is complete, also
+after the driver is killed with ``kill -9`` and the same command runs again."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -12,56 +19,14 @@ ray = pytest.importorskip("ray")
 
 from ray.cluster_utils import Cluster  # noqa: E402
 
-from skillgym.rollouts import RolloutConfig, run_rollouts  # noqa: E402
 from skillgym.rollouts.store import shard_paths  # noqa: E402
 
 
-def test_rollout_on_a_two_node_cluster_uses_both_nodes_and_stores_every_episode(tmp_path):
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-    try:
-        cluster.add_node(num_cpus=1)
-        cluster.wait_for_nodes()
-        config = RolloutConfig(
-            env="codebase-explorer-v0",
-            env_kwargs={"backend": "local"},
-            split="test",
-            n_tasks=8,
-            concurrency=4,
-            backend="ray",
-            num_actors=2,
-            ray_address=cluster.address,
-            out=tmp_path / "run",
-            retry_backoff_s=0.0,
-        )
-        summary = run_rollouts(config)
-        assert summary.records == 8 and summary.failed_records == 0
-        records = [
-            json.loads(line) for shard in shard_paths(tmp_path / "run") for line in shard.read_bytes().splitlines()
-        ]
-        keys = [(r["task_id"], r["sample_index"]) for r in records]
-        assert len(keys) == len(set(keys)) == 8  # complete, no duplicates
-        assert all(r["reward"] == 1.0 for r in records)  # the expert, as in-process
-        # Which node each episode's worker process lived on, from Ray's own state API.
-        # (ray.util.state needs the dashboard, which this cluster leaves out; the GCS table has the same facts.)
-        ray.init(address=cluster.address)
-        actors = [a for a in ray._private.state.actors().values() if a["ActorClassName"].endswith("RolloutActor")]
-        node_of_pid = {a["Pid"]: a["Address"]["NodeID"] for a in actors}
-        assert len(set(node_of_pid.values())) == 2, "the actors did not spread over both nodes"
-        nodes = {node_of_pid[int(r["metadata"]["rollout"]["worker"].rsplit(":", 1)[1])] for r in records}
-        assert len(nodes) == 2, "episodes ran on one node only"
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
-
-
-def test_a_rollout_killed_with_kill_9_on_the_cluster_resumes_without_loss_or_duplicates(tmp_path):
-    import os
-    import shutil
-    import signal
-    import subprocess
-    import sys
-    import time
-
+def test_a_rollout_on_a_two_node_cluster_killed_with_kill_9_resumes_on_both_nodes_without_loss_or_duplicates(
+    tmp_path,
+):
+    # One cluster for both halves (spread over the nodes, and resume after the driver dies):
+    # starting a Ray cluster is most of the cost of either.
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     out = tmp_path / "run"
     exe = shutil.which("skillgym")
@@ -112,6 +77,16 @@ def test_a_rollout_killed_with_kill_9_on_the_cluster_resumes_without_loss_or_dup
         records = [json.loads(line) for line in lines()]
         keys = [(r["task_id"], r["sample_index"]) for r in records]
         assert len(keys) == len(set(keys)) == 48  # every episode exactly once
-        assert all(r["reward"] == 1.0 for r in records)
+        assert all(r["reward"] == 1.0 for r in records)  # the expert, as in-process
+        # Which node each episode's worker process lived on, from Ray's own state API (dead
+        # actors stay in the table). ray.util.state needs the dashboard, which this cluster
+        # leaves out; the GCS table has the same facts.
+        ray.init(address=cluster.address)
+        actors = [a for a in ray._private.state.actors().values() if a["ActorClassName"].endswith("RolloutActor")]
+        node_of_pid = {a["Pid"]: a["Address"]["NodeID"] for a in actors}
+        assert len(set(node_of_pid.values())) == 2, "the actors did not spread over both nodes"
+        nodes = {node_of_pid[int(r["metadata"]["rollout"]["worker"].rsplit(":", 1)[1])] for r in records}
+        assert len(nodes) == 2, "episodes ran on one node only"
     finally:
+        ray.shutdown()
         cluster.shutdown()
