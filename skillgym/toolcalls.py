@@ -395,13 +395,11 @@ def _read_one_string_argument(text: str, name: str, repairs: _Repairs) -> dict[s
     model did write keep their meaning. None when the object has another shape, when the
     string looks like it holds a second ``"key":`` after a comma (a call with several
     arguments is never guessed at), or when an escape is invalid."""
-    head = _STRING_ARGUMENT_HEAD_RE.match(text.lstrip())
-    if head is None:
+    text = text.strip()
+    head = _STRING_ARGUMENT_HEAD_RE.match(text)
+    if head is None or not text.endswith("}"):
         return None
-    rest = text.lstrip()[head.end() :].rstrip()
-    if not rest.endswith("}"):
-        return None
-    rest = rest[:-1].rstrip()
+    rest = text[head.end() : -1].rstrip()
     if not rest.endswith('"'):
         return None
     raw = rest[:-1]
@@ -417,17 +415,22 @@ def _read_one_string_argument(text: str, name: str, repairs: _Repairs) -> dict[s
         return '\\"'
 
     escaped = _ESCAPE_OR_QUOTE_RE.sub(escape, raw)
-    if quotes % 2:
-        escaped, quotes = escaped + '\\"', quotes + 1
+    shared_close = quotes % 2 == 1
+    if shared_close:
+        escaped += '\\"'
     try:
         value = json.loads(f'"{escaped}"', strict=False)
     except ValueError:
         return None
     key = head.group(1)
+    found = []
+    if quotes:
+        found.append(f"{quotes} unescaped double quote(s)" + (" (the last closing it too)" if shared_close else ""))
     controls = len(_CONTROL_RE.findall(raw))
-    found = [f"{quotes} unescaped double quote(s)"] * bool(quotes) + [f"{controls} raw control character(s)"] * bool(
-        controls
-    )
+    if controls:
+        found.append(f"{controls} raw control character(s)")
+    if not found:  # JSON refused something other than the string: not this defect
+        return None
     repairs.readings.append(
         f"read the {key!r} argument of {_clip(repr(name), 60)} as one string with its "
         f"{' and '.join(found)} as text (the call was not valid JSON)"
