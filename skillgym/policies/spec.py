@@ -68,6 +68,7 @@ HF_OPTIONS = frozenset(
         "batch_wait_s",
         "prefix_cache",
         "matmul_dtype",
+        "shared_prefix_attention",
     }
 )
 _URL_RE = re.compile(r"^(?P<model>.*?)@(?P<url>https?://.*)$")
