@@ -448,7 +448,8 @@ class BatchedGenerator:
                 q = torch.randn(1, self.num_kv_heads, rows, self.head_dim, generator=generator).to(dtype)
                 cases.append((q, k, v, self._flash(q, k, v, scale=scale)))
             for multiple in _SHARED_ROW_CANDIDATES:
-                counts = sorted({*range(multiple, most + 1, multiple)} - {0})[:24] + [most - most % multiple]
+                # The first 24 multiples and the largest: row counts a shared call can be padded to.
+                counts = list(range(multiple, most + 1, multiple))[:24] + [most - most % multiple]
                 shifts = sorted({0, group, multiple, 3 * group})
 
                 def same(count: int, shift: int) -> bool:
@@ -459,11 +460,11 @@ class BatchedGenerator:
                         for out, lse in [self._flash(q[:, :, shift : shift + count], k, v, scale=scale)]
                     )
 
-                ok = all(same(count, shift) for count in counts if count for shift in shifts)
+                ok = all(same(count, shift) for count in counts for shift in shifts)
                 if ok and threads > 1:
                     torch.set_num_threads(1)
                     try:
-                        ok = all(same(count, shifts[-1]) for count in counts[:4] + counts[-1:] if count)
+                        ok = all(same(count, shifts[-1]) for count in counts[:4] + counts[-1:])
                     finally:
                         torch.set_num_threads(threads)
                 if ok:
